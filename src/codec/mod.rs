@@ -1,0 +1,1 @@
+//! Compact binary encoding (see FORMAT.md).

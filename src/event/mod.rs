@@ -1,0 +1,361 @@
+//! The event: its envelope (id, type, source, time, version, subject, correlation)
+//! and its payload.
+//!
+//! `Event<P>` is generic over the payload. The default, [`serde_json::Value`], is the
+//! dynamic payload of the seed's `map[string]interface{}`; a user's own type (often an
+//! enum of domain events with serde derives) is the typed path, which allocates
+//! nothing per event beyond what the type itself owns.
+
+mod id;
+mod name;
+mod subject;
+
+pub use id::{EventId, Timestamp};
+pub use name::{EventType, NameError, Source, MAX_NAMES, MAX_NAME_LEN};
+pub(crate) use name::validate_event_type;
+pub use subject::Subject;
+
+use serde::{Deserialize, Serialize};
+
+/// One event: an immutable fact that something happened.
+///
+/// Build it with [`Event::new`] (dynamic or any payload) or [`Event::typed`] (a
+/// [`DomainEvent`]); add a subject, version or causal parent with the `with_*`
+/// builders and [`Event::caused_by`].
+///
+/// # JSON
+/// `Serialize`/`Deserialize` use the seed's field names — `event_id`, `event_type`,
+/// `source`, `timestamp` (RFC 3339, nanoseconds, UTC), `data`, `version` — plus
+/// `subject`, `correlation_id` and `causation_id` when present. `version` is written
+/// as an integer; the seed's string form (`"1.0"`) is accepted when reading (its
+/// major number is kept).
+///
+/// # Examples
+/// ```
+/// use ringbus::{event_type, source, Event};
+/// use serde_json::json;
+///
+/// let placed = Event::new(
+///     event_type!("order.placed"),
+///     source!("order-service"),
+///     json!({ "order_id": "o-1", "amount": 42.5 }),
+/// )
+/// .with_subject("o-1");
+/// let charged = Event::new(event_type!("payment.processed"), source!("payment-service"), json!({}))
+///     .caused_by(&placed);
+/// assert_eq!(charged.causation_id, Some(placed.id));
+/// assert_eq!(charged.correlation_id, Some(placed.id));
+///
+/// let text = serde_json::to_string(&placed).unwrap();
+/// assert!(text.contains("\"event_type\":\"order.placed\""));
+/// let back: Event = serde_json::from_str(&text).unwrap();
+/// assert_eq!(back, placed);
+/// ```
+#[derive(Clone, PartialEq, Debug)]
+pub struct Event<P = serde_json::Value> {
+    /// Unique, time-ordered id.
+    pub id: EventId,
+    /// What happened (`"order.placed"`); the key the bus routes by.
+    pub event_type: EventType,
+    /// Who said so (`"order-service"`).
+    pub source: Source,
+    /// When it happened: nanoseconds since the Unix epoch, UTC.
+    pub timestamp: Timestamp,
+    /// Schema version of `data`, for upcasting. Starts at 1.
+    pub version: u32,
+    /// What it is about (an order id): orders and partitions.
+    pub subject: Option<Subject>,
+    /// The id of the first event of the flow this event belongs to.
+    pub correlation_id: Option<EventId>,
+    /// The id of the event that directly caused this one.
+    pub causation_id: Option<EventId>,
+    /// The payload.
+    pub data: P,
+}
+
+impl<P> Event<P> {
+    /// A new event, stamped now (one clock read for both the id and the timestamp),
+    /// version 1, without subject or causal parent.
+    #[inline]
+    pub fn new(event_type: EventType, source: Source, data: P) -> Self {
+        let timestamp = Timestamp::now();
+        Event {
+            id: EventId::at(timestamp),
+            event_type,
+            source,
+            timestamp,
+            version: 1,
+            subject: None,
+            correlation_id: None,
+            causation_id: None,
+            data,
+        }
+    }
+
+    /// A new event whose type, source, version and subject come from the payload.
+    ///
+    /// ```
+    /// use ringbus::{domain_event, Event};
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct UserRegistered { user_id: String, email: String }
+    /// domain_event!(UserRegistered => "user.registered", source = "user-service");
+    ///
+    /// let e = Event::typed(UserRegistered { user_id: "u1".into(), email: "a@b.c".into() });
+    /// assert_eq!(e.event_type.name(), "user.registered");
+    /// assert_eq!(e.source.name(), "user-service");
+    /// ```
+    #[inline]
+    pub fn typed(data: P) -> Self
+    where
+        P: DomainEvent,
+    {
+        let mut e = Event::new(data.event_type(), data.source(), data);
+        e.version = e.data.version();
+        e.subject = e.data.subject();
+        e
+    }
+
+    /// Sets the subject.
+    #[inline]
+    pub fn with_subject(mut self, subject: impl Into<Subject>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// Sets the schema version.
+    #[inline]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Sets the correlation id.
+    #[inline]
+    pub fn with_correlation_id(mut self, id: EventId) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Marks this event as caused by `parent`: the causation id becomes the
+    /// parent's id, and the correlation id the parent's correlation id (or the
+    /// parent's own id when it starts the flow).
+    #[inline]
+    pub fn caused_by<Q>(mut self, parent: &Event<Q>) -> Self {
+        self.causation_id = Some(parent.id);
+        self.correlation_id = Some(parent.correlation_id.unwrap_or(parent.id));
+        self
+    }
+
+    /// The same envelope with the payload mapped by `f`.
+    pub fn map<Q>(self, f: impl FnOnce(P) -> Q) -> Event<Q> {
+        Event {
+            id: self.id,
+            event_type: self.event_type,
+            source: self.source,
+            timestamp: self.timestamp,
+            version: self.version,
+            subject: self.subject,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            data: f(self.data),
+        }
+    }
+}
+
+/// A payload type that knows its own event type and source: the seed's
+/// `UserRegisteredEvent`, `OrderPlacedEvent`, … as plain Rust types.
+///
+/// Implement it with [`domain_event!`](crate::domain_event) for a struct (the type
+/// name is written once), or by hand for an enum of events, returning an
+/// [`event_type!`](crate::event_type) per variant so the interned id is cached:
+///
+/// ```
+/// use ringbus::{event_type, source, DomainEvent, EventType, Source};
+/// enum Shop { Placed { order: String }, Paid { order: String } }
+/// impl DomainEvent for Shop {
+///     fn event_type(&self) -> EventType {
+///         match self {
+///             Shop::Placed { .. } => event_type!("order.placed"),
+///             Shop::Paid { .. } => event_type!("payment.processed"),
+///         }
+///     }
+///     fn source(&self) -> Source { source!("shop") }
+///     fn subject(&self) -> Option<ringbus::Subject> {
+///         match self { Shop::Placed { order } | Shop::Paid { order } => Some(order.as_str().into()) }
+///     }
+/// }
+/// ```
+pub trait DomainEvent {
+    /// The event type of this value.
+    fn event_type(&self) -> EventType;
+    /// The source that emits it.
+    fn source(&self) -> Source;
+    /// Its schema version (default 1).
+    fn version(&self) -> u32 {
+        1
+    }
+    /// Its subject, if it has one (default none).
+    fn subject(&self) -> Option<Subject> {
+        None
+    }
+}
+
+/// Implements [`DomainEvent`] for a struct, naming its event type (and source) once.
+///
+/// ```
+/// # #[derive(Clone)] struct OrderPlaced { order_id: String }
+/// ringbus::domain_event!(OrderPlaced => "order.placed", source = "order-service", version = 2,
+///     subject = |e: &OrderPlaced| e.order_id.as_str());
+/// # use ringbus::DomainEvent;
+/// let e = OrderPlaced { order_id: "o-7".into() };
+/// assert_eq!(e.event_type().name(), "order.placed");
+/// assert_eq!(e.version(), 2);
+/// assert_eq!(e.subject().unwrap().as_str(), "o-7");
+/// ```
+#[macro_export]
+macro_rules! domain_event {
+    ($ty:ty => $name:expr, source = $source:expr
+        $(, version = $version:expr)?
+        $(, subject = $subject:expr)? $(,)?) => {
+        impl $crate::DomainEvent for $ty {
+            #[inline]
+            fn event_type(&self) -> $crate::EventType {
+                $crate::event_type!($name)
+            }
+            #[inline]
+            fn source(&self) -> $crate::Source {
+                $crate::source!($source)
+            }
+            $(
+                #[inline]
+                fn version(&self) -> u32 {
+                    $version
+                }
+            )?
+            $(
+                #[inline]
+                fn subject(&self) -> ::core::option::Option<$crate::Subject> {
+                    let f = $subject;
+                    ::core::option::Option::Some($crate::Subject::from(f(self)))
+                }
+            )?
+        }
+    };
+}
+
+// ---- serde: the seed's JSON field names -----------------------------------------
+
+#[derive(Serialize)]
+struct WireRef<'a, P> {
+    event_id: EventId,
+    event_type: &'a str,
+    source: &'a str,
+    timestamp: Timestamp,
+    data: &'a P,
+    version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a Subject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<EventId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causation_id: Option<EventId>,
+}
+
+impl<P: Serialize> Serialize for Event<P> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireRef {
+            event_id: self.id,
+            event_type: self.event_type.name(),
+            source: self.source.name(),
+            timestamp: self.timestamp,
+            data: &self.data,
+            version: self.version,
+            subject: self.subject.as_ref(),
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+        }
+        .serialize(s)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireVersion {
+    Int(u32),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct WireOwned<P> {
+    event_id: EventId,
+    event_type: String,
+    source: String,
+    timestamp: Timestamp,
+    data: P,
+    #[serde(default)]
+    version: Option<WireVersion>,
+    #[serde(default)]
+    subject: Option<Subject>,
+    #[serde(default)]
+    correlation_id: Option<EventId>,
+    #[serde(default)]
+    causation_id: Option<EventId>,
+}
+
+impl<'de, P: Deserialize<'de>> Deserialize<'de> for Event<P> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let w = WireOwned::<P>::deserialize(d)?;
+        let version = match w.version {
+            None => 1,
+            Some(WireVersion::Int(v)) => v,
+            Some(WireVersion::Text(t)) => t
+                .split('.')
+                .next()
+                .and_then(|major| major.parse().ok())
+                .ok_or_else(|| D::Error::custom(format!("invalid version {t:?}")))?,
+        };
+        Ok(Event {
+            id: w.event_id,
+            event_type: EventType::try_new(&w.event_type).map_err(D::Error::custom)?,
+            source: Source::try_new(&w.source).map_err(D::Error::custom)?,
+            timestamp: w.timestamp,
+            version,
+            subject: w.subject,
+            correlation_id: w.correlation_id,
+            causation_id: w.causation_id,
+            data: w.data,
+        })
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a, P: arbitrary::Arbitrary<'a>> arbitrary::Arbitrary<'a> for Event<P> {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        // Names from a small alphabet so interning stays bounded while fuzzing.
+        const TYPES: &[&str] = &["a", "a.b", "order.placed", "user.registered", "x.y.z"];
+        const SOURCES: &[&str] = &["s", "order-service", "user-service"];
+        let opt_id = |u: &mut arbitrary::Unstructured<'a>| -> arbitrary::Result<Option<EventId>> {
+            Ok(if bool::arbitrary(u)? {
+                Some(EventId::from_bytes(u.arbitrary()?))
+            } else {
+                None
+            })
+        };
+        Ok(Event {
+            id: EventId::from_bytes(u.arbitrary()?),
+            event_type: EventType::new(u.choose(TYPES)?),
+            source: Source::new(u.choose(SOURCES)?),
+            timestamp: Timestamp::from_nanos(u.arbitrary()?),
+            version: u.arbitrary()?,
+            subject: if bool::arbitrary(u)? {
+                Some(Subject::new(String::arbitrary(u)?))
+            } else {
+                None
+            },
+            correlation_id: opt_id(u)?,
+            causation_id: opt_id(u)?,
+            data: P::arbitrary(u)?,
+        })
+    }
+}

@@ -1,0 +1,24 @@
+//! # ringbus
+//!
+//! A lock-free, high-throughput, in-process event bus built like the LMAX
+//! Disruptor: publishers claim slots in a preallocated ring (one atomic per publish
+//! or per batch); one dispatcher thread takes published events in batches, routes
+//! each through a precomputed table indexed by the interned event type, and runs
+//! every handler with work over its events in publish order — different handlers in
+//! parallel on a rayon pool.
+//!
+//! See the README for an example, `src/ring/README.md` for the concurrency protocol.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::undocumented_unsafe_blocks
+)]
+
+pub(crate) mod sync;
+
+pub mod codec;
+pub mod event;
+
+pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
