@@ -20,5 +20,9 @@ pub(crate) mod sync;
 
 pub mod codec;
 pub mod event;
+mod ring;
+
+pub use ring::WaitStrategy;
 
 pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
+

@@ -1,7 +1,6 @@
 //! The subject of an event: the key that orders and partitions (an order id).
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// The key an event is about — an order id, an account number, an aggregate id.
