@@ -20,8 +20,18 @@ pub(crate) mod sync;
 
 pub mod codec;
 pub mod event;
+mod bus;
+mod dispatch;
 mod ring;
 
+pub use bus::{
+    BuildError, BuildErrorKind, Bus, BusBuilder, Multi, ProducerMode, PublishBatchError, PublishError,
+    PublishTimeoutError, Publisher, Single, SubscribeError, TryPublishError, MAX_CAPACITY, MAX_LANES,
+};
+pub use dispatch::{
+    BusStats, ErrorKind, Execution, Failure, FailurePolicy, FailureReason, Handler, HandlerError,
+    IntoPatterns, LogFailures, Pattern, PatternError, ShutdownReport, SubscriptionId,
+};
 pub use ring::WaitStrategy;
 
 pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};

@@ -172,16 +172,6 @@ impl<T> Ring<T> {
         self.mask + 1
     }
 
-    /// Which sequencer runs.
-    pub(crate) fn producers(&self) -> Producers {
-        self.producers
-    }
-
-    /// The dispatcher's wait strategy.
-    pub(crate) fn consumer_wait(&self) -> WaitStrategy {
-        self.consumer_wait
-    }
-
     /// Whether the ring has been closed.
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
@@ -195,11 +185,6 @@ impl<T> Ring<T> {
             u64::MAX => None,
             n => Some(n),
         }
-    }
-
-    /// Sequences consumed so far (Relaxed: a statistic).
-    pub(crate) fn consumed_relaxed(&self) -> u64 {
-        self.consumed.load(Ordering::Relaxed)
     }
 
     #[inline]

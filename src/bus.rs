@@ -1,0 +1,970 @@
+//! The public facade: [`Bus::builder`], [`Bus`], [`Publisher`], their errors, and
+//! shutdown.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
+
+use crate::dispatch::{
+    Ack, BusStats, Control, ControlQueue, DispatchContext, Dispatcher, Execution, Executor,
+    FailurePolicy, Handler, IntoPatterns, LogFailures, PatternError, Shared, ShutdownReport,
+    Stats, SubscribeSpec, SubscriptionId,
+};
+use crate::ring::{backoff, ClaimError, Producers, Ring, WaitStrategy};
+use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::Event;
+
+/// Type-level producer mode: many producers ([`Multi`], the default) or one
+/// ([`Single`]).
+pub trait ProducerMode: sealed::Sealed + Send + 'static {}
+
+/// Many producers: `bus.publisher()` hands out cloneable publishers that claim slots
+/// with one `fetch_add` each.
+#[derive(Debug)]
+pub enum Multi {}
+
+/// One producer: [`BusBuilder::build`] returns the only publisher, which claims slots
+/// without any atomic read-modify-write on the shared claim cursor. It is not
+/// `Clone`, so the type system rules out a second producer.
+#[derive(Debug)]
+pub enum Single {}
+
+impl ProducerMode for Multi {}
+impl ProducerMode for Single {}
+
+mod sealed {
+    pub trait Sealed {
+        /// Single producer (else multi).
+        const SINGLE: bool;
+    }
+    impl Sealed for super::Multi {
+        const SINGLE: bool = false;
+    }
+    impl Sealed for super::Single {
+        const SINGLE: bool = true;
+    }
+}
+
+/// The ring sequencer for mode `M`.
+fn producers<M: ProducerMode>() -> Producers {
+    if M::SINGLE {
+        Producers::Single
+    } else {
+        Producers::Multi
+    }
+}
+
+/// Why a bus could not be built.
+#[derive(Debug)]
+pub struct BuildError {
+    kind: BuildErrorKind,
+}
+
+/// What was wrong with a bus configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildErrorKind {
+    /// `capacity(0)`.
+    ZeroCapacity,
+    /// The capacity is not a power of two.
+    CapacityNotPowerOfTwo(usize),
+    /// The capacity exceeds [`MAX_CAPACITY`].
+    CapacityTooLarge(usize),
+    /// `max_batch(0)`.
+    ZeroMaxBatch,
+    /// `Execution::Pool { threads: 0 }`.
+    ZeroThreads,
+    /// The rayon pool could not be built.
+    Pool(rayon::ThreadPoolBuildError),
+    /// The dispatcher thread could not be spawned.
+    Spawn(std::io::Error),
+}
+
+impl BuildError {
+    /// What went wrong.
+    pub fn kind(&self) -> &BuildErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BuildErrorKind::ZeroCapacity => f.write_str("ring capacity must not be 0"),
+            BuildErrorKind::CapacityNotPowerOfTwo(n) => {
+                write!(f, "ring capacity must be a power of two, got {n}")
+            }
+            BuildErrorKind::CapacityTooLarge(n) => {
+                write!(f, "ring capacity {n} exceeds the maximum {MAX_CAPACITY}")
+            }
+            BuildErrorKind::ZeroMaxBatch => f.write_str("max batch size must not be 0"),
+            BuildErrorKind::ZeroThreads => f.write_str("a handler pool needs at least 1 thread"),
+            BuildErrorKind::Pool(e) => write!(f, "could not build the handler pool: {e}"),
+            BuildErrorKind::Spawn(e) => write!(f, "could not spawn the dispatcher thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            BuildErrorKind::Pool(e) => Some(e),
+            BuildErrorKind::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The largest ring: 2^24 slots.
+pub const MAX_CAPACITY: usize = 1 << 24;
+
+/// Configures and builds a [`Bus`]. Made by [`Bus::builder`].
+pub struct BusBuilder<P = serde_json::Value, M = Multi> {
+    capacity: usize,
+    producer_wait: WaitStrategy,
+    consumer_wait: WaitStrategy,
+    max_batch: usize,
+    execution: Execution,
+    thread_name: String,
+    policy: Option<Box<dyn FailurePolicy<P>>>,
+    _mode: PhantomData<M>,
+}
+
+impl<P, M> fmt::Debug for BusBuilder<P, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusBuilder")
+            .field("capacity", &self.capacity)
+            .field("producer_wait", &self.producer_wait)
+            .field("consumer_wait", &self.consumer_wait)
+            .field("max_batch", &self.max_batch)
+            .field("execution", &self.execution)
+            .field("thread_name", &self.thread_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
+    fn with_mode<N>(self) -> BusBuilder<P, N> {
+        BusBuilder {
+            capacity: self.capacity,
+            producer_wait: self.producer_wait,
+            consumer_wait: self.consumer_wait,
+            max_batch: self.max_batch,
+            execution: self.execution,
+            thread_name: self.thread_name,
+            policy: self.policy,
+            _mode: PhantomData,
+        }
+    }
+
+    /// Ring slots: a power of two, at most [`MAX_CAPACITY`]. Default 4096.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// One producer: `build` returns the bus and its only [`Publisher`].
+    pub fn single_producer(self) -> BusBuilder<P, Single> {
+        self.with_mode()
+    }
+
+    /// Many producers (the default): `bus.publisher()` hands out cloneable publishers.
+    pub fn multi_producer(self) -> BusBuilder<P, Multi> {
+        self.with_mode()
+    }
+
+    /// The wait strategy for both the dispatcher and producers waiting for space.
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.producer_wait = strategy;
+        self.consumer_wait = strategy;
+        self
+    }
+
+    /// How producers wait for free slots when the ring is full.
+    pub fn producer_wait(mut self, strategy: WaitStrategy) -> Self {
+        self.producer_wait = strategy;
+        self
+    }
+
+    /// How the dispatcher waits for events.
+    pub fn consumer_wait(mut self, strategy: WaitStrategy) -> Self {
+        self.consumer_wait = strategy;
+        self
+    }
+
+    /// The most events the dispatcher takes in one batch. Default: the capacity.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// Where handlers run. Default: [`Execution::default`].
+    pub fn execution(mut self, execution: Execution) -> Self {
+        self.execution = execution;
+        self
+    }
+
+    /// The dispatcher thread's name. Default `"ringbus-dispatch"`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// What happens after a handler fails. Default: [`LogFailures`].
+    pub fn failure_policy(mut self, policy: impl FailurePolicy<P>) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    fn err(kind: BuildErrorKind) -> BuildError {
+        BuildError { kind }
+    }
+
+    fn start(self) -> Result<Bus<P, M>, BuildError> {
+        let cap = self.capacity;
+        if cap == 0 {
+            return Err(Self::err(BuildErrorKind::ZeroCapacity));
+        }
+        if !cap.is_power_of_two() {
+            return Err(Self::err(BuildErrorKind::CapacityNotPowerOfTwo(cap)));
+        }
+        if cap > MAX_CAPACITY {
+            return Err(Self::err(BuildErrorKind::CapacityTooLarge(cap)));
+        }
+        if self.max_batch == 0 {
+            return Err(Self::err(BuildErrorKind::ZeroMaxBatch));
+        }
+        let exec = match self.execution {
+            Execution::Inline => Executor::Inline,
+            Execution::SharedPool(pool) => Executor::Pool(pool),
+            Execution::Pool { threads: 0 } => return Err(Self::err(BuildErrorKind::ZeroThreads)),
+            Execution::Pool { threads } => {
+                let name = self.thread_name.clone();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(move |i| format!("{name}-pool-{i}"))
+                    .build()
+                    .map_err(|e| Self::err(BuildErrorKind::Pool(e)))?;
+                Executor::Pool(StdArc::new(pool))
+            }
+        };
+        let shared = Arc::new(Shared {
+            ring: Ring::new(cap, producers::<M>(), self.producer_wait, self.consumer_wait),
+            control: ControlQueue::new(),
+            stats: Stats::default(),
+        });
+        let policy = self.policy.unwrap_or_else(|| Box::new(LogFailures::default()));
+        let max_batch = self.max_batch.min(cap) as u64;
+        let dispatcher = Dispatcher::new(shared.clone(), max_batch, exec, policy);
+        let thread = spawn_dispatcher(self.thread_name, dispatcher)
+            .map_err(|e| Self::err(BuildErrorKind::Spawn(e)))?;
+        Ok(Bus {
+            shared,
+            thread: Some(thread),
+            next_id: AtomicU64::new(1),
+            report: None,
+            _mode: PhantomData,
+        })
+    }
+}
+
+#[cfg(not(loom))]
+type JoinHandle = std::thread::JoinHandle<ShutdownReport>;
+#[cfg(loom)]
+type JoinHandle = loom::thread::JoinHandle<ShutdownReport>;
+
+#[cfg(not(loom))]
+fn spawn_dispatcher<P: Send + Sync + 'static>(
+    name: String,
+    dispatcher: Dispatcher<P>,
+) -> std::io::Result<JoinHandle> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || dispatcher.run())
+}
+
+#[cfg(loom)]
+fn spawn_dispatcher<P: Send + Sync + 'static>(
+    _name: String,
+    dispatcher: Dispatcher<P>,
+) -> std::io::Result<JoinHandle> {
+    Ok(loom::thread::spawn(move || dispatcher.run()))
+}
+
+impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
+    /// Starts the dispatcher and returns the bus; get publishers with
+    /// [`Bus::publisher`].
+    pub fn build(self) -> Result<Bus<P, Multi>, BuildError> {
+        self.start()
+    }
+}
+
+impl<P: Send + Sync + 'static> BusBuilder<P, Single> {
+    /// Starts the dispatcher and returns the bus with its only publisher.
+    pub fn build(self) -> Result<(Bus<P, Single>, Publisher<P, Single>), BuildError> {
+        let bus = self.start()?;
+        let publisher = Publisher::new(bus.shared.clone());
+        Ok((bus, publisher))
+    }
+}
+
+/// An in-process event bus: a ring, a dispatcher thread, and handlers.
+///
+/// `P` is the payload type (default: dynamic JSON). `M` is [`Multi`] (default) or
+/// [`Single`] producer. Dropping the bus shuts it down like [`Bus::shutdown`].
+///
+/// # Examples
+/// ```
+/// use ringbus::{event_type, source, Bus, Event, HandlerError};
+/// use serde_json::json;
+/// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+///
+/// let bus = Bus::builder().capacity(1024).build().unwrap();
+/// let orders = Arc::new(AtomicUsize::new(0));
+/// let seen = orders.clone();
+/// bus.subscribe("order.*", move |_e: &Event| -> Result<(), HandlerError> {
+///     seen.fetch_add(1, Ordering::Relaxed);
+///     Ok(())
+/// }).unwrap();
+///
+/// let mut publisher = bus.publisher();
+/// publisher.publish(Event::new(event_type!("order.placed"), source!("shop"), json!({"id": 1}))).unwrap();
+/// publisher.publish(Event::new(event_type!("user.registered"), source!("shop"), json!({}))).unwrap();
+///
+/// let report = bus.shutdown();
+/// assert_eq!(report.published, 2);
+/// assert_eq!(orders.load(Ordering::Relaxed), 1);
+/// ```
+pub struct Bus<P = serde_json::Value, M = Multi> {
+    shared: Arc<Shared<P>>,
+    thread: Option<JoinHandle>,
+    next_id: AtomicU64,
+    report: Option<ShutdownReport>,
+    _mode: PhantomData<M>,
+}
+
+impl<P, M> fmt::Debug for Bus<P, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a subscription change was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A pattern is malformed.
+    InvalidPattern(PatternError),
+    /// No pattern was given.
+    NoPatterns,
+    /// A partitioned subscription needs at least one lane (and at most 1024).
+    InvalidLanes(usize),
+    /// Called from inside a handler or failure policy: waiting for the dispatcher
+    /// from its own thread (or pool) would deadlock.
+    FromHandler,
+    /// The dispatcher has stopped.
+    Closed,
+    /// `unsubscribe` with an id that is not subscribed (any more).
+    UnknownSubscription(SubscriptionId),
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscribeError::InvalidPattern(e) => fmt::Display::fmt(e, f),
+            SubscribeError::NoPatterns => f.write_str("no pattern given"),
+            SubscribeError::InvalidLanes(n) => {
+                write!(f, "a partitioned handler needs 1 to 1024 lanes, got {n}")
+            }
+            SubscribeError::FromHandler => f.write_str(
+                "subscribe/unsubscribe called from a handler would wait for its own dispatcher",
+            ),
+            SubscribeError::Closed => f.write_str("the bus has shut down"),
+            SubscribeError::UnknownSubscription(id) => write!(f, "{id} is not subscribed"),
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {}
+
+impl From<PatternError> for SubscribeError {
+    fn from(e: PatternError) -> Self {
+        SubscribeError::InvalidPattern(e)
+    }
+}
+
+/// The most lanes a partitioned handler may have.
+pub const MAX_LANES: usize = 1024;
+
+impl<P: Send + Sync + 'static> Bus<P, Multi> {
+    /// A builder with the defaults: multi producer, capacity 4096, blocking waits,
+    /// max batch = capacity, [`Execution::default`], [`LogFailures`].
+    pub fn builder() -> BusBuilder<P, Multi> {
+        BusBuilder {
+            capacity: 4096,
+            producer_wait: WaitStrategy::default(),
+            consumer_wait: WaitStrategy::default(),
+            max_batch: usize::MAX,
+            execution: Execution::default(),
+            thread_name: "ringbus-dispatch".to_owned(),
+            policy: None,
+            _mode: PhantomData,
+        }
+    }
+
+    /// A new publisher. Publishers are `Clone + Send`: one per producing thread.
+    pub fn publisher(&self) -> Publisher<P, Multi> {
+        Publisher::new(self.shared.clone())
+    }
+}
+
+impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
+    /// Subscribes `handler` to the event types matching `patterns` (one pattern or
+    /// several; see [`Pattern`](crate::Pattern) for the syntax). A handler matched by
+    /// several of its patterns gets each event once.
+    ///
+    /// Returns once the dispatcher has installed the handler (between two batches):
+    /// every event published after this returns reaches it.
+    pub fn subscribe<H: Handler<P>>(
+        &self,
+        patterns: impl IntoPatterns,
+        handler: H,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let patterns = patterns.into_patterns()?;
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        self.install(Some(patterns), vec![Box::new(handler)], std::any::type_name::<H>())
+    }
+
+    /// Subscribes `handler` to every event — the seed's `SubscribeToAll` (its
+    /// `"*"`; in ringbus patterns `*` is exactly one token).
+    pub fn subscribe_all<H: Handler<P>>(&self, handler: H) -> Result<SubscriptionId, SubscribeError> {
+        self.install(None, vec![Box::new(handler)], std::any::type_name::<H>())
+    }
+
+    /// Subscribes a partitioned handler: `lanes` instances made by `factory(lane)`,
+    /// running in parallel. An event goes to the lane picked by its subject's hash,
+    /// so each subject's events stay in order on one lane. Events without a subject
+    /// all go to lane 0 (in order).
+    pub fn subscribe_partitioned<H: Handler<P>>(
+        &self,
+        patterns: impl IntoPatterns,
+        lanes: usize,
+        mut factory: impl FnMut(usize) -> H,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        if lanes == 0 || lanes > MAX_LANES {
+            return Err(SubscribeError::InvalidLanes(lanes));
+        }
+        let patterns = patterns.into_patterns()?;
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        let handlers = (0..lanes)
+            .map(|lane| Box::new(factory(lane)) as Box<dyn Handler<P>>)
+            .collect();
+        self.install(Some(patterns), handlers, std::any::type_name::<H>())
+    }
+
+    fn install(
+        &self,
+        patterns: Option<Vec<crate::Pattern>>,
+        handlers: Vec<Box<dyn Handler<P>>>,
+        name: &str,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        if DispatchContext::is_active() {
+            return Err(SubscribeError::FromHandler);
+        }
+        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let spec = SubscribeSpec {
+            id,
+            patterns,
+            handlers,
+            name: name.into(),
+        };
+        let ack = Ack::new();
+        if !self.shared.send_control(Control::Subscribe(spec, ack.clone())) || !ack.wait() {
+            return Err(SubscribeError::Closed);
+        }
+        Ok(id)
+    }
+
+    /// Removes a subscription. Returns once the dispatcher has removed it (between
+    /// two batches) and run its handlers' `on_shutdown`: they receive nothing more.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), SubscribeError> {
+        if DispatchContext::is_active() {
+            return Err(SubscribeError::FromHandler);
+        }
+        let ack = Ack::new();
+        if !self.shared.send_control(Control::Unsubscribe(id, ack.clone())) {
+            return Err(SubscribeError::Closed);
+        }
+        if ack.wait() {
+            Ok(())
+        } else if self.shared.control_is_closed() {
+            Err(SubscribeError::Closed)
+        } else {
+            Err(SubscribeError::UnknownSubscription(id))
+        }
+    }
+
+    /// The dispatcher's counters now.
+    pub fn stats(&self) -> BusStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Ring slots.
+    pub fn capacity(&self) -> usize {
+        self.shared.ring.capacity() as usize
+    }
+
+    /// Shuts down gracefully: publishes from now on fail with `Closed` (returning
+    /// the event); every event whose publish returned `Ok` is dispatched; handlers'
+    /// `on_shutdown` hooks run; threads are joined. A publish racing with this is
+    /// either delivered or returned to its caller, never lost and never both.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.close_and_join()
+    }
+
+    fn close_and_join(&mut self) -> ShutdownReport {
+        if let Some(report) = self.report {
+            return report;
+        }
+        self.shared.ring.close();
+        let report = match self.thread.take().map(|t| t.join()) {
+            Some(Ok(report)) => report,
+            // The dispatcher thread panicked (a bug in ringbus, not in a handler):
+            // report what its counters say.
+            _ => {
+                let s = self.shared.stats.snapshot();
+                ShutdownReport {
+                    published: self.shared.ring.closed_at().unwrap_or(0),
+                    dispatched: s.dispatched,
+                    delivered: s.delivered,
+                    failed: s.failed,
+                    panicked: s.panicked,
+                }
+            }
+        };
+        self.report = Some(report);
+        report
+    }
+}
+
+impl<P, M> Drop for Bus<P, M> {
+    fn drop(&mut self) {
+        if self.report.is_none() {
+            self.shared.ring.close();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+
+// ---- publishing ------------------------------------------------------------------
+
+/// `publish` failed: the bus is shut down. The event is handed back.
+pub struct PublishError<P>(pub Event<P>);
+
+/// `try_publish` failed; the event is handed back.
+pub enum TryPublishError<P> {
+    /// The ring is full right now.
+    Full(Event<P>),
+    /// The bus is shut down.
+    Closed(Event<P>),
+}
+
+/// `publish_timeout` failed; the event is handed back.
+pub enum PublishTimeoutError<P> {
+    /// The ring stayed full until the deadline.
+    Timeout(Event<P>),
+    /// The bus is shut down.
+    Closed(Event<P>),
+}
+
+/// `publish_batch` stopped because the bus shut down.
+pub struct PublishBatchError<P> {
+    /// How many events of the batch were published (and will be delivered).
+    pub published: usize,
+    /// The rest of the batch, in order, not published.
+    pub unpublished: Vec<Event<P>>,
+}
+
+impl<P> PublishError<P> {
+    /// The event that was not published.
+    pub fn into_inner(self) -> Event<P> {
+        self.0
+    }
+}
+
+impl<P> TryPublishError<P> {
+    /// The event that was not published.
+    pub fn into_inner(self) -> Event<P> {
+        match self {
+            TryPublishError::Full(e) | TryPublishError::Closed(e) => e,
+        }
+    }
+    /// Whether the ring was full (as opposed to closed).
+    pub fn is_full(&self) -> bool {
+        matches!(self, TryPublishError::Full(_))
+    }
+}
+
+impl<P> PublishTimeoutError<P> {
+    /// The event that was not published.
+    pub fn into_inner(self) -> Event<P> {
+        match self {
+            PublishTimeoutError::Timeout(e) | PublishTimeoutError::Closed(e) => e,
+        }
+    }
+}
+
+macro_rules! error_impls {
+    ($ty:ident, |$s:ident, $f:ident| $display:expr, |$d:ident, $g:ident| $debug:expr) => {
+        impl<P> fmt::Debug for $ty<P> {
+            fn fmt(&self, $g: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $d = self;
+                $debug
+            }
+        }
+        impl<P> fmt::Display for $ty<P> {
+            fn fmt(&self, $f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $s = self;
+                $display
+            }
+        }
+        impl<P> std::error::Error for $ty<P> {}
+    };
+}
+
+error_impls!(PublishError,
+    |_s, f| f.write_str("publishing on a closed bus"),
+    |d, f| write!(f, "PublishError::Closed({})", d.0.id));
+error_impls!(TryPublishError,
+    |s, f| f.write_str(match s {
+        TryPublishError::Full(_) => "publishing on a full ring",
+        TryPublishError::Closed(_) => "publishing on a closed bus",
+    }),
+    |d, f| match d {
+        TryPublishError::Full(e) => write!(f, "TryPublishError::Full({})", e.id),
+        TryPublishError::Closed(e) => write!(f, "TryPublishError::Closed({})", e.id),
+    });
+error_impls!(PublishTimeoutError,
+    |s, f| f.write_str(match s {
+        PublishTimeoutError::Timeout(_) => "the ring stayed full until the deadline",
+        PublishTimeoutError::Closed(_) => "publishing on a closed bus",
+    }),
+    |d, f| match d {
+        PublishTimeoutError::Timeout(e) => write!(f, "PublishTimeoutError::Timeout({})", e.id),
+        PublishTimeoutError::Closed(e) => write!(f, "PublishTimeoutError::Closed({})", e.id),
+    });
+error_impls!(PublishBatchError,
+    |s, f| write!(f, "the bus closed after {} events of the batch; {} were not published",
+        s.published, s.unpublished.len()),
+    |d, f| f.debug_struct("PublishBatchError")
+        .field("published", &d.published)
+        .field("unpublished", &d.unpublished.len())
+        .finish());
+
+/// Publishes events onto a bus.
+///
+/// In [`Multi`] mode publishers are `Clone`: give each producing thread its own
+/// (each keeps a private cache of the consumer position). In [`Single`] mode there is
+/// exactly one.
+pub struct Publisher<P = serde_json::Value, M = Multi> {
+    shared: Arc<Shared<P>>,
+    /// Cache of the ring's consumer cursor: re-read only when the ring looks full.
+    cached_consumed: u64,
+    /// Single producer: the next sequence to write.
+    next: u64,
+    _mode: PhantomData<M>,
+}
+
+impl<P, M> fmt::Debug for Publisher<P, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> Clone for Publisher<P, Multi> {
+    fn clone(&self) -> Self {
+        Publisher {
+            shared: self.shared.clone(),
+            cached_consumed: self.cached_consumed,
+            next: 0,
+            _mode: PhantomData,
+        }
+    }
+}
+
+/// `try_claim` until a deadline: a `fetch_add` claim cannot be given back, so a
+/// bounded wait retries the compare-and-swap claim instead.
+fn mp_claim_until<P>(
+    ring: &Ring<Event<P>>,
+    n: u64,
+    cached: &mut u64,
+    deadline: Instant,
+) -> Result<u64, ClaimError> {
+    let mut step = 0u32;
+    loop {
+        match ring.mp_try_claim(n, cached) {
+            Err(ClaimError::Full) => {}
+            other => return other,
+        }
+        if step % 16 == 0 && Instant::now() >= deadline {
+            return Err(ClaimError::TimedOut);
+        }
+        backoff(step);
+        step = step.saturating_add(1);
+    }
+}
+
+/// Completes a multi-producer claim `[start, end)` when dropped — normally or
+/// while unwinding from a panicking `publish_with` closure or batch iterator:
+/// publishes the written sequences `[start, written_to)` and marks the unwritten
+/// rest as holes, so the dispatcher never waits for a sequence nobody will fill.
+struct ClaimGuard<'a, P> {
+    ring: &'a Ring<Event<P>>,
+    start: u64,
+    /// Next unwritten sequence of the claim.
+    written_to: u64,
+    end: u64,
+}
+
+impl<P> Drop for ClaimGuard<'_, P> {
+    fn drop(&mut self) {
+        if self.written_to > self.start {
+            self.ring.mp_publish(self.start, self.written_to - self.start);
+        }
+        if self.written_to < self.end {
+            self.ring.mp_skip(self.written_to, self.end - self.written_to);
+        }
+    }
+}
+
+/// Drops values written into single-producer slots if the producer unwinds before
+/// publishing them.
+struct DropGuard<'a, P> {
+    ring: &'a Ring<Event<P>>,
+    from: u64,
+    to: u64,
+}
+
+impl<P> Drop for DropGuard<'_, P> {
+    fn drop(&mut self) {
+        for s in self.from..self.to {
+            // SAFETY: written by this producer, never published.
+            drop(unsafe { self.ring.take(s) });
+        }
+    }
+}
+
+impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
+    fn new(shared: Arc<Shared<P>>) -> Self {
+        Publisher {
+            shared,
+            cached_consumed: 0,
+            next: 0,
+            _mode: PhantomData,
+        }
+    }
+
+    /// Whether the bus has shut down (publishes will fail).
+    pub fn is_closed(&self) -> bool {
+        self.shared.ring.is_closed()
+    }
+
+    /// Publishes one event, waiting (per the producer wait strategy) while the ring
+    /// is full. `Err` only when the bus is shut down, with the event.
+    #[inline]
+    pub fn publish(&mut self, event: Event<P>) -> Result<(), PublishError<P>> {
+        self.publish_inner(event, true, None).map_err(|(e, _)| PublishError(e))
+    }
+
+    /// Publishes one event if a slot is free now.
+    #[inline]
+    pub fn try_publish(&mut self, event: Event<P>) -> Result<(), TryPublishError<P>> {
+        self.publish_inner(event, false, None).map_err(|(e, why)| match why {
+            ClaimError::Full => TryPublishError::Full(e),
+            _ => TryPublishError::Closed(e),
+        })
+    }
+
+    /// Publishes one event, waiting at most `timeout` for a free slot.
+    pub fn publish_timeout(
+        &mut self,
+        event: Event<P>,
+        timeout: Duration,
+    ) -> Result<(), PublishTimeoutError<P>> {
+        let deadline = Instant::now() + timeout;
+        self.publish_inner(event, true, Some(deadline))
+            .map_err(|(e, why)| match why {
+                ClaimError::Closed => PublishTimeoutError::Closed(e),
+                _ => PublishTimeoutError::Timeout(e),
+            })
+    }
+
+    #[inline]
+    fn publish_inner(
+        &mut self,
+        event: Event<P>,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), (Event<P>, ClaimError)> {
+        let ring = &self.shared.ring;
+        match producers::<M>() {
+            Producers::Single => {
+                let seq = self.next;
+                if let Err(why) = ring.sp_claim(seq, 1, &mut self.cached_consumed, wait, deadline) {
+                    return Err((event, why));
+                }
+                // SAFETY: the single producer owns `seq`; its slot is free.
+                unsafe { ring.write(seq, event) };
+                match ring.sp_publish(seq, 1) {
+                    Ok(()) => {
+                        self.next = seq + 1;
+                        Ok(())
+                    }
+                    // SAFETY: the publish lost to the close: the slot is still ours.
+                    Err(why) => Err((unsafe { ring.take(seq) }, why)),
+                }
+            }
+            Producers::Multi => {
+                let claimed = match (wait, deadline) {
+                    (true, None) => ring.mp_claim(1, &mut self.cached_consumed),
+                    (false, _) => ring.mp_try_claim(1, &mut self.cached_consumed),
+                    (true, Some(d)) => mp_claim_until(ring, 1, &mut self.cached_consumed, d),
+                };
+                let seq = match claimed {
+                    Ok(seq) => seq,
+                    Err(why) => return Err((event, why)),
+                };
+                // SAFETY: claimed by this producer; `mp_claim` waited for the slot.
+                unsafe { ring.write(seq, event) };
+                ring.mp_publish(seq, 1);
+                Ok(())
+            }
+        }
+    }
+
+    /// Claims a slot, then builds the event with `make` directly into it and
+    /// publishes it. Events built this way are stamped in claim order: in
+    /// single-producer mode, timestamps and ids taken inside `make` increase with
+    /// the ring sequence.
+    ///
+    /// If the bus is closed, `make` is still called and its event handed back in
+    /// the error. If `make` panics, nothing is published.
+    #[inline]
+    pub fn publish_with(&mut self, make: impl FnOnce() -> Event<P>) -> Result<(), PublishError<P>> {
+        let ring = &self.shared.ring;
+        match producers::<M>() {
+            Producers::Single => {
+                let seq = self.next;
+                if ring.sp_claim(seq, 1, &mut self.cached_consumed, true, None).is_err() {
+                    return Err(PublishError(make()));
+                }
+                // SAFETY: the single producer owns `seq`; its slot is free.
+                unsafe { ring.write(seq, make()) };
+                match ring.sp_publish(seq, 1) {
+                    Ok(()) => {
+                        self.next = seq + 1;
+                        Ok(())
+                    }
+                    // SAFETY: the publish lost to the close: the slot is still ours.
+                    Err(_) => Err(PublishError(unsafe { ring.take(seq) })),
+                }
+            }
+            Producers::Multi => {
+                let seq = match ring.mp_claim(1, &mut self.cached_consumed) {
+                    Ok(seq) => seq,
+                    Err(_) => return Err(PublishError(make())),
+                };
+                let mut guard = ClaimGuard { ring, start: seq, written_to: seq, end: seq + 1 };
+                // SAFETY: claimed by this producer; `mp_claim` waited for the slot.
+                unsafe { ring.write(seq, make()) };
+                guard.written_to = seq + 1;
+                drop(guard); // publishes
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes many events with one claim per chunk (a chunk is at most the ring
+    /// capacity: a larger batch is split, never refused) and one publish per chunk
+    /// (single producer) — the cheapest way to publish.
+    ///
+    /// The chunk size comes from the iterator's `size_hint` (exact for vectors,
+    /// arrays, ranges and maps over them). Waits while the ring is full. If the bus
+    /// shuts down part-way, the events already published will be delivered and the
+    /// rest come back in the error, in order.
+    pub fn publish_batch<I>(&mut self, events: I) -> Result<(), PublishBatchError<P>>
+    where
+        I: IntoIterator<Item = Event<P>>,
+    {
+        let mut iter = events.into_iter();
+        let cap = self.shared.ring.capacity();
+        let mut published = 0usize;
+        let refused = |published, first, iter: I::IntoIter| {
+            let mut unpublished = vec![first];
+            unpublished.extend(iter);
+            Err(PublishBatchError { published, unpublished })
+        };
+        loop {
+            // One event in hand proves the batch is not done; the hint sizes the claim.
+            let Some(first) = iter.next() else {
+                return Ok(());
+            };
+            let n = (iter.size_hint().0 as u64).saturating_add(1).min(cap);
+            let ring = &self.shared.ring;
+            match producers::<M>() {
+                Producers::Single => {
+                    let seq = self.next;
+                    if ring.sp_claim(seq, n, &mut self.cached_consumed, true, None).is_err() {
+                        return refused(published, first, iter);
+                    }
+                    let mut guard = DropGuard { ring, from: seq, to: seq };
+                    for event in std::iter::once(first).chain(iter.by_ref().take(n as usize - 1)) {
+                        // SAFETY: the single producer owns `[seq, seq + n)`, free.
+                        unsafe { ring.write(guard.to, event) };
+                        guard.to += 1;
+                    }
+                    let written = guard.to - seq;
+                    std::mem::forget(guard);
+                    if ring.sp_publish(seq, written).is_err() {
+                        let mut unpublished: Vec<Event<P>> = (seq..seq + written)
+                            // SAFETY: the publish lost to the close: the slots are ours.
+                            .map(|s| unsafe { ring.take(s) })
+                            .collect();
+                        unpublished.extend(iter);
+                        return Err(PublishBatchError { published, unpublished });
+                    }
+                    self.next = seq + written;
+                    published += written as usize;
+                }
+                Producers::Multi => {
+                    let seq = match ring.mp_claim(n, &mut self.cached_consumed) {
+                        Ok(seq) => seq,
+                        Err(_) => return refused(published, first, iter),
+                    };
+                    let mut guard = ClaimGuard { ring, start: seq, written_to: seq, end: seq + n };
+                    for event in std::iter::once(first).chain(iter.by_ref().take(n as usize - 1)) {
+                        // SAFETY: claimed by this producer; `mp_claim` waited for space.
+                        unsafe { ring.write(guard.written_to, event) };
+                        guard.written_to += 1;
+                    }
+                    let written = guard.written_to - seq;
+                    // Publishes what was written, skips what the iterator did not fill.
+                    drop(guard);
+                    published += written as usize;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Subscription patterns, with NATS subject semantics.
+//!
+//! A pattern is dot-separated tokens. A literal token matches itself; `*` matches
+//! exactly one token; `>` — only as the last token — matches one or more tokens.
+//! So `order.*` matches `order.placed` but not `order` or `order.item.added`;
+//! `order.>` matches both `order.placed` and `order.item.added`, but not `order`.
+//! The broker bridge uses the same patterns, so a subscription means the same in
+//! process and across the broker.
+//!
+//! The seed's `"*"` ("all events") is [`Bus::subscribe_all`](crate::Bus::subscribe_all)
+//! here; the pattern `>` means the same.
+
+use std::fmt;
+
+/// A parsed subscription pattern.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Pattern {
+    text: Box<str>,
+    tokens: Box<[Token]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Token {
+    Literal(Box<str>),
+    One,
+    Tail,
+}
+
+/// Why a pattern was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatternError {
+    pattern: String,
+    reason: &'static str,
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid pattern {:?}: {}", self.pattern, self.reason)
+    }
+}
+
+impl std::error::Error for PatternError {}
+
+impl Pattern {
+    /// Parses `text`.
+    ///
+    /// ```
+    /// use ringbus::Pattern;
+    /// let p = Pattern::parse("order.*").unwrap();
+    /// assert!(p.matches("order.placed"));
+    /// assert!(!p.matches("order.item.added"));
+    /// assert!(Pattern::parse("order.>").unwrap().matches("order.item.added"));
+    /// assert!(Pattern::parse("a.>.b").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
+        let err = |reason| PatternError {
+            pattern: text.to_owned(),
+            reason,
+        };
+        if text.is_empty() {
+            return Err(err("empty"));
+        }
+        if text.len() > crate::event::MAX_NAME_LEN {
+            return Err(err("longer than the longest event type"));
+        }
+        let parts: Vec<&str> = text.split('.').collect();
+        let mut tokens = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let token = match *part {
+                "" => return Err(err("empty token")),
+                "*" => Token::One,
+                ">" if i + 1 == parts.len() => Token::Tail,
+                ">" => return Err(err("`>` must be the last token")),
+                lit if lit.contains(['*', '>']) => {
+                    return Err(err("a wildcard must be a whole token"))
+                }
+                lit if lit.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                    return Err(err("whitespace or control character"))
+                }
+                lit => Token::Literal(lit.into()),
+            };
+            tokens.push(token);
+        }
+        Ok(Pattern {
+            text: text.into(),
+            tokens: tokens.into(),
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the event type `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let mut parts = name.split('.');
+        for token in self.tokens.iter() {
+            match token {
+                Token::Tail => return parts.next().is_some(),
+                Token::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Token::Literal(lit) => {
+                    if parts.next() != Some(lit) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.text)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What `subscribe` accepts as patterns: one (`&str`, `String`, [`Pattern`]) or
+/// several (arrays, slices, vectors of them).
+pub trait IntoPatterns {
+    /// Parses every pattern.
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError>;
+}
+
+impl IntoPatterns for &str {
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
+        Ok(vec![Pattern::parse(self)?])
+    }
+}
+
+impl IntoPatterns for String {
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
+        self.as_str().into_patterns()
+    }
+}
+
+impl IntoPatterns for Pattern {
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
+        Ok(vec![self])
+    }
+}
+
+impl<T: AsRef<str>> IntoPatterns for &[T] {
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
+        self.iter().map(|p| Pattern::parse(p.as_ref())).collect()
+    }
+}
+
+impl<T: AsRef<str>, const N: usize> IntoPatterns for [T; N] {
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
+        self.as_slice().into_patterns()
+    }
+}
+
+impl<T: AsRef<str>> IntoPatterns for Vec<T> {
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
+        self.as_slice().into_patterns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_semantics() {
+        let cases = [
+            ("order.placed", "order.placed", true),
+            ("order.placed", "order.paid", false),
+            ("order.*", "order.placed", true),
+            ("order.*", "order", false),
+            ("order.*", "order.item.added", false),
+            ("*.placed", "order.placed", true),
+            ("order.>", "order.placed", true),
+            ("order.>", "order.item.added", true),
+            ("order.>", "order", false),
+            (">", "anything.at.all", true),
+            ("*", "one", true),
+            ("*", "one.two", false),
+            ("a.*.c", "a.b.c", true),
+            ("a.*.c", "a.b.d", false),
+        ];
+        for (pattern, name, expected) in cases {
+            assert_eq!(
+                Pattern::parse(pattern).unwrap().matches(name),
+                expected,
+                "{pattern} vs {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_patterns() {
+        for bad in ["", "a..b", "a.>.b", "a*", "or>der", "a b", ".a"] {
+            assert!(Pattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The routing table: event-type id → the handler slots that get the event.
+//!
+//! Dense, indexed by [`EventType::id`](crate::EventType::id): routing an event is
+//! one bounds-checked index and a branch. An entry is computed the first time its
+//! type is seen (one name lookup and one match against every subscription), then
+//! reused until the subscriptions change; a change clears the table, and the
+//! entries are recomputed lazily. Owned by the dispatcher thread: no lock.
+
+use smallvec::SmallVec;
+
+use super::pattern::Pattern;
+use crate::{Event, EventType};
+
+/// Where one subscription's handler instances live: slots `first .. first + lanes`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) first: u32,
+    /// 1 for a plain handler, n for a partitioned one.
+    pub(crate) lanes: u32,
+}
+
+impl Target {
+    /// The slot that handles `event`: by the subject's precomputed hash for a
+    /// partitioned subscription; lane 0 for events without a subject.
+    #[inline]
+    pub(crate) fn slot_for<P>(&self, event: &Event<P>) -> usize {
+        let lane = if self.lanes == 1 {
+            0
+        } else {
+            match &event.subject {
+                // Multiply-shift maps the 64-bit hash onto 0..lanes without a division.
+                Some(s) => ((u128::from(s.partition_hash()) * u128::from(self.lanes)) >> 64) as u32,
+                None => 0,
+            }
+        };
+        (self.first + lane) as usize
+    }
+}
+
+/// A subscription as the table sees it.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// `None` = every event type.
+    pub(crate) patterns: Option<Vec<Pattern>>,
+    pub(crate) target: Target,
+}
+
+impl Route {
+    fn matches(&self, name: &str) -> bool {
+        match &self.patterns {
+            None => true,
+            Some(ps) => ps.iter().any(|p| p.matches(name)),
+        }
+    }
+}
+
+type Targets = SmallVec<[Target; 4]>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    /// `entries[type id]`: `None` until computed.
+    entries: Vec<Option<Targets>>,
+}
+
+impl Table {
+    /// Forgets every entry (after subscriptions changed).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The targets of `ty`, computing the entry on first sight.
+    #[inline]
+    pub(crate) fn route(&mut self, ty: EventType, routes: &[Route]) -> &[Target] {
+        let id = ty.id() as usize;
+        if !matches!(self.entries.get(id), Some(Some(_))) {
+            self.compute(ty, routes);
+        }
+        match &self.entries[id] {
+            Some(targets) => targets,
+            None => &[],
+        }
+    }
+
+    #[cold]
+    fn compute(&mut self, ty: EventType, routes: &[Route]) {
+        let id = ty.id() as usize;
+        if self.entries.len() <= id {
+            self.entries.resize(id + 1, None);
+        }
+        let name = ty.name();
+        let targets: Targets = routes
+            .iter()
+            .filter(|r| r.matches(name))
+            .map(|r| r.target)
+            .collect();
+        self.entries[id] = Some(targets);
+    }
+}
