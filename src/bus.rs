@@ -534,7 +534,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             return report;
         }
         self.shared.ring.close();
-        let report = match self.thread.take().map(|t| t.join()) {
+        // From a handler (the bus dropped inside its own dispatcher), joining would
+        // wait for this very thread: close only; the dispatcher drains and exits.
+        let thread = self.thread.take().filter(|_| !DispatchContext::is_active());
+        let report = match thread.map(|t| t.join()) {
             Some(Ok(report)) => report,
             // The dispatcher thread panicked (a bug in ringbus, not in a handler):
             // report what its counters say.
@@ -558,7 +561,7 @@ impl<P, M> Drop for Bus<P, M> {
     fn drop(&mut self) {
         if self.report.is_none() {
             self.shared.ring.close();
-            if let Some(t) = self.thread.take() {
+            if let Some(t) = self.thread.take().filter(|_| !DispatchContext::is_active()) {
                 let _ = t.join();
             }
         }

@@ -206,7 +206,7 @@ pub trait DomainEvent {
 /// ```
 /// # #[derive(Clone)] struct OrderPlaced { order_id: String }
 /// ringbus::domain_event!(OrderPlaced => "order.placed", source = "order-service", version = 2,
-///     subject = |e: &OrderPlaced| e.order_id.as_str());
+///     subject = |e| e.order_id.as_str());
 /// # use ringbus::DomainEvent;
 /// let e = OrderPlaced { order_id: "o-7".into() };
 /// assert_eq!(e.event_type().name(), "order.placed");
@@ -217,7 +217,7 @@ pub trait DomainEvent {
 macro_rules! domain_event {
     ($ty:ty => $name:expr, source = $source:expr
         $(, version = $version:expr)?
-        $(, subject = $subject:expr)? $(,)?) => {
+        $(, subject = |$e:ident| $subject:expr)? $(,)?) => {
         impl $crate::DomainEvent for $ty {
             #[inline]
             fn event_type(&self) -> $crate::EventType {
@@ -236,8 +236,8 @@ macro_rules! domain_event {
             $(
                 #[inline]
                 fn subject(&self) -> ::core::option::Option<$crate::Subject> {
-                    let f = $subject;
-                    ::core::option::Option::Some($crate::Subject::from(f(self)))
+                    let $e = self;
+                    ::core::option::Option::Some($crate::Subject::from($subject))
                 }
             )?
         }

@@ -1,0 +1,89 @@
+//! The event envelope: JSON with the seed's field names, typed domain events,
+//! causation.
+
+use ringbus::{domain_event, event_type, source, DomainEvent, Event, EventType, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct UserRegistered {
+    user_id: String,
+    email: String,
+    name: String,
+}
+domain_event!(UserRegistered => "user.registered", source = "user-service",
+    subject = |e| e.user_id.as_str());
+
+#[test]
+fn json_uses_the_seed_field_names_and_round_trips() {
+    let e = Event::new(
+        event_type!("user.registered"),
+        source!("user-service"),
+        json!({"user_id": "u-1", "email": "ada@example.com", "name": "Ada"}),
+    );
+    let v = serde_json::to_value(&e).unwrap();
+    let obj = v.as_object().unwrap();
+    for key in ["event_id", "event_type", "source", "timestamp", "data", "version"] {
+        assert!(obj.contains_key(key), "missing {key} in {v}");
+    }
+    assert_eq!(obj.len(), 6, "absent optional fields are omitted: {v}");
+    assert_eq!(v["event_type"], "user.registered");
+    assert_eq!(v["source"], "user-service");
+    assert_eq!(v["event_id"], e.id.to_string());
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    let back: Event = serde_json::from_value(v).unwrap();
+    assert_eq!(back, e);
+
+    let full = e.clone().with_subject("u-1").with_version(3).caused_by(&back);
+    let text = serde_json::to_string(&full).unwrap();
+    let back: Event = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, full);
+    assert_eq!(back.subject.unwrap().as_str(), "u-1");
+}
+
+#[test]
+fn reads_what_the_seed_writes() {
+    // Go's encoding/json of the seed's Event: RFC 3339 time, version "1.0".
+    let text = r#"{
+        "event_id": "0190c0a0-7b5e-7cc3-8c3e-0123456789ab",
+        "event_type": "order.placed",
+        "source": "order-service",
+        "timestamp": "2024-07-01T12:30:00.123456789Z",
+        "data": {"order_id": "o-1", "amount": 99.5},
+        "version": "1.0"
+    }"#;
+    let e: Event = serde_json::from_str(text).unwrap();
+    assert_eq!(e.event_type, EventType::new("order.placed"));
+    assert_eq!(e.version, 1);
+    assert_eq!(e.timestamp, Timestamp::from_nanos(1_719_837_000_123_456_789));
+    assert_eq!(e.data["amount"], 99.5);
+
+    let bad = text.replace("order.placed", "order.*");
+    assert!(serde_json::from_str::<Event>(&bad).is_err(), "wildcard type accepted");
+}
+
+#[test]
+fn typed_domain_events_declare_their_type_once() {
+    let e = Event::typed(UserRegistered {
+        user_id: "u-9".into(),
+        email: "x@example.com".into(),
+        name: "X".into(),
+    });
+    assert_eq!(e.event_type.name(), "user.registered");
+    assert_eq!(e.source.name(), "user-service");
+    assert_eq!(e.subject.as_ref().unwrap().as_str(), "u-9");
+    assert_eq!(e.data.event_type(), e.event_type);
+    let text = serde_json::to_string(&e).unwrap();
+    let back: Event<UserRegistered> = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, e);
+}
+
+#[test]
+fn causation_follows_the_flow() {
+    let root = Event::new(event_type!("order.placed"), source!("shop"), ());
+    let child = Event::new(event_type!("payment.processed"), source!("pay"), ()).caused_by(&root);
+    let grandchild = Event::new(event_type!("email.sent"), source!("mail"), ()).caused_by(&child);
+    assert_eq!(child.causation_id, Some(root.id));
+    assert_eq!(grandchild.causation_id, Some(child.id));
+    assert_eq!(grandchild.correlation_id, Some(root.id));
+}
