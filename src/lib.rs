@@ -24,6 +24,10 @@ mod bus;
 mod dispatch;
 mod ring;
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api;
+
 pub use bus::{
     BuildError, BuildErrorKind, Bus, BusBuilder, Multi, ProducerMode, PublishBatchError, PublishError,
     PublishTimeoutError, Publisher, Single, SubscribeError, TryPublishError, MAX_CAPACITY, MAX_LANES,

@@ -255,10 +255,16 @@ impl<P> Shared<P> {
     }
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// Non-zero while this thread runs handlers or the dispatcher loop: blocking on
     /// the dispatcher from here would deadlock.
     static DISPATCH_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static DISPATCH_DEPTH: Cell<u32> = Cell::new(0);
 }
 
 /// Marks the current thread as running dispatcher work while alive.

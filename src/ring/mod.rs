@@ -382,13 +382,13 @@ impl<T> Ring<T> {
                 // the count alone (see `sp_publish`).
                 let published = self.cursor.load(Ordering::Acquire) & !CLOSED;
                 if published > next {
-                    Poll::Events(published.min(next + max))
+                    Poll::Events(published.min(next.saturating_add(max)))
                 } else {
                     Poll::Empty
                 }
             }
             Producers::Multi => {
-                let limit = self.closed_at().unwrap_or(u64::MAX).min(next + max);
+                let limit = self.closed_at().unwrap_or(u64::MAX).min(next.saturating_add(max));
                 if next >= limit {
                     return Poll::Empty;
                 }

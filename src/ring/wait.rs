@@ -38,10 +38,11 @@ pub enum WaitStrategy {
     Blocking,
 }
 
-/// Spins before a `Yielding` or `Blocking` waiter starts yielding.
-const SPIN_LIMIT: u32 = 64;
+/// Spins before a `Yielding` or `Blocking` waiter starts yielding. (Under loom a
+/// spin is a scheduling point: one is enough to explore both paths.)
+const SPIN_LIMIT: u32 = if cfg!(loom) { 1 } else { 64 };
 /// Yields before a `Blocking` waiter parks.
-const YIELD_LIMIT: u32 = 16;
+const YIELD_LIMIT: u32 = if cfg!(loom) { 0 } else { 16 };
 
 /// Why a wait ended without its condition becoming true.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
