@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::dispatch::{
     Ack, BusStats, Control, ControlQueue, DispatchContext, Dispatcher, Execution, Executor,
-    FailurePolicy, Handler, IntoPatterns, LogFailures, PatternError, Shared, ShutdownReport,
-    Stats, SubscribeSpec, SubscriptionId,
+    FailurePolicy, Handler, IntoPatterns, LogFailures, PatternError, Shared, ShutdownReport, Stats,
+    SubscribeSpec, SubscriptionId,
 };
 use crate::ring::{backoff, ClaimError, Producers, Ring, WaitStrategy};
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -250,11 +250,18 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             }
         };
         let shared = Arc::new(Shared {
-            ring: Ring::new(cap, producers::<M>(), self.producer_wait, self.consumer_wait),
+            ring: Ring::new(
+                cap,
+                producers::<M>(),
+                self.producer_wait,
+                self.consumer_wait,
+            ),
             control: ControlQueue::new(),
             stats: Stats::default(),
         });
-        let policy = self.policy.unwrap_or_else(|| Box::new(LogFailures::default()));
+        let policy = self
+            .policy
+            .unwrap_or_else(|| Box::new(LogFailures::default()));
         let max_batch = self.max_batch.min(cap) as u64;
         let dispatcher = Dispatcher::new(shared.clone(), max_batch, exec, policy);
         let thread = spawn_dispatcher(self.thread_name, dispatcher)
@@ -300,9 +307,12 @@ impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
     }
 }
 
+/// What a single-producer build returns: the bus and its only publisher.
+pub type SingleProducerBus<P> = (Bus<P, Single>, Publisher<P, Single>);
+
 impl<P: Send + Sync + 'static> BusBuilder<P, Single> {
     /// Starts the dispatcher and returns the bus with its only publisher.
-    pub fn build(self) -> Result<(Bus<P, Single>, Publisher<P, Single>), BuildError> {
+    pub fn build(self) -> Result<SingleProducerBus<P>, BuildError> {
         let bus = self.start()?;
         let publisher = Publisher::new(bus.shared.clone());
         Ok((bus, publisher))
@@ -437,12 +447,19 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         if patterns.is_empty() {
             return Err(SubscribeError::NoPatterns);
         }
-        self.install(Some(patterns), vec![Box::new(handler)], std::any::type_name::<H>())
+        self.install(
+            Some(patterns),
+            vec![Box::new(handler)],
+            std::any::type_name::<H>(),
+        )
     }
 
     /// Subscribes `handler` to every event — the seed's `SubscribeToAll` (its
     /// `"*"`; in ringbus patterns `*` is exactly one token).
-    pub fn subscribe_all<H: Handler<P>>(&self, handler: H) -> Result<SubscriptionId, SubscribeError> {
+    pub fn subscribe_all<H: Handler<P>>(
+        &self,
+        handler: H,
+    ) -> Result<SubscriptionId, SubscribeError> {
         self.install(None, vec![Box::new(handler)], std::any::type_name::<H>())
     }
 
@@ -486,7 +503,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             name: name.into(),
         };
         let ack = Ack::new();
-        if !self.shared.send_control(Control::Subscribe(spec, ack.clone())) || !ack.wait() {
+        if !self
+            .shared
+            .send_control(Control::Subscribe(spec, ack.clone()))
+            || !ack.wait()
+        {
             return Err(SubscribeError::Closed);
         }
         Ok(id)
@@ -499,7 +520,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             return Err(SubscribeError::FromHandler);
         }
         let ack = Ack::new();
-        if !self.shared.send_control(Control::Unsubscribe(id, ack.clone())) {
+        if !self
+            .shared
+            .send_control(Control::Unsubscribe(id, ack.clone()))
+        {
             return Err(SubscribeError::Closed);
         }
         if ack.wait() {
@@ -567,7 +591,6 @@ impl<P, M> Drop for Bus<P, M> {
         }
     }
 }
-
 
 // ---- publishing ------------------------------------------------------------------
 
@@ -645,10 +668,13 @@ macro_rules! error_impls {
     };
 }
 
-error_impls!(PublishError,
+error_impls!(
+    PublishError,
     |_s, f| f.write_str("publishing on a closed bus"),
-    |d, f| write!(f, "PublishError::Closed({})", d.0.id));
-error_impls!(TryPublishError,
+    |d, f| write!(f, "PublishError::Closed({})", d.0.id)
+);
+error_impls!(
+    TryPublishError,
     |s, f| f.write_str(match s {
         TryPublishError::Full(_) => "publishing on a full ring",
         TryPublishError::Closed(_) => "publishing on a closed bus",
@@ -656,8 +682,10 @@ error_impls!(TryPublishError,
     |d, f| match d {
         TryPublishError::Full(e) => write!(f, "TryPublishError::Full({})", e.id),
         TryPublishError::Closed(e) => write!(f, "TryPublishError::Closed({})", e.id),
-    });
-error_impls!(PublishTimeoutError,
+    }
+);
+error_impls!(
+    PublishTimeoutError,
     |s, f| f.write_str(match s {
         PublishTimeoutError::Timeout(_) => "the ring stayed full until the deadline",
         PublishTimeoutError::Closed(_) => "publishing on a closed bus",
@@ -665,14 +693,22 @@ error_impls!(PublishTimeoutError,
     |d, f| match d {
         PublishTimeoutError::Timeout(e) => write!(f, "PublishTimeoutError::Timeout({})", e.id),
         PublishTimeoutError::Closed(e) => write!(f, "PublishTimeoutError::Closed({})", e.id),
-    });
-error_impls!(PublishBatchError,
-    |s, f| write!(f, "the bus closed after {} events of the batch; {} were not published",
-        s.published, s.unpublished.len()),
-    |d, f| f.debug_struct("PublishBatchError")
+    }
+);
+error_impls!(
+    PublishBatchError,
+    |s, f| write!(
+        f,
+        "the bus closed after {} events of the batch; {} were not published",
+        s.published,
+        s.unpublished.len()
+    ),
+    |d, f| f
+        .debug_struct("PublishBatchError")
         .field("published", &d.published)
         .field("unpublished", &d.unpublished.len())
-        .finish());
+        .finish()
+);
 
 /// Publishes events onto a bus.
 ///
@@ -744,10 +780,12 @@ struct ClaimGuard<'a, P> {
 impl<P> Drop for ClaimGuard<'_, P> {
     fn drop(&mut self) {
         if self.written_to > self.start {
-            self.ring.mp_publish(self.start, self.written_to - self.start);
+            self.ring
+                .mp_publish(self.start, self.written_to - self.start);
         }
         if self.written_to < self.end {
-            self.ring.mp_skip(self.written_to, self.end - self.written_to);
+            self.ring
+                .mp_skip(self.written_to, self.end - self.written_to);
         }
     }
 }
@@ -788,16 +826,18 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     /// is full. `Err` only when the bus is shut down, with the event.
     #[inline]
     pub fn publish(&mut self, event: Event<P>) -> Result<(), PublishError<P>> {
-        self.publish_inner(event, true, None).map_err(|(e, _)| PublishError(e))
+        self.publish_inner(event, true, None)
+            .map_err(|(e, _)| PublishError(e))
     }
 
     /// Publishes one event if a slot is free now.
     #[inline]
     pub fn try_publish(&mut self, event: Event<P>) -> Result<(), TryPublishError<P>> {
-        self.publish_inner(event, false, None).map_err(|(e, why)| match why {
-            ClaimError::Full => TryPublishError::Full(e),
-            _ => TryPublishError::Closed(e),
-        })
+        self.publish_inner(event, false, None)
+            .map_err(|(e, why)| match why {
+                ClaimError::Full => TryPublishError::Full(e),
+                _ => TryPublishError::Closed(e),
+            })
     }
 
     /// Publishes one event, waiting at most `timeout` for a free slot.
@@ -870,7 +910,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         match producers::<M>() {
             Producers::Single => {
                 let seq = self.next;
-                if ring.sp_claim(seq, 1, &mut self.cached_consumed, true, None).is_err() {
+                if ring
+                    .sp_claim(seq, 1, &mut self.cached_consumed, true, None)
+                    .is_err()
+                {
                     return Err(PublishError(make()));
                 }
                 // SAFETY: the single producer owns `seq`; its slot is free.
@@ -889,7 +932,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                     Ok(seq) => seq,
                     Err(_) => return Err(PublishError(make())),
                 };
-                let mut guard = ClaimGuard { ring, start: seq, written_to: seq, end: seq + 1 };
+                let mut guard = ClaimGuard {
+                    ring,
+                    start: seq,
+                    written_to: seq,
+                    end: seq + 1,
+                };
                 // SAFETY: claimed by this producer; `mp_claim` waited for the slot.
                 unsafe { ring.write(seq, make()) };
                 guard.written_to = seq + 1;
@@ -917,7 +965,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         let refused = |published, first, iter: I::IntoIter| {
             let mut unpublished = vec![first];
             unpublished.extend(iter);
-            Err(PublishBatchError { published, unpublished })
+            Err(PublishBatchError {
+                published,
+                unpublished,
+            })
         };
         loop {
             // One event in hand proves the batch is not done; the hint sizes the claim.
@@ -929,10 +980,17 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
             match producers::<M>() {
                 Producers::Single => {
                     let seq = self.next;
-                    if ring.sp_claim(seq, n, &mut self.cached_consumed, true, None).is_err() {
+                    if ring
+                        .sp_claim(seq, n, &mut self.cached_consumed, true, None)
+                        .is_err()
+                    {
                         return refused(published, first, iter);
                     }
-                    let mut guard = DropGuard { ring, from: seq, to: seq };
+                    let mut guard = DropGuard {
+                        ring,
+                        from: seq,
+                        to: seq,
+                    };
                     for event in std::iter::once(first).chain(iter.by_ref().take(n as usize - 1)) {
                         // SAFETY: the single producer owns `[seq, seq + n)`, free.
                         unsafe { ring.write(guard.to, event) };
@@ -946,7 +1004,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                             .map(|s| unsafe { ring.take(s) })
                             .collect();
                         unpublished.extend(iter);
-                        return Err(PublishBatchError { published, unpublished });
+                        return Err(PublishBatchError {
+                            published,
+                            unpublished,
+                        });
                     }
                     self.next = seq + written;
                     published += written as usize;
@@ -956,7 +1017,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                         Ok(seq) => seq,
                         Err(_) => return refused(published, first, iter),
                     };
-                    let mut guard = ClaimGuard { ring, start: seq, written_to: seq, end: seq + n };
+                    let mut guard = ClaimGuard {
+                        ring,
+                        start: seq,
+                        written_to: seq,
+                        end: seq + n,
+                    };
                     for event in std::iter::once(first).chain(iter.by_ref().take(n as usize - 1)) {
                         // SAFETY: claimed by this producer; `mp_claim` waited for space.
                         unsafe { ring.write(guard.written_to, event) };

@@ -7,7 +7,16 @@
 //! every handler with work over its events in publish order — different handlers in
 //! parallel on a rayon pool.
 //!
-//! See the README for an example, `src/ring/README.md` for the concurrency protocol.
+//! See the README for an example, and `src/ring/README.md` (the ring protocol) for
+//! how slots move between producers and the dispatcher.
+//!
+//! ## Memory ordering
+//!
+//! Every atomic lives in `src/ring` (the ring's cursors, flags and the sleep/wake
+//! signal) or `src/dispatch` (the control queue and counters), and is reached through
+//! `crate::sync`, which swaps in loom under `cfg(loom)`. The protocol — claim, write,
+//! publish, dispatch, release, close, park and wake — is written down in
+//! `src/ring/README.md` and checked by the loom models in `loom-tests/`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
     missing_docs,
@@ -18,10 +27,10 @@
 
 pub(crate) mod sync;
 
-pub mod codec;
-pub mod event;
 mod bus;
+pub mod codec;
 mod dispatch;
+pub mod event;
 mod ring;
 
 #[cfg(loom)]
@@ -29,8 +38,9 @@ mod ring;
 pub mod loom_api;
 
 pub use bus::{
-    BuildError, BuildErrorKind, Bus, BusBuilder, Multi, ProducerMode, PublishBatchError, PublishError,
-    PublishTimeoutError, Publisher, Single, SubscribeError, TryPublishError, MAX_CAPACITY, MAX_LANES,
+    BuildError, BuildErrorKind, Bus, BusBuilder, Multi, ProducerMode, PublishBatchError,
+    PublishError, PublishTimeoutError, Publisher, Single, SingleProducerBus, SubscribeError,
+    TryPublishError, MAX_CAPACITY, MAX_LANES,
 };
 pub use dispatch::{
     BusStats, ErrorKind, Execution, Failure, FailurePolicy, FailureReason, Handler, HandlerError,
@@ -40,3 +50,7 @@ pub use ring::WaitStrategy;
 
 pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

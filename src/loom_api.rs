@@ -4,7 +4,11 @@
 //! wrapper that drives the real ring / signal code with `u64` payloads, so the
 //! models check the code that ships, not a copy of it.
 
-#![allow(missing_docs, missing_debug_implementations, clippy::new_without_default)]
+#![allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::new_without_default
+)]
 
 use crate::ring::{self, ClaimError, Poll, Producers, WaitStrategy};
 use crate::sync::{AtomicBool, Ordering};
@@ -22,7 +26,11 @@ pub struct SpState {
 
 impl Ring {
     pub fn new(capacity: usize, multi: bool, wait: WaitStrategy) -> Self {
-        let producers = if multi { Producers::Multi } else { Producers::Single };
+        let producers = if multi {
+            Producers::Multi
+        } else {
+            Producers::Single
+        };
         Ring {
             inner: ring::Ring::new(capacity, producers, wait, wait),
         }
@@ -36,7 +44,11 @@ impl Ring {
     /// `false` if the ring closed first (the values were taken back).
     pub fn sp_publish(&self, st: &mut SpState, values: &[u64]) -> bool {
         let n = values.len() as u64;
-        if self.inner.sp_claim(st.next, n, &mut st.cached, true, None).is_err() {
+        if self
+            .inner
+            .sp_claim(st.next, n, &mut st.cached, true, None)
+            .is_err()
+        {
             return false;
         }
         for (k, v) in values.iter().enumerate() {
@@ -156,8 +168,8 @@ impl Signal {
 
     /// Waits with the blocking strategy until the flag is set.
     pub fn wait(&self) {
-        let _ = self
-            .inner
-            .wait_until(WaitStrategy::Blocking, None, || self.flag.load(Ordering::Acquire));
+        let _ = self.inner.wait_until(WaitStrategy::Blocking, None, || {
+            self.flag.load(Ordering::Acquire)
+        });
     }
 }

@@ -35,10 +35,18 @@ fn bad_configuration_is_a_typed_error() {
     assert_eq!(kind(Bus::builder().capacity(1 << 30).build()), "large");
     assert_eq!(kind(Bus::builder().max_batch(0).build()), "batch");
     assert_eq!(
-        kind(Bus::builder().execution(Execution::Pool { threads: 0 }).build()),
+        kind(
+            Bus::builder()
+                .execution(Execution::Pool { threads: 0 })
+                .build()
+        ),
         "threads"
     );
-    let msg = Bus::<u32>::builder().capacity(3).build().unwrap_err().to_string();
+    let msg = Bus::<u32>::builder()
+        .capacity(3)
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("power of two"), "{msg}");
 }
 
@@ -49,13 +57,19 @@ fn batch_larger_than_capacity_is_split_not_refused() {
         let n = 1000usize;
         let events = (0..n as u64).map(|i| event("batch.item", i));
         let report = if single {
-            let (bus, mut p) = Bus::builder().single_producer().capacity(8).build().unwrap();
-            bus.subscribe("batch.item", recorder(&seen, |e: &Event<u64>| e.data)).unwrap();
+            let (bus, mut p) = Bus::builder()
+                .single_producer()
+                .capacity(8)
+                .build()
+                .unwrap();
+            bus.subscribe("batch.item", recorder(&seen, |e: &Event<u64>| e.data))
+                .unwrap();
             p.publish_batch(events).unwrap();
             bus.shutdown()
         } else {
             let bus = Bus::builder().capacity(8).build().unwrap();
-            bus.subscribe("batch.item", recorder(&seen, |e: &Event<u64>| e.data)).unwrap();
+            bus.subscribe("batch.item", recorder(&seen, |e: &Event<u64>| e.data))
+                .unwrap();
             bus.publisher().publish_batch(events).unwrap();
             bus.shutdown()
         };
@@ -73,7 +87,8 @@ fn wraparound_with_capacity_two() {
         .execution(Execution::Inline)
         .build()
         .unwrap();
-    bus.subscribe("w.x", recorder(&seen, |e: &Event<u32>| e.data)).unwrap();
+    bus.subscribe("w.x", recorder(&seen, |e: &Event<u32>| e.data))
+        .unwrap();
     for i in 0..10_000 {
         p.publish(event("w.x", i)).unwrap();
     }
@@ -82,7 +97,8 @@ fn wraparound_with_capacity_two() {
 
     let seen = log();
     let bus = Bus::builder().capacity(2).build().unwrap();
-    bus.subscribe("w.x", recorder(&seen, |e: &Event<u32>| e.data)).unwrap();
+    bus.subscribe("w.x", recorder(&seen, |e: &Event<u32>| e.data))
+        .unwrap();
     std::thread::scope(|s| {
         for t in 0..2u32 {
             let mut p = bus.publisher();
@@ -98,13 +114,19 @@ fn wraparound_with_capacity_two() {
     assert_eq!(seen.len(), 10_000);
     for t in 0..2u32 {
         let mine: Vec<_> = seen.iter().filter(|v| **v / 1_000_000 == t).collect();
-        assert!(mine.windows(2).all(|w| w[0] < w[1]), "producer {t} out of order");
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "producer {t} out of order"
+        );
     }
 }
 
 /// A handler that blocks until released, so a test can fill the ring.
 fn gate() -> (Arc<AtomicBool>, Arc<AtomicBool>) {
-    (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)))
+    (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    )
 }
 
 #[test]
@@ -123,19 +145,18 @@ fn try_publish_on_full_ring_returns_the_same_event() {
             Ok(())
         };
         let builder = Bus::builder().capacity(4).execution(Execution::Inline);
-        let (bus, mut publish): (AnyBus<u32>, Box<dyn FnMut(Event<u32>) -> Result<(), TryPublishError<u32>>>) =
-            if single {
-                let (bus, mut p) = builder.single_producer().build().unwrap();
-                bus.subscribe("full.x", handler).unwrap();
-                let f = Box::new(move |e| p.try_publish(e));
-                (erase_mode(bus), f)
-            } else {
-                let bus = builder.build().unwrap();
-                bus.subscribe("full.x", handler).unwrap();
-                let mut p = bus.publisher();
-                let f = Box::new(move |e| p.try_publish(e));
-                (erase_mode(bus), f)
-            };
+        let (bus, mut publish): (AnyBus<u32>, TryPublish) = if single {
+            let (bus, mut p) = builder.single_producer().build().unwrap();
+            bus.subscribe("full.x", handler).unwrap();
+            let f = Box::new(move |e| p.try_publish(e));
+            (bus.erase(), f)
+        } else {
+            let bus = builder.build().unwrap();
+            bus.subscribe("full.x", handler).unwrap();
+            let mut p = bus.publisher();
+            let f = Box::new(move |e| p.try_publish(e));
+            (bus.erase(), f)
+        };
         publish(event("full.x", 0)).unwrap();
         wait_for(10, "handler started", || started.load(Ordering::SeqCst));
         // Slot 0 is held by the running batch: three more fit.
@@ -158,6 +179,8 @@ fn try_publish_on_full_ring_returns_the_same_event() {
         assert_eq!(handled.load(Ordering::SeqCst), 4);
     }
 }
+
+type TryPublish = Box<dyn FnMut(Event<u32>) -> Result<(), TryPublishError<u32>>>;
 
 /// Shutting down works the same in both modes; this lets one test body hold either.
 enum AnyBus<P: Send + Sync + 'static> {
@@ -187,15 +210,16 @@ impl<P: Send + Sync + 'static> Erase<P> for Bus<P, ringbus::Multi> {
         AnyBus::Multi(self)
     }
 }
-fn erase_mode<P: Send + Sync + 'static, B: Erase<P>>(b: B) -> AnyBus<P> {
-    b.erase()
-}
 
 #[test]
 fn publish_timeout_gives_the_event_back() {
     let (started, release) = gate();
     let (s, r) = (started.clone(), release.clone());
-    let bus = Bus::builder().capacity(2).execution(Execution::Inline).build().unwrap();
+    let bus = Bus::builder()
+        .capacity(2)
+        .execution(Execution::Inline)
+        .build()
+        .unwrap();
     bus.subscribe("t.x", move |_e: &Event<u32>| -> Result<(), HandlerError> {
         s.store(true, Ordering::SeqCst);
         while !r.load(Ordering::SeqCst) {
@@ -213,7 +237,8 @@ fn publish_timeout_gives_the_event_back() {
         other => panic!("expected Timeout, got {other:?}"),
     }
     release.store(true, Ordering::SeqCst);
-    p.publish_timeout(event("t.x", 3), Duration::from_secs(10)).unwrap();
+    p.publish_timeout(event("t.x", 3), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(bus.shutdown().published, 3);
 }
 
@@ -236,16 +261,29 @@ fn publish_after_shutdown_returns_closed_with_the_event() {
         Err(PublishTimeoutError::Closed(e)) => assert_eq!(e.data, 9),
         other => panic!("{other:?}"),
     }
-    let err = p.publish_batch((0..3).map(|i| event("late.x", i))).unwrap_err();
+    let err = p
+        .publish_batch((0..3).map(|i| event("late.x", i)))
+        .unwrap_err();
     assert_eq!(err.published, 0);
-    assert_eq!(err.unpublished.iter().map(|e| e.data).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        err.unpublished.iter().map(|e| e.data).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     let err = p.publish_with(|| event("late.x", 10)).unwrap_err();
     assert_eq!(err.into_inner().data, 10);
 
     let (bus, mut sp) = Bus::<u32>::builder().single_producer().build().unwrap();
     bus.shutdown();
-    assert_eq!(sp.publish(event("late.x", 11)).unwrap_err().into_inner().data, 11);
-    let err = sp.publish_batch((0..2).map(|i| event("late.x", i))).unwrap_err();
+    assert_eq!(
+        sp.publish(event("late.x", 11))
+            .unwrap_err()
+            .into_inner()
+            .data,
+        11
+    );
+    let err = sp
+        .publish_batch((0..2).map(|i| event("late.x", i)))
+        .unwrap_err();
     assert_eq!(err.unpublished.len(), 2);
 }
 
@@ -266,7 +304,11 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
         };
         let builder = Bus::<u64>::builder()
             .capacity(16)
-            .wait_strategy(if round % 4 < 2 { WaitStrategy::Blocking } else { WaitStrategy::Yielding });
+            .wait_strategy(if round % 4 < 2 {
+                WaitStrategy::Blocking
+            } else {
+                WaitStrategy::Yielding
+            });
         let (ok, returned, report) = if single {
             let (bus, mut p) = builder.single_producer().build().unwrap();
             bus.subscribe("race.x", handler).unwrap();
@@ -276,7 +318,8 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
                     let r = if i % 2 == 0 {
                         p.publish(event("race.x", i)).map_err(|e| e.into_inner())
                     } else {
-                        p.publish_batch([event("race.x", i)]).map_err(|mut e| e.unpublished.remove(0))
+                        p.publish_batch([event("race.x", i)])
+                            .map_err(|mut e| e.unpublished.remove(0))
                     };
                     match r {
                         Ok(()) => ok += 1,
@@ -289,7 +332,9 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
                 }
                 (ok, returned)
             });
-            wait_for(10, "some deliveries", || delivered.load(Ordering::Relaxed) > 100);
+            wait_for(10, "some deliveries", || {
+                delivered.load(Ordering::Relaxed) > 100
+            });
             let report = bus.shutdown();
             let (ok, returned) = producer.join().unwrap();
             (ok, returned, report)
@@ -314,7 +359,9 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
                     })
                 })
                 .collect();
-            wait_for(10, "some deliveries", || delivered.load(Ordering::Relaxed) > 100);
+            wait_for(10, "some deliveries", || {
+                delivered.load(Ordering::Relaxed) > 100
+            });
             let report = bus.shutdown();
             let (mut ok, mut returned) = (0, 0);
             for p in producers {
@@ -338,8 +385,16 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
 #[test]
 fn publish_with_builds_in_claim_order() {
     let seen = log();
-    let (bus, mut p) = Bus::builder().single_producer().capacity(4).build().unwrap();
-    bus.subscribe("with.x", recorder(&seen, |e: &Event<u32>| (e.timestamp, e.id))).unwrap();
+    let (bus, mut p) = Bus::builder()
+        .single_producer()
+        .capacity(4)
+        .build()
+        .unwrap();
+    bus.subscribe(
+        "with.x",
+        recorder(&seen, |e: &Event<u32>| (e.timestamp, e.id)),
+    )
+    .unwrap();
     for i in 0..100 {
         p.publish_with(|| event("with.x", i)).unwrap();
     }
@@ -353,7 +408,8 @@ fn publish_with_builds_in_claim_order() {
 fn panicking_publish_with_does_not_stall_the_bus() {
     let seen = log();
     let bus = Bus::builder().capacity(4).build().unwrap();
-    bus.subscribe("pw.x", recorder(&seen, |e: &Event<u32>| e.data)).unwrap();
+    bus.subscribe("pw.x", recorder(&seen, |e: &Event<u32>| e.data))
+        .unwrap();
     let mut p = bus.publisher();
     p.publish(event("pw.x", 1)).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -382,7 +438,8 @@ fn dropping_the_bus_shuts_down_and_runs_hooks() {
     let down = Arc::new(AtomicBool::new(false));
     {
         let bus = Bus::builder().build().unwrap();
-        bus.subscribe_all(Hooked(count.clone(), down.clone())).unwrap();
+        bus.subscribe_all(Hooked(count.clone(), down.clone()))
+            .unwrap();
         let mut p = bus.publisher();
         for i in 0..1000 {
             p.publish(event("drop.x", i)).unwrap();

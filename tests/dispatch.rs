@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{event, log, recorder, wait_for};
 use ringbus::{
-    Bus, Event, Execution, Failure, FailureReason, Handler, HandlerError, SubscribeError,
-    Subject,
+    Bus, Event, Execution, Failure, FailureReason, Handler, HandlerError, Subject, SubscribeError,
 };
 
 fn names(l: &common::Log<String>) -> Vec<String> {
@@ -22,29 +21,51 @@ fn patterns_route_exact_star_tail_and_all() {
         let bus = Bus::<u32>::builder().execution(exec).build().unwrap();
         let (exact, star, tail, all, multi) = (log(), log(), log(), log(), log());
         let name = |e: &Event<u32>| e.event_type.name().to_owned();
-        bus.subscribe("order.placed", recorder(&exact, name)).unwrap();
+        bus.subscribe("order.placed", recorder(&exact, name))
+            .unwrap();
         bus.subscribe("order.*", recorder(&star, name)).unwrap();
         bus.subscribe("order.>", recorder(&tail, name)).unwrap();
         bus.subscribe_all(recorder(&all, name)).unwrap();
         // Several overlapping patterns: still each event once.
-        bus.subscribe(["user.registered", "order.placed", "order.*"], recorder(&multi, name))
-            .unwrap();
+        bus.subscribe(
+            ["user.registered", "order.placed", "order.*"],
+            recorder(&multi, name),
+        )
+        .unwrap();
 
         let mut p = bus.publisher();
         // `order.item.added.rt` has never been interned before this point: a type
         // first seen at runtime gets its table entry computed on first sight.
-        for ty in ["order.placed", "order", "order.item.added.rt", "user.registered", "order.paid"] {
+        for ty in [
+            "order.placed",
+            "order",
+            "order.item.added.rt",
+            "user.registered",
+            "order.paid",
+        ] {
             p.publish(event(ty, 0)).unwrap();
         }
         bus.shutdown();
         assert_eq!(names(&exact), ["order.placed"]);
         assert_eq!(names(&star), ["order.placed", "order.paid"]);
-        assert_eq!(names(&tail), ["order.placed", "order.item.added.rt", "order.paid"]);
+        assert_eq!(
+            names(&tail),
+            ["order.placed", "order.item.added.rt", "order.paid"]
+        );
         assert_eq!(
             names(&all),
-            ["order.placed", "order", "order.item.added.rt", "user.registered", "order.paid"]
+            [
+                "order.placed",
+                "order",
+                "order.item.added.rt",
+                "user.registered",
+                "order.paid"
+            ]
         );
-        assert_eq!(names(&multi), ["order.placed", "user.registered", "order.paid"]);
+        assert_eq!(
+            names(&multi),
+            ["order.placed", "user.registered", "order.paid"]
+        );
     }
 }
 
@@ -52,15 +73,24 @@ fn patterns_route_exact_star_tail_and_all() {
 fn invalid_patterns_and_lanes_are_typed_errors() {
     let bus = Bus::<u32>::builder().build().unwrap();
     let h = |_: &Event<u32>| -> Result<(), HandlerError> { Ok(()) };
-    assert!(matches!(bus.subscribe("a.>.b", h), Err(SubscribeError::InvalidPattern(_))));
-    assert!(matches!(bus.subscribe(Vec::<&str>::new(), h), Err(SubscribeError::NoPatterns)));
+    assert!(matches!(
+        bus.subscribe("a.>.b", h),
+        Err(SubscribeError::InvalidPattern(_))
+    ));
+    assert!(matches!(
+        bus.subscribe(Vec::<&str>::new(), h),
+        Err(SubscribeError::NoPatterns)
+    ));
     assert!(matches!(
         bus.subscribe_partitioned("a", 0, |_| h),
         Err(SubscribeError::InvalidLanes(0))
     ));
     let id = bus.subscribe("a", h).unwrap();
     bus.unsubscribe(id).unwrap();
-    assert!(matches!(bus.unsubscribe(id), Err(SubscribeError::UnknownSubscription(_))));
+    assert!(matches!(
+        bus.unsubscribe(id),
+        Err(SubscribeError::UnknownSubscription(_))
+    ));
 }
 
 #[test]
@@ -81,20 +111,28 @@ fn runtime_subscribe_sees_everything_published_after_it_returns() {
             i
         })
     };
-    wait_for(10, "publishing started", || published.load(Ordering::SeqCst) > 1000);
+    wait_for(10, "publishing started", || {
+        published.load(Ordering::SeqCst) > 1000
+    });
     let seen = log();
-    bus.subscribe("tick.n", recorder(&seen, |e: &Event<u64>| e.data)).unwrap();
+    bus.subscribe("tick.n", recorder(&seen, |e: &Event<u64>| e.data))
+        .unwrap();
     // Every event whose publish *started* after subscribe returned must arrive; the
     // producer may be mid-publish, so allow the one in flight.
     let after = published.load(Ordering::SeqCst) + 1;
-    wait_for(10, "more publishing", || published.load(Ordering::SeqCst) > after + 1000);
+    wait_for(10, "more publishing", || {
+        published.load(Ordering::SeqCst) > after + 1000
+    });
     stop.store(true, Ordering::Relaxed);
     let total = producer.join().unwrap();
     let bus = Arc::try_unwrap(bus).unwrap();
     bus.shutdown();
     let seen = seen.lock().unwrap();
     let first = seen[0];
-    assert!(first <= after, "first event seen {first}, expected <= {after}");
+    assert!(
+        first <= after,
+        "first event seen {first}, expected <= {after}"
+    );
     assert_eq!(*seen, (first..total).collect::<Vec<_>>(), "gap or reorder");
 }
 
@@ -118,12 +156,19 @@ fn unsubscribe_returns_after_shutdown_hook_and_then_nothing_arrives() {
         }
     }
     let bus = Bus::<u64>::builder().capacity(64).build().unwrap();
-    let (count, down, after_down) =
-        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (count, down, after_down) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let id = bus
         .subscribe(
             "tick.>",
-            H { count: count.clone(), down: down.clone(), after_down: after_down.clone() },
+            H {
+                count: count.clone(),
+                down: down.clone(),
+                after_down: after_down.clone(),
+            },
         )
         .unwrap();
     let stop = AtomicBool::new(false);
@@ -139,10 +184,15 @@ fn unsubscribe_returns_after_shutdown_hook_and_then_nothing_arrives() {
         });
         wait_for(10, "deliveries", || count.load(Ordering::SeqCst) > 1000);
         bus.unsubscribe(id).unwrap();
-        assert!(down.load(Ordering::SeqCst), "on_shutdown ran before unsubscribe returned");
+        assert!(
+            down.load(Ordering::SeqCst),
+            "on_shutdown ran before unsubscribe returned"
+        );
         let at = count.load(Ordering::SeqCst);
         let before = bus.stats().dispatched;
-        wait_for(10, "more dispatching", || bus.stats().dispatched > before + 1000);
+        wait_for(10, "more dispatching", || {
+            bus.stats().dispatched > before + 1000
+        });
         assert_eq!(count.load(Ordering::SeqCst), at, "events after unsubscribe");
         stop.store(true, Ordering::Relaxed);
     });
@@ -176,21 +226,27 @@ fn failing_handlers_do_not_affect_others_and_are_counted() {
         .execution(Execution::Pool { threads: 2 })
         .failure_policy(move |fail: &Failure<'_, u64>| {
             let panicked = matches!(fail.reason, FailureReason::Panic(_));
-            f.lock().unwrap().push((fail.handler.to_owned(), fail.event.data, panicked));
+            f.lock()
+                .unwrap()
+                .push((fail.handler.to_owned(), fail.event.data, panicked));
         })
         .build()
         .unwrap();
     let good = log();
-    bus.subscribe("work.>", recorder(&good, |e: &Event<u64>| e.data)).unwrap();
+    bus.subscribe("work.>", recorder(&good, |e: &Event<u64>| e.data))
+        .unwrap();
     let panicky_seen = Arc::new(AtomicU64::new(0));
     let ps = panicky_seen.clone();
-    bus.subscribe("work.>", move |e: &Event<u64>| -> Result<(), HandlerError> {
-        ps.fetch_add(1, Ordering::SeqCst);
-        if e.data % 10 == 3 {
-            panic!("handler bug on {}", e.data);
-        }
-        Ok(())
-    })
+    bus.subscribe(
+        "work.>",
+        move |e: &Event<u64>| -> Result<(), HandlerError> {
+            ps.fetch_add(1, Ordering::SeqCst);
+            if e.data % 10 == 3 {
+                panic!("handler bug on {}", e.data);
+            }
+            Ok(())
+        },
+    )
     .unwrap();
     bus.subscribe("work.>", |e: &Event<u64>| -> Result<(), HandlerError> {
         if e.data % 10 == 7 {
@@ -206,7 +262,11 @@ fn failing_handlers_do_not_affect_others_and_are_counted() {
     }
     let report = bus.shutdown();
     assert_eq!(*good.lock().unwrap(), (0..1000).collect::<Vec<_>>());
-    assert_eq!(panicky_seen.load(Ordering::SeqCst), 1000, "panicking handler continued");
+    assert_eq!(
+        panicky_seen.load(Ordering::SeqCst),
+        1000,
+        "panicking handler continued"
+    );
     assert_eq!(report.failed, 200);
     assert_eq!(report.panicked, 100);
     assert_eq!(report.delivered, 3000 - 200);
@@ -241,7 +301,11 @@ fn partitioned_lanes_keep_per_subject_order() {
     let subjects: Vec<Subject> = (0..32).map(|i| Subject::new(format!("acct-{i}"))).collect();
     for i in 0..20_000u64 {
         let e = event("acct.moved", i);
-        let e = if i % 50 == 0 { e } else { e.with_subject(subjects[(i * 7 % 32) as usize].clone()) };
+        let e = if i % 50 == 0 {
+            e
+        } else {
+            e.with_subject(subjects[(i * 7 % 32) as usize].clone())
+        };
         p.publish(e).unwrap();
     }
     bus.shutdown();
@@ -259,7 +323,10 @@ fn partitioned_lanes_keep_per_subject_order() {
         }
     }
     assert_eq!(lane_of[&None], 0, "events without a subject go to lane 0");
-    assert!(lanes_used.iter().all(|u| *u), "32 subjects should spread over 4 lanes");
+    assert!(
+        lanes_used.iter().all(|u| *u),
+        "32 subjects should spread over 4 lanes"
+    );
 }
 
 #[test]

@@ -23,7 +23,14 @@ fn json_uses_the_seed_field_names_and_round_trips() {
     );
     let v = serde_json::to_value(&e).unwrap();
     let obj = v.as_object().unwrap();
-    for key in ["event_id", "event_type", "source", "timestamp", "data", "version"] {
+    for key in [
+        "event_id",
+        "event_type",
+        "source",
+        "timestamp",
+        "data",
+        "version",
+    ] {
         assert!(obj.contains_key(key), "missing {key} in {v}");
     }
     assert_eq!(obj.len(), 6, "absent optional fields are omitted: {v}");
@@ -34,7 +41,11 @@ fn json_uses_the_seed_field_names_and_round_trips() {
     let back: Event = serde_json::from_value(v).unwrap();
     assert_eq!(back, e);
 
-    let full = e.clone().with_subject("u-1").with_version(3).caused_by(&back);
+    let full = e
+        .clone()
+        .with_subject("u-1")
+        .with_version(3)
+        .caused_by(&back);
     let text = serde_json::to_string(&full).unwrap();
     let back: Event = serde_json::from_str(&text).unwrap();
     assert_eq!(back, full);
@@ -55,11 +66,17 @@ fn reads_what_the_seed_writes() {
     let e: Event = serde_json::from_str(text).unwrap();
     assert_eq!(e.event_type, EventType::new("order.placed"));
     assert_eq!(e.version, 1);
-    assert_eq!(e.timestamp, Timestamp::from_nanos(1_719_837_000_123_456_789));
+    assert_eq!(
+        e.timestamp,
+        Timestamp::from_nanos(1_719_837_000_123_456_789)
+    );
     assert_eq!(e.data["amount"], 99.5);
 
     let bad = text.replace("order.placed", "order.*");
-    assert!(serde_json::from_str::<Event>(&bad).is_err(), "wildcard type accepted");
+    assert!(
+        serde_json::from_str::<Event>(&bad).is_err(),
+        "wildcard type accepted"
+    );
 }
 
 #[test]

@@ -4,9 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ringbus::{
-    event_type, source, Bus, Event, Execution, Handler, HandlerError, WaitStrategy,
-};
+use ringbus::{event_type, source, Bus, Event, Execution, Handler, HandlerError, WaitStrategy};
 
 /// (producer, per-producer sequence)
 type Msg = (u32, u64);
@@ -37,7 +35,11 @@ fn checkers(n: usize, producers: usize) -> Vec<(Checker, Arc<AtomicU64>, Arc<Ato
             let v = Arc::new(AtomicU64::new(0));
             let s = Arc::new(AtomicU64::new(0));
             (
-                Checker { next: vec![0; producers], violations: v.clone(), seen: s.clone() },
+                Checker {
+                    next: vec![0; producers],
+                    violations: v.clone(),
+                    seen: s.clone(),
+                },
                 v,
                 s,
             )
@@ -70,14 +72,17 @@ fn run_multi(capacity: usize, wait: WaitStrategy, batch: bool) {
                     let mut i = 0;
                     while i < PER_PRODUCER {
                         let n = (PER_PRODUCER - i).min(1 + i % 300);
-                        let events: Vec<_> =
-                            (i..i + n).map(|k| Event::new(ty, src, (p as u32, k))).collect();
+                        let events: Vec<_> = (i..i + n)
+                            .map(|k| Event::new(ty, src, (p as u32, k)))
+                            .collect();
                         publisher.publish_batch(events).unwrap();
                         i += n;
                     }
                 } else {
                     for i in 0..PER_PRODUCER {
-                        publisher.publish(Event::new(ty, src, (p as u32, i))).unwrap();
+                        publisher
+                            .publish(Event::new(ty, src, (p as u32, i)))
+                            .unwrap();
                     }
                 }
             });

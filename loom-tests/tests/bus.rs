@@ -96,13 +96,16 @@ fn runtime_subscribe() {
         let count = Arc::new(AtomicUsize::new(0));
         let seen_after = Arc::new(AtomicUsize::new(0));
         let (c, s) = (count.clone(), seen_after.clone());
-        bus.subscribe("loom.e", move |e: &Event<u64>| -> Result<(), HandlerError> {
-            c.fetch_add(1, Ordering::Relaxed);
-            if e.data == 1 {
-                s.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
-        })
+        bus.subscribe(
+            "loom.e",
+            move |e: &Event<u64>| -> Result<(), HandlerError> {
+                c.fetch_add(1, Ordering::Relaxed);
+                if e.data == 1 {
+                    s.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        )
         .unwrap();
         p.publish(ev(1)).unwrap();
         concurrent.join().unwrap();

@@ -152,7 +152,10 @@ fn close_races_multi_producers() {
         let r = ring.clone();
         let closer = thread::spawn(move || r.close());
         let mut seen = ring.consume_all();
-        let mut ok: Vec<u64> = [a.join().unwrap(), b.join().unwrap()].into_iter().flatten().collect();
+        let mut ok: Vec<u64> = [a.join().unwrap(), b.join().unwrap()]
+            .into_iter()
+            .flatten()
+            .collect();
         closer.join().unwrap();
         seen.sort_unstable();
         ok.sort_unstable();

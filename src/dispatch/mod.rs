@@ -229,7 +229,9 @@ pub(crate) struct Shared<P> {
 
 impl<P> std::fmt::Debug for Shared<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("ring", &self.ring).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
     }
 }
 
@@ -465,7 +467,10 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 // SAFETY: `[lo, hi)` was just polled as skipped: no events in it.
                 unsafe { self.shared.ring.release(lo, hi, false) };
                 self.skipped += hi - lo;
-                self.shared.stats.skipped.store(self.skipped, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .skipped
+                    .store(self.skipped, Ordering::Relaxed);
                 self.next = hi;
                 Step::Worked
             }
@@ -519,7 +524,11 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             Executor::Pool(pool) if active > 1 => {
                 let batch = &batch;
                 pool.in_place_scope(|scope| {
-                    let mut busy = self.slots.iter_mut().flatten().filter(|s| !s.work.is_empty());
+                    let mut busy = self
+                        .slots
+                        .iter_mut()
+                        .flatten()
+                        .filter(|s| !s.work.is_empty());
                     let mine = busy.next();
                     for slot in busy {
                         scope.spawn(move |_| run_slot(slot, batch));
@@ -530,7 +539,12 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 });
             }
             _ => {
-                for slot in self.slots.iter_mut().flatten().filter(|s| !s.work.is_empty()) {
+                for slot in self
+                    .slots
+                    .iter_mut()
+                    .flatten()
+                    .filter(|s| !s.work.is_empty())
+                {
                     run_slot(slot, &batch);
                 }
             }
@@ -555,7 +569,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     reason: &reason,
                 };
                 let policy = &mut self.policy;
-                call_hook("failure policy", "on_failure", || policy.on_failure(&failure));
+                call_hook("failure policy", "on_failure", || {
+                    policy.on_failure(&failure)
+                });
             }
             slot.work.clear();
         }
@@ -624,7 +640,10 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             patterns: spec.patterns,
             target,
         });
-        self.subs.push(SubInfo { id: spec.id, target });
+        self.subs.push(SubInfo {
+            id: spec.id,
+            target,
+        });
         self.table.clear();
     }
 

@@ -11,10 +11,10 @@ mod name;
 mod subject;
 
 pub use id::{EventId, Timestamp};
-pub use name::{EventType, NameError, Source, MAX_NAMES, MAX_NAME_LEN};
-pub use subject::Subject;
 #[allow(unused_imports)] // used by the codec
 pub(crate) use name::validate_event_type;
+pub use name::{EventType, NameError, Source, MAX_NAMES, MAX_NAME_LEN};
+pub use subject::Subject;
 
 use serde::{Deserialize, Serialize};
 

@@ -73,7 +73,12 @@ fn table() -> &'static RwLock<Table> {
 }
 
 fn intern(name: &str) -> Result<u32, NameError> {
-    if let Some(&id) = table().read().unwrap_or_else(|e| e.into_inner()).ids.get(name) {
+    if let Some(&id) = table()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .ids
+        .get(name)
+    {
         return Ok(id);
     }
     let mut t = table().write().unwrap_or_else(|e| e.into_inner());

@@ -212,11 +212,13 @@ impl<T> Ring<T> {
             return Ok(());
         }
         let mut gone = false;
-        let r = self.space_signal.wait_until(self.producer_wait, deadline, || {
-            *cached = self.consumed.load(Ordering::Acquire);
-            gone = self.terminated.load(Ordering::Acquire);
-            *cached >= need || gone
-        });
+        let r = self
+            .space_signal
+            .wait_until(self.producer_wait, deadline, || {
+                *cached = self.consumed.load(Ordering::Acquire);
+                gone = self.terminated.load(Ordering::Acquire);
+                *cached >= need || gone
+            });
         match r {
             Err(TimedOut) => Err(ClaimError::TimedOut),
             Ok(()) if *cached >= need => Ok(()),
@@ -388,7 +390,10 @@ impl<T> Ring<T> {
                 }
             }
             Producers::Multi => {
-                let limit = self.closed_at().unwrap_or(u64::MAX).min(next.saturating_add(max));
+                let limit = self
+                    .closed_at()
+                    .unwrap_or(u64::MAX)
+                    .min(next.saturating_add(max));
                 if next >= limit {
                     return Poll::Empty;
                 }
@@ -498,7 +503,8 @@ impl<T> Drop for Ring<T> {
             if published {
                 // SAFETY: `&mut self`: no other access; the slot holds a published,
                 // unconsumed value.
-                self.slot(s).with_mut(|p| unsafe { (*p).assume_init_drop() });
+                self.slot(s)
+                    .with_mut(|p| unsafe { (*p).assume_init_drop() });
             }
         }
     }

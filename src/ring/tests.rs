@@ -162,7 +162,12 @@ fn close_races_publish_nothing_lost_or_duplicated() {
 
 #[test]
 fn try_claim_reports_full_then_closed() {
-    let ring: Ring<Box<u64>> = Ring::new(2, Producers::Multi, WaitStrategy::Yielding, WaitStrategy::Yielding);
+    let ring: Ring<Box<u64>> = Ring::new(
+        2,
+        Producers::Multi,
+        WaitStrategy::Yielding,
+        WaitStrategy::Yielding,
+    );
     let mut cached = 0;
     let a = ring.mp_try_claim(2, &mut cached).unwrap();
     assert_eq!(ring.mp_try_claim(1, &mut cached), Err(ClaimError::Full));
@@ -180,7 +185,12 @@ fn try_claim_reports_full_then_closed() {
 
 #[test]
 fn skipped_claims_are_skipped() {
-    let ring: Ring<Box<u64>> = Ring::new(4, Producers::Multi, WaitStrategy::Yielding, WaitStrategy::Yielding);
+    let ring: Ring<Box<u64>> = Ring::new(
+        4,
+        Producers::Multi,
+        WaitStrategy::Yielding,
+        WaitStrategy::Yielding,
+    );
     let mut cached = 0;
     let a = ring.mp_claim(1, &mut cached).unwrap();
     let b = ring.mp_claim(2, &mut cached).unwrap();
