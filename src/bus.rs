@@ -757,7 +757,7 @@ fn mp_claim_until<P>(
             Err(ClaimError::Full) => {}
             other => return other,
         }
-        if step % 16 == 0 && Instant::now() >= deadline {
+        if step.is_multiple_of(16) && Instant::now() >= deadline {
             return Err(ClaimError::TimedOut);
         }
         backoff(step);

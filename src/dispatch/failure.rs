@@ -97,7 +97,7 @@ pub struct LogFailures {
 impl<P> FailurePolicy<P> for LogFailures {
     fn on_failure(&mut self, f: &Failure<'_, P>) {
         self.seen += 1;
-        if self.seen <= 100 || self.seen % 10_000 == 0 {
+        if self.seen <= 100 || self.seen.is_multiple_of(10_000) {
             eprintln!(
                 "ringbus: handler {} ({}, lane {}) failed on event {} ({}, seq {}): {} [failure #{}]",
                 f.handler,

@@ -265,10 +265,14 @@ impl<T> Ring<T> {
         // count stays exactly what the closer saw.
         match self
             .cursor
-            .compare_exchange(seq, seq + n, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(seq, seq + n, Ordering::SeqCst, Ordering::Relaxed)
         {
             Ok(_) => {
-                self.notify_consumer();
+                // SeqCst success ordering: the RMW is in S, so the wake-up check
+                // needs no fence (see `Signal::notify_after_seqcst_rmw`).
+                if self.consumer_wait == WaitStrategy::Blocking {
+                    self.data_signal.notify_after_seqcst_rmw();
+                }
                 Ok(())
             }
             Err(actual) => {

@@ -75,6 +75,23 @@ impl Signal {
         }
     }
 
+    /// [`Signal::notify`] for a notifier whose state change was a SeqCst
+    /// read-modify-write: a SeqCst RMW followed by a SeqCst load of `sleepers` is
+    /// already ordered against the sleeper's fence (C++20 [atomics.order]: a load
+    /// sequenced after a SeqCst fence that follows the RMW in S sees it), so no
+    /// fence is needed — on x86 the load is a plain `mov` instead of an `mfence`.
+    /// Loom does not model SeqCst accesses, only fences, so under loom this is
+    /// `notify`.
+    #[inline]
+    pub(crate) fn notify_after_seqcst_rmw(&self) {
+        #[cfg(loom)]
+        self.notify();
+        #[cfg(not(loom))]
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            self.wake_all();
+        }
+    }
+
     #[cold]
     fn wake_all(&self) {
         let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,7 +117,7 @@ impl Signal {
             }
             if let Some(d) = deadline {
                 // Reading the clock only every few spins keeps the spin tight.
-                if step % 16 == 0 && Instant::now() >= d {
+                if step.is_multiple_of(16) && Instant::now() >= d {
                     return Err(TimedOut);
                 }
             }
@@ -138,7 +155,7 @@ impl Signal {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(me.clone());
-        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
         let result = loop {
             fence(Ordering::SeqCst);
             if ready() {
