@@ -187,6 +187,16 @@ impl<T> Ring<T> {
         }
     }
 
+    /// Claimed (multi) or published (single) sequences so far (Relaxed: a statistic).
+    pub(crate) fn claimed_relaxed(&self) -> u64 {
+        self.cursor.load(Ordering::Relaxed) & !CLOSED
+    }
+
+    /// Sequences consumed so far (Relaxed: a statistic).
+    pub(crate) fn consumed_relaxed(&self) -> u64 {
+        self.consumed.load(Ordering::Relaxed)
+    }
+
     #[inline]
     fn slot(&self, seq: u64) -> &Slot<T> {
         let i = (seq & self.mask) as usize;
@@ -465,6 +475,14 @@ impl<T> Ring<T> {
     pub(crate) fn consumer_wait_until(&self, ready: impl FnMut() -> bool) {
         // No deadline: cannot time out.
         let _ = self.data_signal.wait_until(self.consumer_wait, None, ready);
+    }
+
+    /// Waits (with the consumer strategy) until `ready()` is true or `deadline`.
+    #[inline]
+    pub(crate) fn consumer_wait_deadline(&self, deadline: Instant, ready: impl FnMut() -> bool) {
+        let _ = self
+            .data_signal
+            .wait_until(self.consumer_wait, Some(deadline), ready);
     }
 
     /// Closes the ring: every later claim (multi) or publish (single) fails with
