@@ -18,15 +18,31 @@ use ringbus::WaitStrategy;
 use support::{Channel, LatencySystem, Publish};
 
 const SCENARIOS: &[(&str, &str)] = &[
-    ("spsc_single", "1 producer, single publish, 8 handlers routed by type"),
+    (
+        "spsc_single",
+        "1 producer, single publish, 8 handlers routed by type",
+    ),
     ("spsc_batch10", "1 producer, batches of 10"),
     ("spsc_batch100", "1 producer, batches of 100"),
     ("mpsc_2p", "2 producers, single publish"),
     ("mpsc_4p", "4 producers, single publish"),
     ("fanout_4", "1 producer, every event to 4 handlers"),
-    ("partitioned", "1 producer, 4 lanes / single consumer, ~200 ns of work per event"),
-    ("latency", "one-way publish->handler latency at fixed rates (HDR, intended-time based)"),
-    ("idle", "CPU used by an idle bus with the default wait strategy"),
+    (
+        "partitioned",
+        "1 producer, 4 lanes / single consumer, ~200 ns of work per event",
+    ),
+    (
+        "latency",
+        "one-way publish->handler latency at fixed rates (HDR, intended-time based)",
+    ),
+    (
+        "idle",
+        "CPU used by an idle bus with the default wait strategy",
+    ),
+    (
+        "event",
+        "cost of Event::new (one clock read, one UUID v7 id)",
+    ),
 ];
 
 struct Options {
@@ -36,9 +52,8 @@ struct Options {
 }
 
 fn usage() -> String {
-    let mut s = String::from(
-        "usage: throughput [--quick] [--json] [--scenario NAME]\n\nscenarios:\n",
-    );
+    let mut s =
+        String::from("usage: throughput [--quick] [--json] [--scenario NAME]\n\nscenarios:\n");
     for (name, what) in SCENARIOS {
         s.push_str(&format!("  {name:<14} {what}\n"));
     }
@@ -46,7 +61,11 @@ fn usage() -> String {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let mut o = Options { quick: false, json: false, scenario: None };
+    let mut o = Options {
+        quick: false,
+        json: false,
+        scenario: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -166,7 +185,11 @@ fn main() {
     let ringbus_waits = [WaitStrategy::Blocking, WaitStrategy::BusySpin];
     let mut rows: Vec<Row> = Vec::new();
     let mut push = |scenario: &'static str, system: String, r: f64| {
-        rows.push(Row { scenario, system, events_per_sec: r })
+        rows.push(Row {
+            scenario,
+            system,
+            events_per_sec: r,
+        })
     };
 
     // Throughput scenarios: (name, producers, publish, fanout).
@@ -184,15 +207,21 @@ fn main() {
         }
         progress(name);
         for wait in ringbus_waits {
-            let r = measure(budget, n, |n| support::ringbus_run(n, producers, publish, wait, fanout));
+            let r = measure(budget, n, |n| {
+                support::ringbus_run(n, producers, publish, wait, fanout)
+            });
             push(name, format!("ringbus ({wait:?})"), r);
         }
-        let r = measure(budget, n, |n| support::disruptor_run(n, producers, publish, fanout, 0));
+        let r = measure(budget, n, |n| {
+            support::disruptor_run(n, producers, publish, fanout, 0)
+        });
         push(name, "disruptor (BusySpin)".into(), r);
         // Channels have no batch publish: they appear in the single-publish scenarios.
         if publish == Publish::Single {
             for ch in channels {
-                let r = measure(budget, n, |n| support::channel_run(ch, n, producers, fanout, 0));
+                let r = measure(budget, n, |n| {
+                    support::channel_run(ch, n, producers, fanout, 0)
+                });
                 push(name, ch.name().into(), r);
             }
         }
@@ -206,10 +235,14 @@ fn main() {
         work_ns_measured = Some(t.elapsed().as_nanos() as u64 / 10_000);
         let pn = n / 10;
         for wait in ringbus_waits {
-            let r = measure(budget, pn, |n| support::ringbus_partitioned(n, 4, 2, spin, wait));
+            let r = measure(budget, pn, |n| {
+                support::ringbus_partitioned(n, 4, 2, spin, wait)
+            });
             push("partitioned", format!("ringbus 4 lanes ({wait:?})"), r);
         }
-        let r = measure(budget, pn, |n| support::disruptor_run(n, 1, Publish::Batch(100), 0, spin));
+        let r = measure(budget, pn, |n| {
+            support::disruptor_run(n, 1, Publish::Batch(100), 0, spin)
+        });
         push("partitioned", "disruptor (BusySpin)".into(), r);
         for ch in channels {
             let r = measure(budget, pn, |n| support::channel_run(ch, n, 1, 0, spin));
@@ -219,7 +252,11 @@ fn main() {
 
     let mut latency = Vec::new();
     if wanted("latency") {
-        let dur = if opts.quick { Duration::from_millis(200) } else { Duration::from_secs(2) };
+        let dur = if opts.quick {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(2)
+        };
         for rate in [100_000u64, 500_000, 1_000_000] {
             progress(&format!("latency at {} events/s", rate));
             let systems = [
@@ -252,13 +289,31 @@ fn main() {
         None
     };
 
+    let event_ns = if wanted("event") {
+        progress("Event::new");
+        let ty = ringbus::EventType::new("bench.type0");
+        let src = ringbus::Source::new("bench");
+        let n = if opts.quick { 200_000 } else { 5_000_000 };
+        let t = Instant::now();
+        for i in 0..n {
+            std::hint::black_box(ringbus::Event::new(ty, src, i));
+        }
+        Some(t.elapsed().as_nanos() as f64 / n as f64)
+    } else {
+        None
+    };
+
     let (cores, model) = machine();
     let commit = commit();
     // ringbus's ratio to each competitor in the same scenario (its best wait strategy
     // against each, and the shipped default — Blocking — against each).
     let ratio = |scenario: &str, system: &str, ours: &str| -> Option<f64> {
-        let ours = rows.iter().find(|r| r.scenario == scenario && r.system == ours)?;
-        let theirs = rows.iter().find(|r| r.scenario == scenario && r.system == system)?;
+        let ours = rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.system == ours)?;
+        let theirs = rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.system == system)?;
         Some(ours.events_per_sec / theirs.events_per_sec)
     };
 
@@ -281,6 +336,9 @@ fn main() {
         if let Some(w) = work_ns_measured {
             out["partitioned_work_ns_per_event"] = serde_json::json!(w);
         }
+        if let Some(ns) = event_ns {
+            out["event_new_ns"] = serde_json::json!(ns);
+        }
         println!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
@@ -291,7 +349,10 @@ fn main() {
         println!("(--quick: short runs, figures are rough)");
     }
     println!();
-    println!("{:<14} {:<28} {:>12} {:>14} {:>14}", "scenario", "system", "events/s", "Blocking ×", "BusySpin ×");
+    println!(
+        "{:<14} {:<28} {:>12} {:>14} {:>14}",
+        "scenario", "system", "events/s", "Blocking ×", "BusySpin ×"
+    );
     let mut last = "";
     for r in &rows {
         if r.scenario != last && !last.is_empty() {
@@ -301,14 +362,25 @@ fn main() {
         let (b, s) = if r.system.starts_with("ringbus") {
             (String::new(), String::new())
         } else {
-            let lane = if r.scenario == "partitioned" { "ringbus 4 lanes" } else { "ringbus" };
+            let lane = if r.scenario == "partitioned" {
+                "ringbus 4 lanes"
+            } else {
+                "ringbus"
+            };
             let f = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.2}"));
             (
                 f(ratio(r.scenario, &r.system, &format!("{lane} (Blocking)"))),
                 f(ratio(r.scenario, &r.system, &format!("{lane} (BusySpin)"))),
             )
         };
-        println!("{:<14} {:<28} {:>12} {:>14} {:>14}", r.scenario, r.system, fmt_rate(r.events_per_sec), b, s);
+        println!(
+            "{:<14} {:<28} {:>12} {:>14} {:>14}",
+            r.scenario,
+            r.system,
+            fmt_rate(r.events_per_sec),
+            b,
+            s
+        );
     }
     if !rows.is_empty() {
         println!("\n(× = ringbus events/s ÷ that system's, ringbus with the Blocking default and with BusySpin)");
@@ -335,7 +407,13 @@ fn main() {
             );
         }
     }
+    if let Some(ns) = event_ns {
+        println!("\nEvent::new (clock read + UUID v7 id, no syscall): {ns:.1} ns/event");
+    }
     if let Some(idle) = idle {
-        println!("\nidle: a default bus (Blocking, internal pool) used {:.2} % of one core over 1 s", idle * 100.0);
+        println!(
+            "\nidle: a default bus (Blocking, internal pool) used {:.2} % of one core over 1 s",
+            idle * 100.0
+        );
     }
 }

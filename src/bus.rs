@@ -6,13 +6,21 @@ use std::marker::PhantomData;
 use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex as StdMutex;
+
 use crate::dispatch::{
-    Ack, BusStats, Control, ControlQueue, DispatchContext, Dispatcher, Execution, Executor,
-    FailurePolicy, Handler, IntoPatterns, LogFailures, PatternError, Shared, ShutdownReport, Stats,
-    SubscribeSpec, SubscriptionId,
+    breaker_from_code, new_histogram, Ack, BreakerListener, BusStats, Control, ControlQueue,
+    DispatchConfig, DispatchContext, Dispatcher, Execution, Executor, FailurePolicy, FlowLog,
+    Handler, IntoPatterns, LogFailures, PatternError, ResilienceSpec, Services, Shared,
+    ShutdownReport, Stats, SubscribeSpec, SubscriptionId,
+};
+use crate::metrics::{BusMetrics, HandlerMetrics, HistogramSummary, MetricsSnapshot};
+use crate::resilience::{
+    BreakerConfig, BreakerTransition, Clock, DeadLetter, DeadLetterInfo, DeadLetterQueue,
+    DlqFilter, DlqFullPolicy, RetryPolicy, SystemClock,
 };
 use crate::ring::{backoff, ClaimError, Producers, Ring, WaitStrategy};
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::Event;
 
 /// Type-level producer mode: many producers ([`Multi`], the default) or one
@@ -75,6 +83,10 @@ pub enum BuildErrorKind {
     ZeroMaxBatch,
     /// `Execution::Pool { threads: 0 }`.
     ZeroThreads,
+    /// `dead_letter_queue(0, _)`.
+    ZeroDeadLetterCapacity,
+    /// `flow_log(0)`.
+    ZeroFlowLogCapacity,
     /// The rayon pool could not be built.
     Pool(rayon::ThreadPoolBuildError),
     /// The dispatcher thread could not be spawned.
@@ -100,6 +112,12 @@ impl fmt::Display for BuildError {
             }
             BuildErrorKind::ZeroMaxBatch => f.write_str("max batch size must not be 0"),
             BuildErrorKind::ZeroThreads => f.write_str("a handler pool needs at least 1 thread"),
+            BuildErrorKind::ZeroDeadLetterCapacity => {
+                f.write_str("the dead-letter queue needs a capacity of at least 1")
+            }
+            BuildErrorKind::ZeroFlowLogCapacity => {
+                f.write_str("the flow log needs a capacity of at least 1")
+            }
             BuildErrorKind::Pool(e) => write!(f, "could not build the handler pool: {e}"),
             BuildErrorKind::Spawn(e) => write!(f, "could not spawn the dispatcher thread: {e}"),
         }
@@ -128,7 +146,34 @@ pub struct BusBuilder<P = serde_json::Value, M = Multi> {
     execution: Execution,
     thread_name: String,
     policy: Option<Box<dyn FailurePolicy<P>>>,
+    extras: Extras,
     _mode: PhantomData<M>,
+}
+
+/// Builder settings for failure handling and observability.
+#[derive(Clone)]
+struct Extras {
+    clock: StdArc<dyn Clock>,
+    dlq_capacity: usize,
+    dlq_policy: DlqFullPolicy,
+    metrics: bool,
+    flow_log: Option<usize>,
+    retry_drain: Duration,
+    on_breaker: Option<BreakerListener>,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Extras {
+            clock: StdArc::new(SystemClock::new()),
+            dlq_capacity: 10_000,
+            dlq_policy: DlqFullPolicy::default(),
+            metrics: true,
+            flow_log: None,
+            retry_drain: Duration::from_secs(5),
+            on_breaker: None,
+        }
+    }
 }
 
 impl<P, M> fmt::Debug for BusBuilder<P, M> {
@@ -154,6 +199,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             execution: self.execution,
             thread_name: self.thread_name,
             policy: self.policy,
+            extras: self.extras,
             _mode: PhantomData,
         }
     }
@@ -217,6 +263,54 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         self
     }
 
+    /// The clock retries and circuit breakers run on. Default: the system's
+    /// monotonic clock. Tests pass a [`ManualClock`](crate::resilience::ManualClock)
+    /// and advance it instead of sleeping through backoffs.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.extras.clock = StdArc::new(clock);
+        self
+    }
+
+    /// The dead-letter queue's capacity and what happens when it is full. Default:
+    /// 10 000 letters, [`DlqFullPolicy::DropOldest`] (counted in the metrics).
+    pub fn dead_letter_queue(mut self, capacity: usize, when_full: DlqFullPolicy) -> Self {
+        self.extras.dlq_capacity = capacity;
+        self.extras.dlq_policy = when_full;
+        self
+    }
+
+    /// Whether to sample handler time and latency histograms and batch sizes.
+    /// Counters are always kept. Default: on.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.extras.metrics = on;
+        self
+    }
+
+    /// Keeps the last `capacity` handler calls in an in-memory [`FlowLog`]
+    /// (off by default: it costs a record per call).
+    pub fn flow_log(mut self, capacity: usize) -> Self {
+        self.extras.flow_log = Some(capacity);
+        self
+    }
+
+    /// How long `shutdown` keeps running due retries after the ring is drained.
+    /// Events still waiting then go to the dead-letter queue and are listed in the
+    /// report's `undelivered`. Default 5 s.
+    pub fn retry_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.extras.retry_drain = timeout;
+        self
+    }
+
+    /// Called on every circuit-breaker state change, on the thread running the
+    /// handler.
+    pub fn on_breaker_change(
+        mut self,
+        listener: impl Fn(SubscriptionId, &str, BreakerTransition) + Send + Sync + 'static,
+    ) -> Self {
+        self.extras.on_breaker = Some(StdArc::new(listener));
+        self
+    }
+
     fn err(kind: BuildErrorKind) -> BuildError {
         BuildError { kind }
     }
@@ -234,6 +328,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         }
         if self.max_batch == 0 {
             return Err(Self::err(BuildErrorKind::ZeroMaxBatch));
+        }
+        if self.extras.dlq_capacity == 0 {
+            return Err(Self::err(BuildErrorKind::ZeroDeadLetterCapacity));
+        }
+        if self.extras.flow_log == Some(0) {
+            return Err(Self::err(BuildErrorKind::ZeroFlowLogCapacity));
         }
         let exec = match self.execution {
             Execution::Inline => Executor::Inline,
@@ -258,12 +358,44 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             ),
             control: ControlQueue::new(),
             stats: Stats::default(),
+            handlers: StdMutex::new(Vec::new()),
+            batch_sizes: StdMutex::new(new_histogram()),
+            timer_kick: AtomicBool::new(false),
         });
+        let extras = self.extras;
+        // A clock that jumps (a manual clock) wakes the dispatcher's retry timer.
+        // (Loom's `Arc` has no weak references; the models use the system clock.)
+        #[cfg(not(loom))]
+        {
+            let weak = Arc::downgrade(&shared);
+            extras.clock.set_waker(Box::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.timer_kick.store(true, Ordering::Release);
+                    shared.ring.data_signal.notify();
+                }
+            }));
+        }
+        let dlq = DeadLetterQueue::new(extras.dlq_capacity, extras.dlq_policy);
+        let flow_log = extras.flow_log.map(|n| StdArc::new(FlowLog::new(n)));
         let policy = self
             .policy
             .unwrap_or_else(|| Box::new(LogFailures::default()));
         let max_batch = self.max_batch.min(cap) as u64;
-        let dispatcher = Dispatcher::new(shared.clone(), max_batch, exec, policy);
+        let config = DispatchConfig {
+            max_batch,
+            exec,
+            policy,
+            services: Services {
+                clock: extras.clock.clone(),
+                dlq: dlq.clone(),
+                on_breaker: extras.on_breaker.clone(),
+                metrics: extras.metrics,
+                flow_log: flow_log.is_some(),
+            },
+            flow_log: flow_log.clone(),
+            retry_drain: extras.retry_drain,
+        };
+        let dispatcher = Dispatcher::new(shared.clone(), config);
         let thread = spawn_dispatcher(self.thread_name, dispatcher)
             .map_err(|e| Self::err(BuildErrorKind::Spawn(e)))?;
         Ok(Bus {
@@ -271,6 +403,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             thread: Some(thread),
             next_id: AtomicU64::new(1),
             report: None,
+            dlq,
+            flow_log,
             _mode: PhantomData,
         })
     }
@@ -351,6 +485,8 @@ pub struct Bus<P = serde_json::Value, M = Multi> {
     thread: Option<JoinHandle>,
     next_id: AtomicU64,
     report: Option<ShutdownReport>,
+    dlq: DeadLetterQueue<P>,
+    flow_log: Option<StdArc<FlowLog>>,
     _mode: PhantomData<M>,
 }
 
@@ -379,6 +515,8 @@ pub enum SubscribeError {
     Closed,
     /// `unsubscribe` with an id that is not subscribed (any more).
     UnknownSubscription(SubscriptionId),
+    /// `SubscribeOptions::max_pending(0)`.
+    InvalidMaxPending,
 }
 
 impl fmt::Display for SubscribeError {
@@ -394,6 +532,7 @@ impl fmt::Display for SubscribeError {
             ),
             SubscribeError::Closed => f.write_str("the bus has shut down"),
             SubscribeError::UnknownSubscription(id) => write!(f, "{id} is not subscribed"),
+            SubscribeError::InvalidMaxPending => f.write_str("max_pending must be at least 1"),
         }
     }
 }
@@ -421,6 +560,7 @@ impl<P: Send + Sync + 'static> Bus<P, Multi> {
             execution: Execution::default(),
             thread_name: "ringbus-dispatch".to_owned(),
             policy: None,
+            extras: Extras::default(),
             _mode: PhantomData,
         }
     }
@@ -486,11 +626,155 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         self.install(Some(patterns), handlers, std::any::type_name::<H>())
     }
 
+    /// Subscribes with failure handling: a retry policy, a circuit breaker, a
+    /// bound on the events waiting at this handler, and a name (see
+    /// [`SubscribeOptions`]). Needs `P: Clone`: a failed event leaves the ring as a
+    /// copy, into this handler's retry queue.
+    ///
+    /// Every failure that is not retried — a permanent error, a panic, the last
+    /// attempt — sends the event to the bus's dead-letter queue with every
+    /// attempt's error and time.
+    pub fn subscribe_with<H: Handler<P>>(
+        &self,
+        patterns: impl IntoPatterns,
+        handler: H,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        P: Clone,
+    {
+        let patterns = patterns.into_patterns()?;
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| std::any::type_name::<H>().to_owned());
+        let spec = options.into_spec()?;
+        self.install_with(Some(patterns), vec![Box::new(handler)], &name, Some(spec))
+    }
+
+    /// [`Bus::subscribe_partitioned`] with failure handling (see
+    /// [`Bus::subscribe_with`]); each lane has its own retry queue and breaker.
+    pub fn subscribe_partitioned_with<H: Handler<P>>(
+        &self,
+        patterns: impl IntoPatterns,
+        lanes: usize,
+        mut factory: impl FnMut(usize) -> H,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        P: Clone,
+    {
+        if lanes == 0 || lanes > MAX_LANES {
+            return Err(SubscribeError::InvalidLanes(lanes));
+        }
+        let patterns = patterns.into_patterns()?;
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| std::any::type_name::<H>().to_owned());
+        let spec = options.into_spec()?;
+        let handlers = (0..lanes)
+            .map(|lane| Box::new(factory(lane)) as Box<dyn Handler<P>>)
+            .collect();
+        self.install_with(Some(patterns), handlers, &name, Some(spec))
+    }
+
+    /// The dead-letter queue: inspect, redrive, discard.
+    pub fn dead_letters(&self) -> DeadLetters<P> {
+        DeadLetters {
+            dlq: self.dlq.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The flow log, if the builder enabled it ([`BusBuilder::flow_log`]).
+    pub fn flow_log(&self) -> Option<StdArc<FlowLog>> {
+        self.flow_log.clone()
+    }
+
+    /// A snapshot of every counter and histogram, per bus and per handler.
+    /// `snapshot.to_prometheus()` renders it in the Prometheus text format.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let stats = &self.shared.stats;
+        let ring = &self.shared.ring;
+        let claimed = ring.claimed_relaxed();
+        let skipped = stats.skipped.load(Ordering::Relaxed);
+        let consumed = ring.consumed_relaxed();
+        let batch_size = {
+            let h = self
+                .shared
+                .batch_sizes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            HistogramSummary::from_hdr(&h)
+        };
+        let bus = BusMetrics {
+            published: claimed.saturating_sub(skipped),
+            dispatched: stats.dispatched.load(Ordering::Relaxed),
+            delivered: stats.delivered.load(Ordering::Relaxed),
+            failed: stats.failed.load(Ordering::Relaxed),
+            panicked: stats.panicked.load(Ordering::Relaxed),
+            retried: stats.retried.load(Ordering::Relaxed),
+            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            dlq_len: self.dlq.len() as u64,
+            dlq_evicted: self.dlq.evicted(),
+            ring_capacity: ring.capacity(),
+            ring_occupancy: claimed.saturating_sub(consumed),
+            batch_size,
+        };
+        let infos = self
+            .shared
+            .handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let handlers = infos
+            .iter()
+            .map(|h| {
+                let m = &h.metrics;
+                let (handler_time_ns, latency_ns) = m.summaries();
+                HandlerMetrics {
+                    subscription: h.sub,
+                    handler: h.name.to_string(),
+                    lane: h.lane,
+                    handled: m.handled.load(std::sync::atomic::Ordering::Relaxed),
+                    errors: m.errors.load(std::sync::atomic::Ordering::Relaxed),
+                    panics: m.panics.load(std::sync::atomic::Ordering::Relaxed),
+                    retries: m.retries.load(std::sync::atomic::Ordering::Relaxed),
+                    dead_lettered: m.dead_lettered.load(std::sync::atomic::Ordering::Relaxed),
+                    pending: m.pending.load(std::sync::atomic::Ordering::Relaxed),
+                    breaker: breaker_from_code(
+                        m.breaker.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
+                    handler_time_ns,
+                    latency_ns,
+                }
+            })
+            .collect();
+        MetricsSnapshot { bus, handlers }
+    }
+
     fn install(
         &self,
         patterns: Option<Vec<crate::Pattern>>,
         handlers: Vec<Box<dyn Handler<P>>>,
         name: &str,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        self.install_with(patterns, handlers, name, None)
+    }
+
+    fn install_with(
+        &self,
+        patterns: Option<Vec<crate::Pattern>>,
+        handlers: Vec<Box<dyn Handler<P>>>,
+        name: &str,
+        resilience: Option<ResilienceSpec<P>>,
     ) -> Result<SubscriptionId, SubscribeError> {
         if DispatchContext::is_active() {
             return Err(SubscribeError::FromHandler);
@@ -501,6 +785,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             patterns,
             handlers,
             name: name.into(),
+            resilience,
         };
         let ack = Ack::new();
         if !self
@@ -554,8 +839,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     }
 
     fn close_and_join(&mut self) -> ShutdownReport {
-        if let Some(report) = self.report {
-            return report;
+        if let Some(report) = &self.report {
+            return report.clone();
         }
         self.shared.ring.close();
         // From a handler (the bus dropped inside its own dispatcher), joining would
@@ -573,10 +858,13 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
                     delivered: s.delivered,
                     failed: s.failed,
                     panicked: s.panicked,
+                    retried: self.shared.stats.retried.load(Ordering::Relaxed),
+                    dead_lettered: self.shared.stats.dead_lettered.load(Ordering::Relaxed),
+                    undelivered: Vec::new(),
                 }
             }
         };
-        self.report = Some(report);
+        self.report = Some(report.clone());
         report
     }
 }
@@ -589,6 +877,191 @@ impl<P, M> Drop for Bus<P, M> {
                 let _ = t.join();
             }
         }
+    }
+}
+
+// ---- failure handling --------------------------------------------------------------
+
+/// How a subscription handles failures. See [`Bus::subscribe_with`].
+///
+/// ```
+/// use ringbus::{resilience::{BreakerConfig, RetryPolicy}, SubscribeOptions};
+/// use std::time::Duration;
+/// let options = SubscribeOptions::new()
+///     .name("projector")
+///     .retry(RetryPolicy::exponential(Duration::from_millis(10), 2.0, Duration::from_secs(1), 5))
+///     .circuit_breaker(BreakerConfig::consecutive_failures(10, Duration::from_secs(5)))
+///     .max_pending(100_000);
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug)]
+pub struct SubscribeOptions {
+    name: Option<String>,
+    retry: RetryPolicy,
+    breaker: Option<BreakerConfig>,
+    max_pending: usize,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SubscribeOptions {
+    /// No retries (failures go straight to the dead-letter queue), no breaker,
+    /// at most 1 000 000 events waiting.
+    pub fn new() -> Self {
+        SubscribeOptions {
+            name: None,
+            retry: RetryPolicy::none(),
+            breaker: None,
+            max_pending: 1_000_000,
+        }
+    }
+
+    /// The handler's name in metrics, failures and dead letters.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// A circuit breaker: while open, the handler is not called and its events wait
+    /// in its queue, in order — not lost, not counted as failures.
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// The most events that may wait at this handler (for a retry, or behind an
+    /// open breaker). Beyond it the oldest waiting event goes to the dead-letter
+    /// queue, so a handler that stays broken cannot grow memory without bound.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n;
+        self
+    }
+
+    fn into_spec<P: Clone>(self) -> Result<ResilienceSpec<P>, SubscribeError> {
+        if self.max_pending == 0 {
+            return Err(SubscribeError::InvalidMaxPending);
+        }
+        Ok(ResilienceSpec {
+            retry: self.retry,
+            breaker: self.breaker,
+            max_pending: self.max_pending,
+            clone: |e: &Event<P>| e.clone(),
+        })
+    }
+}
+
+/// A handle on a bus's dead-letter queue. Cheap to clone; outlives the bus (the
+/// letters stay readable after shutdown).
+pub struct DeadLetters<P> {
+    dlq: DeadLetterQueue<P>,
+    shared: Arc<Shared<P>>,
+}
+
+impl<P> Clone for DeadLetters<P> {
+    fn clone(&self) -> Self {
+        DeadLetters {
+            dlq: self.dlq.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<P> fmt::Debug for DeadLetters<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("len", &self.dlq.len())
+            .finish()
+    }
+}
+
+impl<P: Send + Sync + 'static> DeadLetters<P> {
+    /// Letters held now.
+    pub fn len(&self) -> usize {
+        self.dlq.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.dlq.is_empty()
+    }
+
+    /// Letters dropped because the queue was full (policy `DropOldest`).
+    pub fn evicted(&self) -> u64 {
+        self.dlq.evicted()
+    }
+
+    /// Summaries of the letters matching `filter`, oldest first.
+    pub fn list(&self, filter: &DlqFilter) -> Vec<DeadLetterInfo> {
+        self.dlq.list(filter)
+    }
+
+    /// A copy of one letter.
+    pub fn get(&self, id: u64) -> Option<DeadLetter<P>>
+    where
+        P: Clone,
+    {
+        self.dlq.get(id)
+    }
+
+    /// Removes one letter for good.
+    pub fn discard(&self, id: u64) -> bool {
+        self.dlq.discard(id)
+    }
+
+    /// Removes every letter matching `filter`; returns how many.
+    pub fn discard_matching(&self, filter: &DlqFilter) -> usize {
+        self.dlq.discard_matching(filter)
+    }
+
+    /// Delivers one letter again to its handler (a fresh set of attempts under the
+    /// subscription's retry policy, behind any waiting event of its subject).
+    /// Returns once the dispatcher has queued it; `Ok(false)` if no such letter.
+    pub fn redrive(&self, id: u64) -> Result<bool, SubscribeError> {
+        match self.dlq.take(id) {
+            Some(letter) => self.send(vec![letter]).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Redrives every letter matching `filter`; returns how many.
+    pub fn redrive_matching(&self, filter: &DlqFilter) -> Result<usize, SubscribeError> {
+        let letters = self.dlq.take_matching(filter);
+        let n = letters.len();
+        if n > 0 {
+            self.send(letters)?;
+        }
+        Ok(n)
+    }
+
+    fn send(&self, letters: Vec<DeadLetter<P>>) -> Result<(), SubscribeError> {
+        if DispatchContext::is_active() {
+            // Put them back: waiting for the dispatcher from its own thread deadlocks.
+            for l in letters {
+                let _ = self
+                    .dlq
+                    .push(l.event, l.subscription, l.handler, l.attempts);
+            }
+            return Err(SubscribeError::FromHandler);
+        }
+        let ack = Ack::new();
+        if !self
+            .shared
+            .send_control(Control::Redrive(letters, ack.clone()))
+            || !ack.wait()
+        {
+            return Err(SubscribeError::Closed);
+        }
+        Ok(())
     }
 }
 

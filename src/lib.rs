@@ -31,6 +31,8 @@ mod bus;
 pub mod codec;
 mod dispatch;
 pub mod event;
+pub mod metrics;
+pub mod resilience;
 mod ring;
 
 #[cfg(loom)]
@@ -38,13 +40,14 @@ mod ring;
 pub mod loom_api;
 
 pub use bus::{
-    BuildError, BuildErrorKind, Bus, BusBuilder, Multi, ProducerMode, PublishBatchError,
-    PublishError, PublishTimeoutError, Publisher, Single, SingleProducerBus, SubscribeError,
-    TryPublishError, MAX_CAPACITY, MAX_LANES,
+    BuildError, BuildErrorKind, Bus, BusBuilder, DeadLetters, Multi, ProducerMode,
+    PublishBatchError, PublishError, PublishTimeoutError, Publisher, Single, SingleProducerBus,
+    SubscribeError, SubscribeOptions, TryPublishError, MAX_CAPACITY, MAX_LANES,
 };
 pub use dispatch::{
-    BusStats, ErrorKind, Execution, Failure, FailurePolicy, FailureReason, Handler, HandlerError,
-    IntoPatterns, LogFailures, Pattern, PatternError, ShutdownReport, SubscriptionId,
+    BreakerListener, BusStats, ErrorKind, Execution, Failure, FailurePolicy, FailureReason,
+    FlowLog, FlowRecord, FlowTrace, Handler, HandlerError, IntoPatterns, LogFailures, Pattern,
+    PatternError, ShutdownReport, SubscriptionId, Undelivered,
 };
 pub use ring::WaitStrategy;
 

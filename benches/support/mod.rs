@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringbus::{Bus, Event, EventId, EventType, Execution, HandlerError, Source, Timestamp, WaitStrategy};
+use ringbus::{
+    Bus, Event, EventId, EventType, Execution, HandlerError, Source, Timestamp, WaitStrategy,
+};
 
 /// Handlers in the routing table.
 pub const HANDLERS: usize = 8;
@@ -81,7 +83,11 @@ impl Templates {
             timestamp: ts.as_nanos(),
             ..Envelope::default()
         };
-        Templates { types, event, envelope }
+        Templates {
+            types,
+            event,
+            envelope,
+        }
     }
 
     /// Event `i`: type `i % 8`, payload `i`.
@@ -190,7 +196,12 @@ impl ringbus::Handler<u64> for SumHandler {
 }
 
 fn sum_handler(done: &Arc<Done>, spin: u64) -> SumHandler {
-    SumHandler { sum: 0, pending: 0, spin, done: done.clone() }
+    SumHandler {
+        sum: 0,
+        pending: 0,
+        spin,
+        done: done.clone(),
+    }
 }
 
 // ---- ringbus -----------------------------------------------------------------------
@@ -281,7 +292,13 @@ fn publish_loop<M: ringbus::ProducerMode>(
 
 /// ringbus partitioned: one subscription with `lanes` lanes on a pool of
 /// `threads`, each event costing about `work_ns`.
-pub fn ringbus_partitioned(n: u64, lanes: usize, threads: usize, spin: u64, wait: WaitStrategy) -> Duration {
+pub fn ringbus_partitioned(
+    n: u64,
+    lanes: usize,
+    threads: usize,
+    spin: u64,
+    wait: WaitStrategy,
+) -> Duration {
     let t = Templates::new();
     let subjects: Vec<ringbus::Subject> = (0..64).map(|i| format!("acct-{i}").into()).collect();
     let done = Arc::new(Done::default());
@@ -294,12 +311,14 @@ pub fn ringbus_partitioned(n: u64, lanes: usize, threads: usize, spin: u64, wait
         .build()
         .unwrap();
     let d = done.clone();
-    bus.subscribe_partitioned("bench.>", lanes, move |_| sum_handler(&d, spin)).unwrap();
+    bus.subscribe_partitioned("bench.>", lanes, move |_| sum_handler(&d, spin))
+        .unwrap();
     let start = Instant::now();
     let mut i = 0;
     while i < n {
         let k = 100.min(n - i);
-        p.publish_batch((i..i + k).map(|j| t.subject_event(j, &subjects))).unwrap();
+        p.publish_batch((i..i + k).map(|j| t.subject_event(j, &subjects)))
+            .unwrap();
         i += k;
     }
     done.wait_for(n);
@@ -313,7 +332,13 @@ pub fn ringbus_partitioned(n: u64, lanes: usize, threads: usize, spin: u64, wait
 /// The disruptor crate with busy-spin consumers (its fastest configuration).
 /// `fanout` > 0: that many processors each see every event; else one processor
 /// routes by type through eight handlers. `spin` adds per-event work.
-pub fn disruptor_run(n: u64, producers: usize, publish: Publish, fanout: usize, spin: u64) -> Duration {
+pub fn disruptor_run(
+    n: u64,
+    producers: usize,
+    publish: Publish,
+    fanout: usize,
+    spin: u64,
+) -> Duration {
     use disruptor::BusySpin;
     let t = Templates::new();
     let done = Arc::new(Done::default());
@@ -341,7 +366,10 @@ pub fn disruptor_run(n: u64, producers: usize, publish: Publish, fanout: usize, 
             }
         }
     };
-    assert!(fanout == 0 || fanout == 4, "disruptor fan-out is wired for 4 processors");
+    assert!(
+        fanout == 0 || fanout == 4,
+        "disruptor fan-out is wired for 4 processors"
+    );
     let per = n / producers as u64;
     let total = per * producers as u64;
     let expected = total * fanout.max(1) as u64;
@@ -547,7 +575,10 @@ pub struct Recorder {
 
 impl Recorder {
     fn new(out: std::sync::mpsc::Sender<hdrhistogram::Histogram<u64>>) -> Self {
-        Recorder { hist: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(), out }
+        Recorder {
+            hist: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+            out,
+        }
     }
     /// `intended`: when the event was due to be sent (not when it was sent), so a
     /// stalled producer's backlog counts against the system: no coordinated omission.
@@ -559,7 +590,10 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        let _ = self.out.send(std::mem::replace(&mut self.hist, hdrhistogram::Histogram::new(1).unwrap()));
+        let _ = self.out.send(std::mem::replace(
+            &mut self.hist,
+            hdrhistogram::Histogram::new(1).unwrap(),
+        ));
     }
 }
 
@@ -584,7 +618,11 @@ impl LatencySystem {
 /// Publishes at `rate` events/s for `duration` from one producer, each event
 /// carrying its intended send time; returns the histogram of (handled − intended)
 /// in nanoseconds.
-pub fn latency_run(system: LatencySystem, rate: u64, duration: Duration) -> hdrhistogram::Histogram<u64> {
+pub fn latency_run(
+    system: LatencySystem,
+    rate: u64,
+    duration: Duration,
+) -> hdrhistogram::Histogram<u64> {
     let (tx, rx) = std::sync::mpsc::channel();
     let t = Templates::new();
     let n = (rate as f64 * duration.as_secs_f64()) as u64;
@@ -609,10 +647,13 @@ pub fn latency_run(system: LatencySystem, rate: u64, duration: Duration) -> hdrh
                 .build()
                 .unwrap();
             let mut rec = Recorder::new(tx);
-            bus.subscribe("bench.>", move |e: &Event<u64>| -> Result<(), HandlerError> {
-                rec.record(e.data);
-                Ok(())
-            })
+            bus.subscribe(
+                "bench.>",
+                move |e: &Event<u64>| -> Result<(), HandlerError> {
+                    rec.record(e.data);
+                    Ok(())
+                },
+            )
             .unwrap();
             paced(Box::new(|i, due| {
                 let mut e = t.event(i);
@@ -651,7 +692,8 @@ pub fn latency_run(system: LatencySystem, rate: u64, duration: Duration) -> hdrh
             consumer.join().unwrap();
         }
     }
-    rx.recv().expect("the recorder hands its histogram back on shutdown")
+    rx.recv()
+        .expect("the recorder hands its histogram back on shutdown")
 }
 
 // ---- idle cost ---------------------------------------------------------------------

@@ -10,6 +10,12 @@ use crate::Event;
 pub struct SubscriptionId(pub(crate) u64);
 
 impl SubscriptionId {
+    /// An id from its raw number — for tools and tests that build dead letters by
+    /// hand; a bus hands out its own ids from `subscribe`.
+    pub const fn from_raw(n: u64) -> Self {
+        SubscriptionId(n)
+    }
+
     /// The raw number (unique within a bus).
     pub fn get(self) -> u64 {
         self.0

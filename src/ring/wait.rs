@@ -146,9 +146,7 @@ impl Signal {
                             yield_start = Some(Instant::now());
                         }
                         yield_now()
-                    } else if !cfg!(loom)
-                        && yield_start.is_some_and(|t| t.elapsed() < YIELD_FOR)
-                    {
+                    } else if !cfg!(loom) && yield_start.is_some_and(|t| t.elapsed() < YIELD_FOR) {
                         // Keep yielding; check the clock only every 8 yields.
                         for _ in 0..8 {
                             yield_now();

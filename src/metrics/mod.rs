@@ -1,0 +1,338 @@
+//! Metrics snapshots and their Prometheus rendering.
+//!
+//! A [`MetricsSnapshot`] is plain data: the bus's counters and gauges
+//! ([`BusMetrics`]) and one [`HandlerMetrics`] per handler lane, with
+//! distributions summarised as [`HistogramSummary`]s (from `hdrhistogram`). The
+//! bus fills one in on request; [`MetricsSnapshot::to_prometheus`] renders it in
+//! the Prometheus text exposition format, version 0.0.4.
+
+mod prometheus;
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::resilience::BreakerState;
+use crate::SubscriptionId;
+
+/// A distribution summarised: count, extremes, mean and four quantiles.
+///
+/// Values are in the unit recorded (nanoseconds for times, events for batch
+/// sizes), with the precision of the source histogram (3 significant figures for
+/// the bus's). All zero when nothing was recorded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramSummary {
+    /// Values recorded.
+    pub count: u64,
+    /// The smallest value.
+    pub min: u64,
+    /// The largest value.
+    pub max: u64,
+    /// The mean.
+    pub mean: f64,
+    /// The median.
+    pub p50: u64,
+    /// The 90th percentile.
+    pub p90: u64,
+    /// The 99th percentile.
+    pub p99: u64,
+    /// The 99.9th percentile.
+    pub p999: u64,
+}
+
+impl HistogramSummary {
+    /// Summarises `h`.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::metrics::HistogramSummary;
+    /// let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    /// for v in 1..=100 { h.record(v).unwrap(); }
+    /// let s = HistogramSummary::from_hdr(&h);
+    /// assert_eq!((s.count, s.min, s.max, s.p50, s.p99), (100, 1, 100, 50, 99));
+    /// assert_eq!(s.mean, 50.5);
+    /// ```
+    pub fn from_hdr(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return HistogramSummary::default();
+        }
+        HistogramSummary {
+            count: h.len(),
+            min: h.min(),
+            max: h.max(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+        }
+    }
+
+    /// The sum of the values, as `mean * count` (so as precise as the mean).
+    pub fn sum(&self) -> f64 {
+        self.mean * self.count as f64
+    }
+
+    /// The quantiles, as `(quantile, value)` pairs: 0.5, 0.9, 0.99, 0.999.
+    pub fn quantiles(&self) -> [(f64, u64); 4] {
+        [
+            (0.5, self.p50),
+            (0.9, self.p90),
+            (0.99, self.p99),
+            (0.999, self.p999),
+        ]
+    }
+}
+
+/// The bus's own counters and gauges. Counters count since the bus started.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BusMetrics {
+    /// Events published into the ring.
+    pub published: u64,
+    /// Events the dispatcher took from the ring.
+    pub dispatched: u64,
+    /// Successful handler calls (one event delivered to one handler).
+    pub delivered: u64,
+    /// Failed handler calls (errors and panics).
+    pub failed: u64,
+    /// Failed handler calls that panicked (included in `failed`).
+    pub panicked: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Events sent to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Letters in the dead-letter queue now.
+    pub dlq_len: u64,
+    /// Letters the dead-letter queue evicted because it was full.
+    pub dlq_evicted: u64,
+    /// Ring slots.
+    pub ring_capacity: u64,
+    /// Ring slots published but not yet released by the dispatcher (its lag).
+    pub ring_occupancy: u64,
+    /// Events per dispatcher batch.
+    pub batch_size: HistogramSummary,
+}
+
+/// One handler lane's counters, queue, breaker and timings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandlerMetrics {
+    /// The subscription.
+    pub subscription: SubscriptionId,
+    /// The handler's name.
+    pub handler: String,
+    /// The lane (0 unless partitioned).
+    pub lane: u32,
+    /// Successful calls.
+    pub handled: u64,
+    /// Calls that returned an error.
+    pub errors: u64,
+    /// Calls that panicked.
+    pub panics: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Events sent to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Events waiting in the handler's retry/breaker queue now.
+    pub pending: u64,
+    /// The circuit breaker's state (`Closed` without a breaker).
+    pub breaker: BreakerState,
+    /// Time in the handler per call, in nanoseconds.
+    pub handler_time_ns: HistogramSummary,
+    /// Publish → handled latency per event, in nanoseconds.
+    pub latency_ns: HistogramSummary,
+}
+
+impl HandlerMetrics {
+    /// All-zero metrics for one handler lane, with a closed breaker.
+    pub fn new(subscription: SubscriptionId, handler: impl Into<String>, lane: u32) -> Self {
+        HandlerMetrics {
+            subscription,
+            handler: handler.into(),
+            lane,
+            handled: 0,
+            errors: 0,
+            panics: 0,
+            retries: 0,
+            dead_lettered: 0,
+            pending: 0,
+            breaker: BreakerState::Closed,
+            handler_time_ns: HistogramSummary::default(),
+            latency_ns: HistogramSummary::default(),
+        }
+    }
+}
+
+/// Everything the bus measures, at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Bus-wide metrics.
+    pub bus: BusMetrics,
+    /// One entry per handler lane.
+    pub handlers: Vec<HandlerMetrics>,
+}
+
+impl MetricsSnapshot {
+    /// The metrics of one handler lane, if present.
+    pub fn handler(&self, subscription: SubscriptionId, lane: u32) -> Option<&HandlerMetrics> {
+        self.handlers
+            .iter()
+            .find(|h| h.subscription == subscription && h.lane == lane)
+    }
+
+    /// Renders the snapshot in the Prometheus text exposition format 0.0.4.
+    ///
+    /// Every family gets one `# HELP` and one `# TYPE` line, then its samples.
+    /// Names start with `ringbus_`; counters end in `_total`. Per-handler families
+    /// carry the labels `subscription` (the number), `handler` and `lane`.
+    /// Distributions are summaries (quantiles 0.5, 0.9, 0.99, 0.999, plus `_sum`
+    /// and `_count`); times are converted to seconds, as Prometheus expects, so
+    /// `handler_time_ns` becomes `ringbus_handler_duration_seconds` and
+    /// `latency_ns` `ringbus_handler_latency_seconds`. The quantiles of an empty
+    /// distribution are `NaN`. The breaker state is the gauge
+    /// `ringbus_handler_breaker_state`: 0 closed, 1 half-open, 2 open.
+    ///
+    /// Two entries for the same subscription and lane would produce duplicate
+    /// series; a snapshot from the bus never has them.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::metrics::MetricsSnapshot;
+    /// let mut snapshot = MetricsSnapshot::default();
+    /// snapshot.bus.published = 3;
+    /// let text = snapshot.to_prometheus();
+    /// assert!(text.contains("# TYPE ringbus_events_published_total counter\n"));
+    /// assert!(text.contains("\nringbus_events_published_total 3\n"));
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        prometheus::render(self)
+    }
+}
+
+/// The histogram the bus records into: 1 ns .. 60 s (values outside are clamped),
+/// 3 significant figures. One per handler lane or per thread, merged into a
+/// snapshot on request, so recording never touches shared state.
+#[derive(Clone, Debug)]
+// Recorded into by the dispatcher (integration in progress); used by tests now.
+#[allow(dead_code)]
+pub(crate) struct LocalHistogram {
+    hist: Histogram<u64>,
+}
+
+#[allow(dead_code)]
+impl LocalHistogram {
+    /// The largest value kept apart: 60 s in nanoseconds.
+    pub(crate) const HIGH: u64 = 60_000_000_000;
+
+    /// An empty histogram.
+    pub(crate) fn new() -> Self {
+        LocalHistogram {
+            hist: Self::new_hdr(),
+        }
+    }
+
+    /// An empty `hdrhistogram` with the same bounds (a merge target).
+    pub(crate) fn new_hdr() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, Self::HIGH, 3)
+            .expect("1 ..= 60e9 with 3 significant figures is a valid histogram")
+    }
+
+    /// Records `v`, clamped to `0 ..= HIGH`.
+    #[inline]
+    pub(crate) fn record(&mut self, v: u64) {
+        self.hist.saturating_record(v.min(Self::HIGH));
+    }
+
+    /// Records a duration in nanoseconds, clamped.
+    #[inline]
+    pub(crate) fn record_duration(&mut self, d: Duration) {
+        self.record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Adds every recorded value to `target` (which must track values up to
+    /// `HIGH`, as [`new_hdr`](LocalHistogram::new_hdr)'s do).
+    pub(crate) fn merge_into(
+        &self,
+        target: &mut Histogram<u64>,
+    ) -> Result<(), hdrhistogram::AdditionError> {
+        target.add(&self.hist)
+    }
+
+    /// Forgets every value.
+    pub(crate) fn reset(&mut self) {
+        self.hist.reset();
+    }
+
+    /// Values recorded.
+    pub(crate) fn len(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The summary of what was recorded.
+    pub(crate) fn summary(&self) -> HistogramSummary {
+        HistogramSummary::from_hdr(&self.hist)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_a_known_distribution() {
+        let mut h = LocalHistogram::new();
+        for v in 1..=1000 {
+            h.record(v);
+        }
+        let s = h.summary();
+        assert_eq!(
+            (s.count, s.min, s.max, s.p50, s.p90, s.p99, s.p999),
+            (1000, 1, 1000, 500, 900, 990, 999)
+        );
+        assert_eq!(s.mean, 500.5);
+        assert_eq!(s.sum(), 500_500.0);
+        assert_eq!(s.quantiles()[2], (0.99, 990));
+    }
+
+    #[test]
+    fn empty_summary_is_all_zero() {
+        let s = HistogramSummary::from_hdr(&LocalHistogram::new_hdr());
+        assert_eq!(s, HistogramSummary::default());
+        assert_eq!(s.sum(), 0.0);
+    }
+
+    #[test]
+    fn local_histograms_clamp_and_merge() {
+        let mut a = LocalHistogram::new();
+        a.record(u64::MAX);
+        a.record_duration(Duration::from_secs(3600));
+        a.record(0);
+        let mut b = LocalHistogram::new();
+        b.record_duration(Duration::from_micros(5));
+        let mut total = LocalHistogram::new_hdr();
+        a.merge_into(&mut total).unwrap();
+        b.merge_into(&mut total).unwrap();
+        let s = HistogramSummary::from_hdr(&total);
+        assert_eq!(s.count, 4);
+        assert_eq!(s.min, 0);
+        // Sorted: 0, 5000, 60 s, 60 s; hdr reports the median's bucket top.
+        assert!((5_000..=5_005).contains(&s.p50), "p50 {}", s.p50);
+        // Clamped to 60 s (hdr reports the bucket's highest equivalent value).
+        assert!(
+            s.max >= LocalHistogram::HIGH
+                && s.max < LocalHistogram::HIGH + LocalHistogram::HIGH / 500
+        );
+        a.reset();
+        assert_eq!(a.len(), 0);
+    }
+
+    #[test]
+    fn handler_lookup_by_subscription_and_lane() {
+        let mut snap = MetricsSnapshot::default();
+        snap.handlers
+            .push(HandlerMetrics::new(SubscriptionId(1), "a", 0));
+        snap.handlers
+            .push(HandlerMetrics::new(SubscriptionId(1), "a", 1));
+        assert_eq!(snap.handler(SubscriptionId(1), 1).unwrap().lane, 1);
+        assert!(snap.handler(SubscriptionId(2), 0).is_none());
+    }
+}
