@@ -32,6 +32,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "1 producer, 4 lanes / single consumer, ~200 ns of work per event",
     ),
     (
+        "metrics",
+        "ringbus spsc_single with metrics histograms on vs off (counters always on)",
+    ),
+    (
         "latency",
         "one-way publish->handler latency at fixed rates (HDR, intended-time based)",
     ),
@@ -250,6 +254,27 @@ fn main() {
         }
     }
 
+    if wanted("metrics") {
+        progress("metrics on vs off");
+        // Alternate on/off runs so drift on a noisy machine hits both alike.
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        let rounds = if opts.quick { 2 } else { 6 };
+        for _ in 0..rounds {
+            off.push(measure(budget / 2, n, |n| {
+                support::ringbus_run_metrics(n, 1, Publish::Single, WaitStrategy::Blocking, 0, false)
+            }));
+            on.push(measure(budget / 2, n, |n| {
+                support::ringbus_run_metrics(n, 1, Publish::Single, WaitStrategy::Blocking, 0, true)
+            }));
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        push("metrics", "ringbus (Blocking, metrics off)".into(), median(off));
+        push("metrics", "ringbus (Blocking, metrics on)".into(), median(on));
+    }
+
     let mut latency = Vec::new();
     if wanted("latency") {
         let dur = if opts.quick {
@@ -384,6 +409,16 @@ fn main() {
     }
     if !rows.is_empty() {
         println!("\n(× = ringbus events/s ÷ that system's, ringbus with the Blocking default and with BusySpin)");
+    }
+    let rate_of = |sys: &str| rows.iter().find(|r| r.scenario == "metrics" && r.system == sys);
+    if let (Some(off), Some(on)) = (
+        rate_of("ringbus (Blocking, metrics off)"),
+        rate_of("ringbus (Blocking, metrics on)"),
+    ) {
+        println!(
+            "metrics cost: {:+.1} % throughput with histograms on (median of alternating runs)",
+            (on.events_per_sec / off.events_per_sec - 1.0) * 100.0
+        );
     }
     if let Some(w) = work_ns_measured {
         println!("partitioned: handler work measured at {w} ns/event; ringbus uses a 2-thread pool + dispatcher");

@@ -216,11 +216,24 @@ pub fn ringbus_run(
     wait: WaitStrategy,
     fanout: usize,
 ) -> Duration {
+    ringbus_run_metrics(n, producers, publish, wait, fanout, true)
+}
+
+/// [`ringbus_run`] with the metrics histograms on or off (counters are always kept).
+pub fn ringbus_run_metrics(
+    n: u64,
+    producers: usize,
+    publish: Publish,
+    wait: WaitStrategy,
+    fanout: usize,
+    metrics: bool,
+) -> Duration {
     let t = Templates::new();
     let done = Arc::new(Done::default());
     let builder = Bus::<u64>::builder()
         .capacity(CAPACITY)
         .wait_strategy(wait)
+        .metrics(metrics)
         .execution(Execution::Inline);
     let subscribe = |bus: &dyn Fn(&str, SumHandler)| {
         if fanout > 0 {

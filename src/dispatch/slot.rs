@@ -32,7 +32,7 @@ use crate::{Event, Timestamp};
 
 /// Handler-time and latency are sampled on one call in this many, so that the
 /// clock reads stay off most calls.
-const SAMPLE_EVERY: u32 = 64;
+const SAMPLE_EVERY: u32 = 256;
 
 /// Counters and histograms of one handler instance, readable from any thread.
 /// Written only by the task running the slot (stores, not read-modify-writes),
