@@ -5,7 +5,6 @@ use std::hash::Hash;
 
 use serde::Serialize;
 
-use super::crc32c::crc32c;
 use super::error::EncodeError;
 use super::frame::{
     FLAG_BATCH, FLAG_CAUSATION, FLAG_CHECKSUM, FLAG_CORRELATION, FLAG_EXTENSIONS, FLAG_SUBJECT,
@@ -16,6 +15,7 @@ use super::payload::{self, ContentType};
 use super::varint::{patch_placeholder, put_u64, zigzag};
 use super::Limits;
 use crate::{Event, EventType, Source};
+use crc32c::crc32c;
 
 /// Writes event and batch frames. [`encode`](super::encode) and
 /// [`encode_batch`](super::encode_batch) use the default: MessagePack payloads,

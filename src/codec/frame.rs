@@ -1,11 +1,11 @@
 //! The frame header, the checksum, extensions and name checks shared by event and
 //! batch frames.
 
-use super::crc32c::crc32c;
 use super::error::{DecodeError, Field, FrameKind, Limit};
 use super::varint::Reader;
 use super::Limits;
 use crate::NameError;
+use crc32c::crc32c;
 
 /// The first two bytes of every frame.
 pub(crate) const MAGIC: [u8; 2] = [0xEB, 0x52];
@@ -268,36 +268,21 @@ pub(crate) fn check_event_type(s: &str) -> Result<(), NameError> {
             return Ok(());
         }
     }
-    // The general rule, as `EventType::try_new` applies it.
-    if s.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if s.len() > crate::event::MAX_NAME_LEN {
-        return Err(NameError::TooLong(s.len()));
-    }
-    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '*' || c == '>';
-    if s.chars().any(bad) || s.split('.').any(str::is_empty) {
-        return Err(NameError::InvalidEventType(s.to_owned()));
-    }
-    Ok(())
+    // The general rule, exactly as `EventType::try_new` applies it.
+    crate::event::validate_event_type(s)
 }
 
 /// The event module's source rules: 1 ..= 255 bytes, no control characters.
 #[inline]
 pub(crate) fn check_source(s: &str) -> Result<(), NameError> {
-    if s.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if s.len() > crate::event::MAX_NAME_LEN {
-        return Err(NameError::TooLong(s.len()));
-    }
+    // Fast path: short printable ASCII is always a valid source.
     let printable_ascii = s
         .bytes()
         .fold(true, |ok, c| ok & (c.wrapping_sub(0x20) < 0x5f));
-    if !printable_ascii && s.chars().any(char::is_control) {
-        return Err(NameError::InvalidSource(s.to_owned()));
+    if printable_ascii && !s.is_empty() && s.len() <= crate::event::MAX_NAME_LEN {
+        return Ok(());
     }
-    Ok(())
+    crate::event::validate_source(s)
 }
 
 #[cfg(test)]

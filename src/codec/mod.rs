@@ -55,7 +55,6 @@
 #![forbid(unsafe_code)]
 
 mod batch;
-mod crc32c;
 mod encode;
 mod error;
 mod event_ref;

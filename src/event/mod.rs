@@ -11,8 +11,7 @@ mod name;
 mod subject;
 
 pub use id::{EventId, Timestamp};
-#[allow(unused_imports)] // used by the codec
-pub(crate) use name::validate_event_type;
+pub(crate) use name::{validate_event_type, validate_source};
 pub use name::{EventType, NameError, Source, MAX_NAMES, MAX_NAME_LEN};
 pub use subject::Subject;
 

@@ -133,7 +133,8 @@ pub(crate) fn validate_event_type(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-fn validate_source(name: &str) -> Result<(), NameError> {
+/// Checks a source name: 1 ..= 255 bytes, no control characters.
+pub(crate) fn validate_source(name: &str) -> Result<(), NameError> {
     check_len(name)?;
     if name.chars().any(char::is_control) {
         return Err(NameError::InvalidSource(name.to_owned()));
