@@ -110,22 +110,36 @@ struct LatencyRow {
     count: u64,
 }
 
-/// Runs `f(n)` repeatedly for about `budget`, returns the median events/s.
-fn measure(budget: Duration, n: u64, mut f: impl FnMut(u64) -> Duration) -> f64 {
+/// A system under test in one scenario: its name and a run of `n` events.
+type Runner<'a> = (String, Box<dyn FnMut(u64) -> Duration + 'a>);
+
+/// Runs every system of a scenario in interleaved rounds — one run each per round —
+/// for about `budget` per system (at least 3 rounds), and returns each system's
+/// median events/s. Interleaving spreads a noisy machine's drift over all systems
+/// instead of penalising whichever ran during a bad second.
+fn measure_all(budget: Duration, n: u64, runners: Vec<Runner<'_>>) -> Vec<(String, f64)> {
+    let mut runners = runners;
     let start = Instant::now();
-    let mut rates = Vec::new();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); runners.len()];
+    let total = budget * runners.len() as u32;
     loop {
-        let d = f(n);
-        rates.push(n as f64 / d.as_secs_f64());
-        if start.elapsed() >= budget && rates.len() >= 3 {
-            break;
+        for (i, (_, run)) in runners.iter_mut().enumerate() {
+            let d = run(n);
+            rates[i].push(n as f64 / d.as_secs_f64());
         }
-        if rates.len() >= 50 {
+        let rounds = rates[0].len();
+        if (start.elapsed() >= total && rounds >= 3) || rounds >= 25 {
             break;
         }
     }
-    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    rates[rates.len() / 2]
+    runners
+        .into_iter()
+        .zip(rates)
+        .map(|((name, _), mut r)| {
+            r.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            (name, r[r.len() / 2])
+        })
+        .collect()
 }
 
 fn machine() -> (usize, String) {
@@ -205,29 +219,36 @@ fn main() {
         ("mpsc_4p", 4, Publish::Single, 0),
         ("fanout_4", 1, Publish::Single, 4),
     ];
+    // Warm-up: page in the code and the rings, let the CPU settle.
+    let _ = support::ringbus_run(n / 4, 1, Publish::Single, WaitStrategy::Blocking, 0);
+    let _ = support::disruptor_run(n / 4, 1, Publish::Single, 0, 0);
     for (name, producers, publish, fanout) in plain {
         if !wanted(name) {
             continue;
         }
         progress(name);
+        let mut runners: Vec<Runner<'_>> = Vec::new();
         for wait in ringbus_waits {
-            let r = measure(budget, n, |n| {
-                support::ringbus_run(n, producers, publish, wait, fanout)
-            });
-            push(name, format!("ringbus ({wait:?})"), r);
+            runners.push((
+                format!("ringbus ({wait:?})"),
+                Box::new(move |n| support::ringbus_run(n, producers, publish, wait, fanout)),
+            ));
         }
-        let r = measure(budget, n, |n| {
-            support::disruptor_run(n, producers, publish, fanout, 0)
-        });
-        push(name, "disruptor (BusySpin)".into(), r);
+        runners.push((
+            "disruptor (BusySpin)".into(),
+            Box::new(move |n| support::disruptor_run(n, producers, publish, fanout, 0)),
+        ));
         // Channels have no batch publish: they appear in the single-publish scenarios.
         if publish == Publish::Single {
             for ch in channels {
-                let r = measure(budget, n, |n| {
-                    support::channel_run(ch, n, producers, fanout, 0)
-                });
-                push(name, ch.name().into(), r);
+                runners.push((
+                    ch.name().into(),
+                    Box::new(move |n| support::channel_run(ch, n, producers, fanout, 0)),
+                ));
             }
+        }
+        for (system, r) in measure_all(budget, n, runners) {
+            push(name, system, r);
         }
     }
     let mut work_ns_measured = None;
@@ -238,41 +259,61 @@ fn main() {
         std::hint::black_box(support::spin_work(spin * 10_000, 3));
         work_ns_measured = Some(t.elapsed().as_nanos() as u64 / 10_000);
         let pn = n / 10;
+        let mut runners: Vec<Runner<'_>> = Vec::new();
         for wait in ringbus_waits {
-            let r = measure(budget, pn, |n| {
-                support::ringbus_partitioned(n, 4, 2, spin, wait)
-            });
-            push("partitioned", format!("ringbus 4 lanes ({wait:?})"), r);
+            runners.push((
+                format!("ringbus 4 lanes ({wait:?})"),
+                Box::new(move |n| support::ringbus_partitioned(n, 4, 2, spin, wait)),
+            ));
         }
-        let r = measure(budget, pn, |n| {
-            support::disruptor_run(n, 1, Publish::Batch(100), 0, spin)
-        });
-        push("partitioned", "disruptor (BusySpin)".into(), r);
+        runners.push((
+            "disruptor (BusySpin)".into(),
+            Box::new(move |n| support::disruptor_run(n, 1, Publish::Batch(100), 0, spin)),
+        ));
         for ch in channels {
-            let r = measure(budget, pn, |n| support::channel_run(ch, n, 1, 0, spin));
-            push("partitioned", ch.name().into(), r);
+            runners.push((
+                ch.name().into(),
+                Box::new(move |n| support::channel_run(ch, n, 1, 0, spin)),
+            ));
+        }
+        for (system, r) in measure_all(budget, pn, runners) {
+            push("partitioned", system, r);
         }
     }
 
     if wanted("metrics") {
         progress("metrics on vs off");
-        // Alternate on/off runs so drift on a noisy machine hits both alike.
-        let (mut on, mut off) = (Vec::new(), Vec::new());
-        let rounds = if opts.quick { 2 } else { 6 };
-        for _ in 0..rounds {
-            off.push(measure(budget / 2, n, |n| {
-                support::ringbus_run_metrics(n, 1, Publish::Single, WaitStrategy::Blocking, 0, false)
-            }));
-            on.push(measure(budget / 2, n, |n| {
-                support::ringbus_run_metrics(n, 1, Publish::Single, WaitStrategy::Blocking, 0, true)
-            }));
+        let runners: Vec<Runner<'_>> = vec![
+            (
+                "ringbus (Blocking, metrics off)".into(),
+                Box::new(|n| {
+                    support::ringbus_run_metrics(
+                        n,
+                        1,
+                        Publish::Single,
+                        WaitStrategy::Blocking,
+                        0,
+                        false,
+                    )
+                }),
+            ),
+            (
+                "ringbus (Blocking, metrics on)".into(),
+                Box::new(|n| {
+                    support::ringbus_run_metrics(
+                        n,
+                        1,
+                        Publish::Single,
+                        WaitStrategy::Blocking,
+                        0,
+                        true,
+                    )
+                }),
+            ),
+        ];
+        for (system, r) in measure_all(budget * 2, n, runners) {
+            push("metrics", system, r);
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[v.len() / 2]
-        };
-        push("metrics", "ringbus (Blocking, metrics off)".into(), median(off));
-        push("metrics", "ringbus (Blocking, metrics on)".into(), median(on));
     }
 
     let mut latency = Vec::new();
@@ -410,13 +451,16 @@ fn main() {
     if !rows.is_empty() {
         println!("\n(× = ringbus events/s ÷ that system's, ringbus with the Blocking default and with BusySpin)");
     }
-    let rate_of = |sys: &str| rows.iter().find(|r| r.scenario == "metrics" && r.system == sys);
+    let rate_of = |sys: &str| {
+        rows.iter()
+            .find(|r| r.scenario == "metrics" && r.system == sys)
+    };
     if let (Some(off), Some(on)) = (
         rate_of("ringbus (Blocking, metrics off)"),
         rate_of("ringbus (Blocking, metrics on)"),
     ) {
         println!(
-            "metrics cost: {:+.1} % throughput with histograms on (median of alternating runs)",
+            "metrics cost: {:+.1} % throughput with histograms on (medians of interleaved runs)",
             (on.events_per_sec / off.events_per_sec - 1.0) * 100.0
         );
     }
