@@ -79,6 +79,41 @@ fn mpsc_claim_publish_wraparound() {
     });
 }
 
+/// Capacity 4: a blocking producer that finds the ring full waits for a quarter of
+/// it (one slot here) beyond the one it needs, capped at its own sequence. Two
+/// producers, three events each, so the ring wraps while both wait.
+#[test]
+fn mpsc_full_ring_waits_with_slack() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(4, true, WaitStrategy::Blocking));
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let r = ring.clone();
+                thread::spawn(move || {
+                    let mut cached = 0;
+                    for k in 0..3 {
+                        assert!(r.mp_publish(&mut cached, &[p * 10 + k]));
+                    }
+                })
+            })
+            .collect();
+        let r = ring.clone();
+        let closer = thread::spawn(move || {
+            for p in producers {
+                p.join().unwrap();
+            }
+            r.close();
+        });
+        let seen = ring.consume_all();
+        closer.join().unwrap();
+        assert_eq!(seen.len(), 6);
+        for p in 0..2 {
+            let mine: Vec<_> = seen.iter().filter(|v| **v / 10 == p).copied().collect();
+            assert_eq!(mine, [p * 10, p * 10 + 1, p * 10 + 2]);
+        }
+    });
+}
+
 /// Multi-producer batch claim (two sequences with one `fetch_add`) against a single
 /// claim, capacity 2 (so the batch must wait for the single to be consumed or go
 /// first).

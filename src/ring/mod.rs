@@ -221,13 +221,26 @@ impl<T> Ring<T> {
         if *cached >= need {
             return Ok(());
         }
+        *cached = self.consumed.load(Ordering::Acquire);
+        if *cached >= need {
+            return Ok(());
+        }
+        // The ring is full. A blocking producer then waits for a quarter of the ring
+        // (capped at its own sequence, which the consumer always reaches) rather
+        // than for one slot: the consumer gets long uninterrupted batches and the
+        // producers far fewer wake-ups. Spinning strategies keep the minimum.
+        // A bounded wait (`publish_timeout`) takes the first free slot.
+        let target = match (self.producer_wait, deadline) {
+            (WaitStrategy::Blocking, None) => (need + self.capacity() / 4).min(seq).max(need),
+            _ => need,
+        };
         let mut gone = false;
         let r = self
             .space_signal
             .wait_until(self.producer_wait, deadline, || {
                 *cached = self.consumed.load(Ordering::Acquire);
                 gone = self.terminated.load(Ordering::Acquire);
-                *cached >= need || gone
+                *cached >= target || gone
             });
         match r {
             Err(TimedOut) => Err(ClaimError::TimedOut),
