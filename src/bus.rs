@@ -83,6 +83,8 @@ pub enum BuildErrorKind {
     ZeroMaxBatch,
     /// `Execution::Pool { threads: 0 }`.
     ZeroThreads,
+    /// `Execution::Pool { threads }` above [`MAX_POOL_THREADS`].
+    TooManyThreads(usize),
     /// `dead_letter_queue(0, _)`.
     ZeroDeadLetterCapacity,
     /// `flow_log(0)`.
@@ -112,6 +114,10 @@ impl fmt::Display for BuildError {
             }
             BuildErrorKind::ZeroMaxBatch => f.write_str("max batch size must not be 0"),
             BuildErrorKind::ZeroThreads => f.write_str("a handler pool needs at least 1 thread"),
+            BuildErrorKind::TooManyThreads(n) => write!(
+                f,
+                "a handler pool of {n} threads exceeds the maximum {MAX_POOL_THREADS}"
+            ),
             BuildErrorKind::ZeroDeadLetterCapacity => {
                 f.write_str("the dead-letter queue needs a capacity of at least 1")
             }
@@ -136,6 +142,9 @@ impl std::error::Error for BuildError {
 
 /// The largest ring: 2^24 slots.
 pub const MAX_CAPACITY: usize = 1 << 24;
+
+/// The most threads an internal handler pool may have.
+pub const MAX_POOL_THREADS: usize = 1024;
 
 /// Configures and builds a [`Bus`]. Made by [`Bus::builder`].
 pub struct BusBuilder<P = serde_json::Value, M = Multi> {
@@ -339,6 +348,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             Execution::Inline => Executor::Inline,
             Execution::SharedPool(pool) => Executor::Pool(pool),
             Execution::Pool { threads: 0 } => return Err(Self::err(BuildErrorKind::ZeroThreads)),
+            Execution::Pool { threads } if threads > MAX_POOL_THREADS => {
+                return Err(Self::err(BuildErrorKind::TooManyThreads(threads)))
+            }
             Execution::Pool { threads } => {
                 let name = self.thread_name.clone();
                 let pool = rayon::ThreadPoolBuilder::new()

@@ -26,6 +26,9 @@ fn bad_configuration_is_a_typed_error() {
                 BuildErrorKind::CapacityTooLarge(_) => "large",
                 BuildErrorKind::ZeroMaxBatch => "batch",
                 BuildErrorKind::ZeroThreads => "threads",
+                BuildErrorKind::TooManyThreads(_) => "many-threads",
+                BuildErrorKind::ZeroDeadLetterCapacity => "dlq",
+                BuildErrorKind::ZeroFlowLogCapacity => "flow",
                 _ => "other",
             }
         }
