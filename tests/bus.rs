@@ -45,6 +45,23 @@ fn bad_configuration_is_a_typed_error() {
         ),
         "threads"
     );
+    assert_eq!(
+        kind(
+            Bus::builder()
+                .execution(Execution::Pool { threads: 1_000_000 })
+                .build()
+        ),
+        "many-threads"
+    );
+    assert_eq!(
+        kind(
+            Bus::builder()
+                .dead_letter_queue(0, Default::default())
+                .build()
+        ),
+        "dlq"
+    );
+    assert_eq!(kind(Bus::builder().flow_log(0).build()), "flow");
     let msg = Bus::<u32>::builder()
         .capacity(3)
         .build()
