@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use ringbus::WaitStrategy;
-
 mod support;
 use support::LatencySystem;
 
@@ -20,13 +18,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 0.05 } else { 2.0 });
-    let systems = [
-        LatencySystem::Ringbus(WaitStrategy::Blocking),
-        LatencySystem::Ringbus(WaitStrategy::Yielding),
-        LatencySystem::Ringbus(WaitStrategy::BusySpin),
-        LatencySystem::Disruptor,
-        LatencySystem::Crossbeam,
-    ];
+    let systems = LatencySystem::ALL;
     println!(
         "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "system", "rate", "p50 ns", "p99 ns", "p99.9 ns", "p99.99 ns", "max ns"

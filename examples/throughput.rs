@@ -325,13 +325,7 @@ fn main() {
         };
         for rate in [100_000u64, 500_000, 1_000_000] {
             progress(&format!("latency at {} events/s", rate));
-            let systems = [
-                LatencySystem::Ringbus(WaitStrategy::Blocking),
-                LatencySystem::Ringbus(WaitStrategy::Yielding),
-                LatencySystem::Ringbus(WaitStrategy::BusySpin),
-                LatencySystem::Disruptor,
-                LatencySystem::Crossbeam,
-            ];
+            let systems = LatencySystem::ALL;
             for sys in systems {
                 let h = support::latency_run(sys, rate, dur);
                 latency.push(LatencyRow {

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use std::sync::Mutex as StdMutex;
 
 use crate::dispatch::{
-    breaker_from_code, new_histogram, Ack, BreakerListener, BusStats, Control, ControlQueue,
-    DispatchConfig, DispatchContext, Dispatcher, Execution, Executor, FailurePolicy, FlowLog,
-    Handler, IntoPatterns, LogFailures, PatternError, ResilienceSpec, Services, Shared,
-    ShutdownReport, Stats, SubscribeSpec, SubscriptionId,
+    breaker_from_code, Ack, BreakerListener, BusStats, Control, ControlQueue, DispatchConfig,
+    DispatchContext, Dispatcher, Execution, Executor, FailurePolicy, FlowLog, Handler,
+    IntoPatterns, LogFailures, PatternError, ResilienceSpec, Services, Shared, ShutdownReport,
+    Stats, SubscribeSpec, SubscriptionId,
 };
-use crate::metrics::{BusMetrics, HandlerMetrics, HistogramSummary, MetricsSnapshot};
+use crate::metrics::{BusMetrics, HandlerMetrics, LocalHistogram, MetricsSnapshot};
 use crate::resilience::{
     BreakerConfig, BreakerTransition, Clock, DeadLetter, DeadLetterInfo, DeadLetterQueue,
     DlqFilter, DlqFullPolicy, RetryPolicy, SystemClock,
@@ -371,7 +371,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             control: ControlQueue::new(),
             stats: Stats::default(),
             handlers: StdMutex::new(Vec::new()),
-            batch_sizes: StdMutex::new(new_histogram()),
+            batch_sizes: StdMutex::new(LocalHistogram::new()),
             timer_kick: AtomicBool::new(false),
         });
         let extras = self.extras;
@@ -724,7 +724,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
                 .batch_sizes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            HistogramSummary::from_hdr(&h)
+            h.summary()
         };
         let bus = BusMetrics {
             published: claimed.saturating_sub(skipped),

@@ -619,6 +619,15 @@ pub enum LatencySystem {
 }
 
 impl LatencySystem {
+    /// Every system the latency runs compare, in report order.
+    pub const ALL: [LatencySystem; 5] = [
+        LatencySystem::Ringbus(WaitStrategy::Blocking),
+        LatencySystem::Ringbus(WaitStrategy::Yielding),
+        LatencySystem::Ringbus(WaitStrategy::BusySpin),
+        LatencySystem::Disruptor,
+        LatencySystem::Crossbeam,
+    ];
+
     pub fn name(self) -> String {
         match self {
             LatencySystem::Ringbus(w) => format!("ringbus ({w:?})"),

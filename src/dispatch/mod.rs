@@ -28,7 +28,7 @@ pub use flow::{FlowLog, FlowRecord, FlowTrace};
 pub use handler::{ErrorKind, Handler, HandlerError};
 pub use pattern::{IntoPatterns, Pattern, PatternError};
 pub use slot::BreakerListener;
-pub(crate) use slot::{breaker_from_code, new_histogram, ResilienceSpec, Services, SlotMetrics};
+pub(crate) use slot::{breaker_from_code, ResilienceSpec, Services, SlotMetrics};
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -269,7 +269,7 @@ pub(crate) struct Shared<P> {
     /// dispatcher, between batches.
     pub(crate) handlers: StdMutex<Vec<HandlerInfo>>,
     /// Dispatched-batch sizes (recorded when metrics are on).
-    pub(crate) batch_sizes: StdMutex<hdrhistogram::Histogram<u64>>,
+    pub(crate) batch_sizes: StdMutex<crate::metrics::LocalHistogram>,
     /// Set by a clock that jumped (a manual clock in tests): retry timers re-check.
     pub(crate) timer_kick: AtomicBool,
 }
@@ -719,7 +719,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     .batch_sizes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                let _ = h.record(hi - lo);
+                h.record(hi - lo);
             }
         }
         self.publish_stats();

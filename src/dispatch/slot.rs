@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::failure::{FailureReason, SubscriptionId};
 use super::handler::Handler;
 use super::{BatchView, DispatchContext};
-use crate::metrics::HistogramSummary;
+use crate::metrics::{HistogramSummary, LocalHistogram};
 use crate::resilience::{
     Attempt, BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker, Clock,
     DeadLetterQueue, RetryPolicy,
@@ -50,34 +50,18 @@ pub(crate) struct SlotMetrics {
     pub(crate) histograms: StdMutex<Histograms>,
 }
 
-/// Sampled handler time and publish→handled latency, in nanoseconds.
-#[derive(Debug)]
+/// Sampled handler time and publish→handled latency, in nanoseconds (clamped to
+/// the metrics histograms' 1 ns .. 60 s range, never dropped).
+#[derive(Debug, Default)]
 pub(crate) struct Histograms {
-    pub(crate) handler_time: hdrhistogram::Histogram<u64>,
-    pub(crate) latency: hdrhistogram::Histogram<u64>,
-}
-
-pub(crate) fn new_histogram() -> hdrhistogram::Histogram<u64> {
-    // 1 ns .. 1 h, 3 significant figures: a few tens of KiB.
-    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
-}
-
-impl Default for Histograms {
-    fn default() -> Self {
-        Histograms {
-            handler_time: new_histogram(),
-            latency: new_histogram(),
-        }
-    }
+    pub(crate) handler_time: LocalHistogram,
+    pub(crate) latency: LocalHistogram,
 }
 
 impl SlotMetrics {
     pub(crate) fn summaries(&self) -> (HistogramSummary, HistogramSummary) {
         let h = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            HistogramSummary::from_hdr(&h.handler_time),
-            HistogramSummary::from_hdr(&h.latency),
-        )
+        (h.handler_time.summary(), h.latency.summary())
     }
 }
 
@@ -683,10 +667,9 @@ fn record_sample<P>(metrics: &SlotMetrics, started: std::time::Instant, event: &
     let took = started.elapsed().as_nanos() as u64;
     let now = Timestamp::now().as_nanos();
     let mut h = metrics.histograms.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = h.handler_time.record(took.max(1));
-    let _ = h
-        .latency
-        .record(now.saturating_sub(event.timestamp.as_nanos()).max(1));
+    h.handler_time.record(took);
+    h.latency
+        .record(now.saturating_sub(event.timestamp.as_nanos()));
 }
 
 fn unblock(blocked: &mut HashMap<crate::Subject, usize>, s: &crate::Subject) {

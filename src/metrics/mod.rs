@@ -8,8 +8,6 @@
 
 mod prometheus;
 
-use std::time::Duration;
-
 use hdrhistogram::Histogram;
 
 use crate::resilience::BreakerState;
@@ -208,17 +206,21 @@ impl MetricsSnapshot {
     }
 }
 
-/// The histogram the bus records into: 1 ns .. 60 s (values outside are clamped),
-/// 3 significant figures. One per handler lane or per thread, merged into a
-/// snapshot on request, so recording never touches shared state.
+/// The histogram the bus records into: 1 ns .. 60 s (values outside are clamped,
+/// never dropped), 3 significant figures. One per handler lane (handler time,
+/// latency) and one per bus (batch sizes), each behind an uncontended lock taken on
+/// a sampled call or once per batch.
 #[derive(Clone, Debug)]
-// Recorded into by the dispatcher (integration in progress); used by tests now.
-#[allow(dead_code)]
 pub(crate) struct LocalHistogram {
     hist: Histogram<u64>,
 }
 
-#[allow(dead_code)]
+impl Default for LocalHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LocalHistogram {
     /// The largest value kept apart: 60 s in nanoseconds.
     pub(crate) const HIGH: u64 = 60_000_000_000;
@@ -240,31 +242,6 @@ impl LocalHistogram {
     #[inline]
     pub(crate) fn record(&mut self, v: u64) {
         self.hist.saturating_record(v.min(Self::HIGH));
-    }
-
-    /// Records a duration in nanoseconds, clamped.
-    #[inline]
-    pub(crate) fn record_duration(&mut self, d: Duration) {
-        self.record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    }
-
-    /// Adds every recorded value to `target` (which must track values up to
-    /// `HIGH`, as [`new_hdr`](LocalHistogram::new_hdr)'s do).
-    pub(crate) fn merge_into(
-        &self,
-        target: &mut Histogram<u64>,
-    ) -> Result<(), hdrhistogram::AdditionError> {
-        target.add(&self.hist)
-    }
-
-    /// Forgets every value.
-    pub(crate) fn reset(&mut self) {
-        self.hist.reset();
-    }
-
-    /// Values recorded.
-    pub(crate) fn len(&self) -> u64 {
-        self.hist.len()
     }
 
     /// The summary of what was recorded.
@@ -304,13 +281,14 @@ mod tests {
     fn local_histograms_clamp_and_merge() {
         let mut a = LocalHistogram::new();
         a.record(u64::MAX);
-        a.record_duration(Duration::from_secs(3600));
+        a.record(3_600_000_000_000); // one hour
+
         a.record(0);
         let mut b = LocalHistogram::new();
-        b.record_duration(Duration::from_micros(5));
+        b.record(5_000);
         let mut total = LocalHistogram::new_hdr();
-        a.merge_into(&mut total).unwrap();
-        b.merge_into(&mut total).unwrap();
+        total.add(&a.hist).unwrap();
+        total.add(&b.hist).unwrap();
         let s = HistogramSummary::from_hdr(&total);
         assert_eq!(s.count, 4);
         assert_eq!(s.min, 0);
@@ -321,8 +299,8 @@ mod tests {
             s.max >= LocalHistogram::HIGH
                 && s.max < LocalHistogram::HIGH + LocalHistogram::HIGH / 500
         );
-        a.reset();
-        assert_eq!(a.len(), 0);
+        a.hist.reset();
+        assert_eq!(a.hist.len(), 0);
     }
 
     #[test]
