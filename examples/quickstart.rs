@@ -177,7 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let heartbeat = Event::typed(Heartbeat { at: 1 });
     println!("a {} event from {}", heartbeat.event_type, heartbeat.source);
 
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     println!(
         "shutdown: published {}, dispatched {}, delivered {}, failed {}",
         report.published, report.dispatched, report.delivered, report.failed

@@ -10,16 +10,16 @@ use std::sync::Mutex as StdMutex;
 
 use crate::dispatch::{
     breaker_from_code, Ack, BreakerListener, BusStats, Control, ControlQueue, DispatchConfig,
-    DispatchContext, Dispatcher, Execution, Executor, FailurePolicy, FlowLog, Handler,
-    IntoPatterns, LogFailures, PatternError, ResilienceSpec, Services, Shared, ShutdownReport,
-    Stats, SubscribeSpec, SubscriptionId,
+    Dispatcher, Execution, Executor, FailurePolicy, FlowLog, Handler, Inside, IntoPatterns,
+    LogFailures, PatternError, Redrive, Reply, ResilienceSpec, Role, Services, Shared,
+    ShutdownReport, Stats, SubscribeSpec, SubscriptionId,
 };
 use crate::metrics::{BusMetrics, HandlerMetrics, LocalHistogram, MetricsSnapshot};
 use crate::resilience::{
-    BreakerConfig, BreakerTransition, Clock, DeadLetter, DeadLetterInfo, DeadLetterQueue,
-    DlqFilter, DlqFullPolicy, RetryPolicy, SystemClock,
+    BreakerConfig, BreakerTransition, Clock, ClockWaker, DeadLetter, DeadLetterInfo,
+    DeadLetterQueue, DlqFilter, DlqFullPolicy, GuardedClock, RetryPolicy, SystemClock, Wake,
 };
-use crate::ring::{backoff, ClaimError, Producers, Ring, WaitStrategy};
+use crate::ring::{ClaimError, Producers, Ring, WaitStrategy};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::Event;
 
@@ -89,6 +89,8 @@ pub enum BuildErrorKind {
     ZeroDeadLetterCapacity,
     /// `flow_log(0)`.
     ZeroFlowLogCapacity,
+    /// The thread name contains a NUL byte (threads cannot be named so).
+    InvalidThreadName(String),
     /// The rayon pool could not be built.
     Pool(rayon::ThreadPoolBuildError),
     /// The dispatcher thread could not be spawned.
@@ -123,6 +125,9 @@ impl fmt::Display for BuildError {
             }
             BuildErrorKind::ZeroFlowLogCapacity => {
                 f.write_str("the flow log needs a capacity of at least 1")
+            }
+            BuildErrorKind::InvalidThreadName(n) => {
+                write!(f, "thread name {n:?} contains a NUL byte")
             }
             BuildErrorKind::Pool(e) => write!(f, "could not build the handler pool: {e}"),
             BuildErrorKind::Spawn(e) => write!(f, "could not spawn the dispatcher thread: {e}"),
@@ -344,6 +349,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         if self.extras.flow_log == Some(0) {
             return Err(Self::err(BuildErrorKind::ZeroFlowLogCapacity));
         }
+        if self.thread_name.contains('\0') {
+            return Err(Self::err(BuildErrorKind::InvalidThreadName(
+                self.thread_name,
+            )));
+        }
         let exec = match self.execution {
             Execution::Inline => Executor::Inline,
             Execution::SharedPool(pool) => Executor::Pool(pool),
@@ -377,15 +387,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         let extras = self.extras;
         // A clock that jumps (a manual clock) wakes the dispatcher's retry timer.
         // (Loom's `Arc` has no weak references; the models use the system clock.)
+        // The waker does not keep the bus alive, and the clock drops it once the bus
+        // is gone.
         #[cfg(not(loom))]
         {
-            let weak = Arc::downgrade(&shared);
-            extras.clock.set_waker(Box::new(move || {
-                if let Some(shared) = weak.upgrade() {
-                    shared.timer_kick.store(true, Ordering::Release);
-                    shared.ring.data_signal.notify();
-                }
-            }));
+            let weak: std::sync::Weak<dyn Wake> = Arc::downgrade(&shared) as _;
+            extras.clock.set_waker(ClockWaker::weak(weak));
         }
         let dlq = DeadLetterQueue::new(extras.dlq_capacity, extras.dlq_policy);
         let flow_log = extras.flow_log.map(|n| StdArc::new(FlowLog::new(n)));
@@ -398,7 +405,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             exec,
             policy,
             services: Services {
-                clock: extras.clock.clone(),
+                bus: shared.id(),
+                clock: GuardedClock::new(extras.clock.clone()),
                 dlq: dlq.clone(),
                 on_breaker: extras.on_breaker.clone(),
                 metrics: extras.metrics,
@@ -414,7 +422,6 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             shared,
             thread: Some(thread),
             next_id: AtomicU64::new(1),
-            report: None,
             dlq,
             flow_log,
             _mode: PhantomData,
@@ -422,10 +429,13 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     }
 }
 
+/// What the dispatcher thread returns: its report, or the message of a panic that
+/// escaped it.
+type Outcome = Result<ShutdownReport, String>;
 #[cfg(not(loom))]
-type JoinHandle = std::thread::JoinHandle<ShutdownReport>;
+type JoinHandle = std::thread::JoinHandle<Outcome>;
 #[cfg(loom)]
-type JoinHandle = loom::thread::JoinHandle<ShutdownReport>;
+type JoinHandle = loom::thread::JoinHandle<Outcome>;
 
 #[cfg(not(loom))]
 fn spawn_dispatcher<P: Send + Sync + 'static>(
@@ -488,7 +498,7 @@ impl<P: Send + Sync + 'static> BusBuilder<P, Single> {
 /// publisher.publish(Event::new(event_type!("order.placed"), source!("shop"), json!({"id": 1}))).unwrap();
 /// publisher.publish(Event::new(event_type!("user.registered"), source!("shop"), json!({}))).unwrap();
 ///
-/// let report = bus.shutdown();
+/// let report = bus.shutdown().unwrap();
 /// assert_eq!(report.published, 2);
 /// assert_eq!(orders.load(Ordering::Relaxed), 1);
 /// ```
@@ -496,7 +506,6 @@ pub struct Bus<P = serde_json::Value, M = Multi> {
     shared: Arc<Shared<P>>,
     thread: Option<JoinHandle>,
     next_id: AtomicU64,
-    report: Option<ShutdownReport>,
     dlq: DeadLetterQueue<P>,
     flow_log: Option<StdArc<FlowLog>>,
     _mode: PhantomData<M>,
@@ -559,6 +568,36 @@ impl From<PatternError> for SubscribeError {
 
 /// The most lanes a partitioned handler may have.
 pub const MAX_LANES: usize = 1024;
+
+/// Why [`Bus::shutdown`] returned no report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// Called from inside the bus — one of its handlers or hooks, or a
+    /// `publish_with` closure or `publish_batch` iterator of one of its
+    /// multi-producer publishers — where waiting for the dispatcher would wait
+    /// for this very call. The bus is closed (publishes are refused from now on);
+    /// the dispatcher delivers every accepted event and stops by itself once the
+    /// call returns. No report: the numbers are not final yet.
+    FromInside,
+    /// The dispatcher thread panicked (a bug in ringbus: every call into user
+    /// code is guarded). The ring was closed at once, so no publish after that
+    /// returned `Ok`; events accepted before it may not have been delivered.
+    DispatcherPanicked(String),
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownError::FromInside => f.write_str(
+                "shutdown called from inside the bus: closed, the dispatcher stops by itself",
+            ),
+            ShutdownError::DispatcherPanicked(m) => write!(f, "the dispatcher panicked: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ShutdownError {}
 
 impl<P: Send + Sync + 'static> Bus<P, Multi> {
     /// A builder with the defaults: multi producer, capacity 4096, blocking waits,
@@ -715,7 +754,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     pub fn metrics(&self) -> MetricsSnapshot {
         let stats = &self.shared.stats;
         let ring = &self.shared.ring;
-        let claimed = ring.claimed_relaxed();
+        // Only publishes that completed: a producer still waiting for a slot has
+        // claimed a sequence but published nothing.
+        let published = ring.published_relaxed();
         let skipped = stats.skipped.load(Ordering::Relaxed);
         let consumed = ring.consumed_relaxed();
         let batch_size = {
@@ -727,7 +768,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             h.summary()
         };
         let bus = BusMetrics {
-            published: claimed.saturating_sub(skipped),
+            published: published.saturating_sub(skipped),
             dispatched: stats.dispatched.load(Ordering::Relaxed),
             delivered: stats.delivered.load(Ordering::Relaxed),
             failed: stats.failed.load(Ordering::Relaxed),
@@ -737,7 +778,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             dlq_len: self.dlq.len() as u64,
             dlq_evicted: self.dlq.evicted(),
             ring_capacity: ring.capacity(),
-            ring_occupancy: claimed.saturating_sub(consumed),
+            ring_occupancy: published.saturating_sub(consumed),
             batch_size,
         };
         let infos = self
@@ -788,7 +829,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         name: &str,
         resilience: Option<ResilienceSpec<P>>,
     ) -> Result<SubscriptionId, SubscribeError> {
-        if DispatchContext::is_active() {
+        if Inside::is(self.shared.id(), Role::Dispatch) {
             return Err(SubscribeError::FromHandler);
         }
         let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -803,32 +844,37 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         if !self
             .shared
             .send_control(Control::Subscribe(spec, ack.clone()))
-            || !ack.wait()
+            || ack.wait() == Reply::Refused
         {
             return Err(SubscribeError::Closed);
         }
         Ok(id)
     }
 
-    /// Removes a subscription. Returns once the dispatcher has removed it (between
-    /// two batches) and run its handlers' `on_shutdown`: they receive nothing more.
+    /// Removes a subscription. Its handlers get every event published before this
+    /// call (they are removed once the dispatcher has dispatched those), then their
+    /// `on_shutdown` runs, and the call returns: they receive nothing more.
+    /// Events still waiting at them for a retry go to the dead-letter queue.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), SubscribeError> {
-        if DispatchContext::is_active() {
+        if Inside::is(self.shared.id(), Role::Dispatch) {
             return Err(SubscribeError::FromHandler);
         }
         let ack = Ack::new();
-        if !self
-            .shared
-            .send_control(Control::Unsubscribe(id, ack.clone()))
-        {
+        // Every publish that returned before this call holds a sequence below the
+        // claim count read now.
+        let until = self.shared.ring.claimed();
+        let msg = Control::Unsubscribe {
+            id,
+            until,
+            ack: ack.clone(),
+        };
+        if !self.shared.send_control(msg) {
             return Err(SubscribeError::Closed);
         }
-        if ack.wait() {
-            Ok(())
-        } else if self.shared.control_is_closed() {
-            Err(SubscribeError::Closed)
-        } else {
-            Err(SubscribeError::UnknownSubscription(id))
+        match ack.wait() {
+            Reply::Done(0) => Err(SubscribeError::UnknownSubscription(id)),
+            Reply::Done(_) => Ok(()),
+            Reply::Refused => Err(SubscribeError::Closed),
         }
     }
 
@@ -846,47 +892,48 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// the event); every event whose publish returned `Ok` is dispatched; handlers'
     /// `on_shutdown` hooks run; threads are joined. A publish racing with this is
     /// either delivered or returned to its caller, never lost and never both.
-    pub fn shutdown(mut self) -> ShutdownReport {
+    ///
+    /// # Errors
+    /// [`ShutdownError::FromInside`] when called from inside this bus (a handler
+    /// or hook of it, or a `publish_with` closure / `publish_batch` iterator of one
+    /// of its publishers): the bus is closed and stops by itself once the call
+    /// returns, but no report can be had there.
+    /// [`ShutdownError::DispatcherPanicked`] if the dispatcher thread died.
+    pub fn shutdown(mut self) -> Result<ShutdownReport, ShutdownError> {
         self.close_and_join()
     }
 
-    fn close_and_join(&mut self) -> ShutdownReport {
-        if let Some(report) = &self.report {
-            return report.clone();
-        }
+    fn close_and_join(&mut self) -> Result<ShutdownReport, ShutdownError> {
         self.shared.ring.close();
-        // From a handler (the bus dropped inside its own dispatcher), joining would
-        // wait for this very thread: close only; the dispatcher drains and exits.
-        let thread = self.thread.take().filter(|_| !DispatchContext::is_active());
-        let report = match thread.map(|t| t.join()) {
-            Some(Ok(report)) => report,
-            // The dispatcher thread panicked (a bug in ringbus, not in a handler):
-            // report what its counters say.
-            _ => {
-                let s = self.shared.stats.snapshot();
-                ShutdownReport {
-                    published: self.shared.ring.closed_at().unwrap_or(0),
-                    dispatched: s.dispatched,
-                    delivered: s.delivered,
-                    failed: s.failed,
-                    panicked: s.panicked,
-                    retried: self.shared.stats.retried.load(Ordering::Relaxed),
-                    dead_lettered: self.shared.stats.dead_lettered.load(Ordering::Relaxed),
-                    undelivered: Vec::new(),
-                }
-            }
-        };
-        self.report = Some(report.clone());
-        report
+        // A full `Block` dead-letter queue must not hold shutdown up.
+        self.dlq.stop_blocking();
+        // From inside the bus, joining would wait for this very call: close only;
+        // the dispatcher drains and exits by itself.
+        if Inside::any(self.shared.id()) {
+            return Err(ShutdownError::FromInside);
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Ok(report))) => Ok(report),
+            Some(Ok(Err(message))) => Err(ShutdownError::DispatcherPanicked(message)),
+            // The guard in `Dispatcher::run` makes a panic of the thread itself
+            // unreachable; say so if it happens anyway.
+            Some(Err(_)) => Err(ShutdownError::DispatcherPanicked(
+                "the dispatcher thread panicked".into(),
+            )),
+            None => Err(ShutdownError::FromInside),
+        }
     }
 }
 
 impl<P, M> Drop for Bus<P, M> {
     fn drop(&mut self) {
-        if self.report.is_none() {
+        if self.thread.is_some() {
             self.shared.ring.close();
-            if let Some(t) = self.thread.take().filter(|_| !DispatchContext::is_active()) {
-                let _ = t.join();
+            self.dlq.stop_blocking();
+            if !Inside::any(self.shared.id()) {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
             }
         }
     }
@@ -1038,42 +1085,48 @@ impl<P: Send + Sync + 'static> DeadLetters<P> {
     /// Delivers one letter again to its handler (a fresh set of attempts under the
     /// subscription's retry policy, behind any waiting event of its subject).
     /// Returns once the dispatcher has queued it; `Ok(false)` if no such letter.
+    ///
+    /// # Errors
+    /// A refused redrive leaves the letter where it was, with its id:
+    /// [`SubscribeError::Closed`] after shutdown (letters stay readable),
+    /// [`SubscribeError::FromHandler`] from one of this bus's handlers,
+    /// [`SubscribeError::UnknownSubscription`] when the letter's subscription is
+    /// gone (or keeps no retry queue).
     pub fn redrive(&self, id: u64) -> Result<bool, SubscribeError> {
-        match self.dlq.take(id) {
-            Some(letter) => self.send(vec![letter]).map(|_| true),
-            None => Ok(false),
+        match self.send(Redrive::One(id))? {
+            0 => match self.dlq.subscription_of(id) {
+                Some(sub) => Err(SubscribeError::UnknownSubscription(sub)),
+                None => Ok(false),
+            },
+            _ => Ok(true),
         }
     }
 
-    /// Redrives every letter matching `filter`; returns how many.
+    /// Redrives every letter matching `filter` whose subscription is still there;
+    /// returns how many. Letters that cannot be redriven stay where they are.
+    ///
+    /// # Errors
+    /// As [`redrive`](DeadLetters::redrive), except that letters of a gone
+    /// subscription are skipped, not an error.
     pub fn redrive_matching(&self, filter: &DlqFilter) -> Result<usize, SubscribeError> {
-        let letters = self.dlq.take_matching(filter);
-        let n = letters.len();
-        if n > 0 {
-            self.send(letters)?;
-        }
-        Ok(n)
+        self.send(Redrive::Matching(filter.clone()))
     }
 
-    fn send(&self, letters: Vec<DeadLetter<P>>) -> Result<(), SubscribeError> {
-        if DispatchContext::is_active() {
-            // Put them back: waiting for the dispatcher from its own thread deadlocks.
-            for l in letters {
-                let _ = self
-                    .dlq
-                    .push(l.event, l.subscription, l.handler, l.attempts);
-            }
+    fn send(&self, which: Redrive) -> Result<usize, SubscribeError> {
+        if Inside::is(self.shared.id(), Role::Dispatch) {
             return Err(SubscribeError::FromHandler);
         }
         let ack = Ack::new();
         if !self
             .shared
-            .send_control(Control::Redrive(letters, ack.clone()))
-            || !ack.wait()
+            .send_control(Control::Redrive(which, ack.clone()))
         {
             return Err(SubscribeError::Closed);
         }
-        Ok(())
+        match ack.wait() {
+            Reply::Done(n) => Ok(n),
+            Reply::Refused => Err(SubscribeError::Closed),
+        }
     }
 }
 
@@ -1228,28 +1281,6 @@ impl<P> Clone for Publisher<P, Multi> {
     }
 }
 
-/// `try_claim` until a deadline: a `fetch_add` claim cannot be given back, so a
-/// bounded wait retries the compare-and-swap claim instead.
-fn mp_claim_until<P>(
-    ring: &Ring<Event<P>>,
-    n: u64,
-    cached: &mut u64,
-    deadline: Instant,
-) -> Result<u64, ClaimError> {
-    let mut step = 0u32;
-    loop {
-        match ring.mp_try_claim(n, cached) {
-            Err(ClaimError::Full) => {}
-            other => return other,
-        }
-        if step.is_multiple_of(16) && Instant::now() >= deadline {
-            return Err(ClaimError::TimedOut);
-        }
-        backoff(step);
-        step = step.saturating_add(1);
-    }
-}
-
 /// Completes a multi-producer claim `[start, end)` when dropped — normally or
 /// while unwinding from a panicking `publish_with` closure or batch iterator:
 /// publishes the written sequences `[start, written_to)` and marks the unwritten
@@ -1275,19 +1306,49 @@ impl<P> Drop for ClaimGuard<'_, P> {
     }
 }
 
-/// Drops values written into single-producer slots if the producer unwinds before
-/// publishing them.
-struct DropGuard<'a, P> {
+/// A single producer's batch `[seq, seq + written)`, written but not yet
+/// published. If the producer unwinds (a panicking batch iterator), `Drop`
+/// publishes what was written — as a multi-producer claim does — or, if the ring
+/// closed first, takes the events back and drops them.
+struct SpBatch<'a, P> {
     ring: &'a Ring<Event<P>>,
-    from: u64,
-    to: u64,
+    next: &'a mut u64,
+    seq: u64,
+    written: u64,
 }
 
-impl<P> Drop for DropGuard<'_, P> {
+impl<P> SpBatch<'_, P> {
+    /// Publishes the batch; on a closed ring hands the written events back.
+    fn publish(self) -> Result<u64, Vec<Event<P>>> {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        let (ring, seq, written) = (me.ring, me.seq, me.written);
+        match ring.sp_publish(seq, written) {
+            Ok(()) => {
+                *me.next = seq + written;
+                Ok(written)
+            }
+            Err(_) => Err((seq..seq + written)
+                // SAFETY: the publish lost to the close: the slots are still ours,
+                // written, and taken once each.
+                .map(|s| unsafe { ring.take(s) })
+                .collect()),
+        }
+    }
+}
+
+impl<P> Drop for SpBatch<'_, P> {
     fn drop(&mut self) {
-        for s in self.from..self.to {
-            // SAFETY: written by this producer, never published.
-            drop(unsafe { self.ring.take(s) });
+        if self.written == 0 {
+            return;
+        }
+        match self.ring.sp_publish(self.seq, self.written) {
+            Ok(()) => *self.next = self.seq + self.written,
+            Err(_) => {
+                for s in self.seq..self.seq + self.written {
+                    // SAFETY: written by this producer, its publish refused: ours.
+                    crate::dispatch::drop_quietly(unsafe { self.ring.take(s) });
+                }
+            }
         }
     }
 }
@@ -1308,7 +1369,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     }
 
     /// Publishes one event, waiting (per the producer wait strategy) while the ring
-    /// is full. `Err` only when the bus is shut down, with the event.
+    /// is full. `Err` only when the bus is shut down, with the event — at once,
+    /// also while waiting for space.
     #[inline]
     pub fn publish(&mut self, event: Event<P>) -> Result<(), PublishError<P>> {
         self.publish_inner(event, true, None)
@@ -1316,6 +1378,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     }
 
     /// Publishes one event if a slot is free now.
+    ///
+    /// In multi-producer mode a slot counts as taken as soon as a blocking
+    /// publisher has claimed it, before it is free: while other producers keep
+    /// the ring over-claimed (e.g. `publish_batch` loops), `try_publish` keeps
+    /// returning `Full`. [`publish_timeout`](Publisher::publish_timeout) waits its
+    /// turn in line instead and gets in as the dispatcher makes progress.
     #[inline]
     pub fn try_publish(&mut self, event: Event<P>) -> Result<(), TryPublishError<P>> {
         self.publish_inner(event, false, None)
@@ -1325,14 +1393,20 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
             })
     }
 
-    /// Publishes one event, waiting at most `timeout` for a free slot.
+    /// Publishes one event, waiting at most `timeout` for a free slot. A timeout
+    /// too large for an [`Instant`] waits like [`publish`](Publisher::publish).
+    ///
+    /// In multi-producer mode the call takes its place in line like a blocking
+    /// publish (one `fetch_add`), so it is not starved by other producers; if the
+    /// deadline passes first, its sequence is left for the dispatcher to skip and
+    /// the event comes back.
     pub fn publish_timeout(
         &mut self,
         event: Event<P>,
         timeout: Duration,
     ) -> Result<(), PublishTimeoutError<P>> {
-        let deadline = Instant::now() + timeout;
-        self.publish_inner(event, true, Some(deadline))
+        let deadline = Instant::now().checked_add(timeout);
+        self.publish_inner(event, true, deadline)
             .map_err(|(e, why)| match why {
                 ClaimError::Closed => PublishTimeoutError::Closed(e),
                 _ => PublishTimeoutError::Timeout(e),
@@ -1368,13 +1442,13 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                 let claimed = match (wait, deadline) {
                     (true, None) => ring.mp_claim(1, &mut self.cached_consumed),
                     (false, _) => ring.mp_try_claim(1, &mut self.cached_consumed),
-                    (true, Some(d)) => mp_claim_until(ring, 1, &mut self.cached_consumed, d),
+                    (true, Some(d)) => ring.mp_claim_until(1, &mut self.cached_consumed, d),
                 };
                 let seq = match claimed {
                     Ok(seq) => seq,
                     Err(why) => return Err((event, why)),
                 };
-                // SAFETY: claimed by this producer; `mp_claim` waited for the slot.
+                // SAFETY: claimed by this producer; the claim waited for the slot.
                 unsafe { ring.write(seq, event) };
                 ring.mp_publish(seq, 1);
                 Ok(())
@@ -1388,7 +1462,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     /// the ring sequence.
     ///
     /// If the bus is closed, `make` is still called and its event handed back in
-    /// the error. If `make` panics, nothing is published.
+    /// the error. If `make` panics, nothing is published. If `make` shuts the bus
+    /// down (drops the last [`Bus`]), the event is still delivered (multi
+    /// producer: its slot was claimed before the close) or handed back (single
+    /// producer), and the bus stops by itself after this call.
     #[inline]
     pub fn publish_with(&mut self, make: impl FnOnce() -> Event<P>) -> Result<(), PublishError<P>> {
         let ring = &self.shared.ring;
@@ -1423,8 +1500,14 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                     written_to: seq,
                     end: seq + 1,
                 };
+                // User code runs while this thread holds the claim: a shutdown from
+                // in there must not wait for the dispatcher (which waits for us).
+                let event = {
+                    let _inside = Inside::enter(self.shared.id(), Role::Claim);
+                    make()
+                };
                 // SAFETY: claimed by this producer; `mp_claim` waited for the slot.
-                unsafe { ring.write(seq, make()) };
+                unsafe { ring.write(seq, event) };
                 guard.written_to = seq + 1;
                 drop(guard); // publishes
                 Ok(())
@@ -1437,24 +1520,25 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     /// (single producer) — the cheapest way to publish.
     ///
     /// The chunk size comes from the iterator's `size_hint` (exact for vectors,
-    /// arrays, ranges and maps over them). Waits while the ring is full. If the bus
-    /// shuts down part-way, the events already published will be delivered and the
-    /// rest come back in the error, in order.
+    /// arrays, ranges and maps over them). Waits while the ring is full.
+    ///
+    /// # Errors
+    /// If the bus shuts down part-way, the events already published will be
+    /// delivered; the error hands back the events taken from the iterator but not
+    /// published, in order. The rest of the iterator is **not consumed** (an
+    /// endless or blocking iterator is never drained): pass `iter.by_ref()` to keep
+    /// it.
+    ///
+    /// If the iterator panics, the events it yielded before are published and
+    /// the panic propagates.
     pub fn publish_batch<I>(&mut self, events: I) -> Result<(), PublishBatchError<P>>
     where
         I: IntoIterator<Item = Event<P>>,
     {
         let mut iter = events.into_iter();
         let cap = self.shared.ring.capacity();
+        let bus = self.shared.id();
         let mut published = 0usize;
-        let refused = |published, first, iter: I::IntoIter| {
-            let mut unpublished = vec![first];
-            unpublished.extend(iter);
-            Err(PublishBatchError {
-                published,
-                unpublished,
-            })
-        };
         loop {
             // One event in hand proves the batch is not done; the hint sizes the claim.
             let Some(first) = iter.next() else {
@@ -1469,38 +1553,41 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                         .sp_claim(seq, n, &mut self.cached_consumed, true, None)
                         .is_err()
                     {
-                        return refused(published, first, iter);
+                        return Err(PublishBatchError {
+                            published,
+                            unpublished: vec![first],
+                        });
                     }
-                    let mut guard = DropGuard {
+                    let mut batch = SpBatch {
                         ring,
-                        from: seq,
-                        to: seq,
+                        next: &mut self.next,
+                        seq,
+                        written: 0,
                     };
                     for event in std::iter::once(first).chain(iter.by_ref().take(n as usize - 1)) {
                         // SAFETY: the single producer owns `[seq, seq + n)`, free.
-                        unsafe { ring.write(guard.to, event) };
-                        guard.to += 1;
+                        unsafe { ring.write(seq + batch.written, event) };
+                        batch.written += 1;
                     }
-                    let written = guard.to - seq;
-                    std::mem::forget(guard);
-                    if ring.sp_publish(seq, written).is_err() {
-                        let mut unpublished: Vec<Event<P>> = (seq..seq + written)
-                            // SAFETY: the publish lost to the close: the slots are ours.
-                            .map(|s| unsafe { ring.take(s) })
-                            .collect();
-                        unpublished.extend(iter);
-                        return Err(PublishBatchError {
-                            published,
-                            unpublished,
-                        });
+                    match batch.publish() {
+                        Ok(written) => published += written as usize,
+                        Err(unpublished) => {
+                            return Err(PublishBatchError {
+                                published,
+                                unpublished,
+                            })
+                        }
                     }
-                    self.next = seq + written;
-                    published += written as usize;
                 }
                 Producers::Multi => {
                     let seq = match ring.mp_claim(n, &mut self.cached_consumed) {
                         Ok(seq) => seq,
-                        Err(_) => return refused(published, first, iter),
+                        Err(_) => {
+                            return Err(PublishBatchError {
+                                published,
+                                unpublished: vec![first],
+                            })
+                        }
                     };
                     let mut guard = ClaimGuard {
                         ring,
@@ -1508,10 +1595,16 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                         written_to: seq,
                         end: seq + n,
                     };
-                    for event in std::iter::once(first).chain(iter.by_ref().take(n as usize - 1)) {
-                        // SAFETY: claimed by this producer; `mp_claim` waited for space.
-                        unsafe { ring.write(guard.written_to, event) };
-                        guard.written_to += 1;
+                    {
+                        // The iterator is user code, run while this claim is held.
+                        let _inside = Inside::enter(bus, Role::Claim);
+                        for event in
+                            std::iter::once(first).chain(iter.by_ref().take(n as usize - 1))
+                        {
+                            // SAFETY: claimed by this producer; `mp_claim` waited for space.
+                            unsafe { ring.write(guard.written_to, event) };
+                            guard.written_to += 1;
+                        }
                     }
                     let written = guard.written_to - seq;
                     // Publishes what was written, skips what the iterator did not fill.

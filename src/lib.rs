@@ -41,8 +41,9 @@ pub mod loom_api;
 
 pub use bus::{
     BuildError, BuildErrorKind, Bus, BusBuilder, DeadLetters, Multi, ProducerMode,
-    PublishBatchError, PublishError, PublishTimeoutError, Publisher, Single, SingleProducerBus,
-    SubscribeError, SubscribeOptions, TryPublishError, MAX_CAPACITY, MAX_LANES, MAX_POOL_THREADS,
+    PublishBatchError, PublishError, PublishTimeoutError, Publisher, ShutdownError, Single,
+    SingleProducerBus, SubscribeError, SubscribeOptions, TryPublishError, MAX_CAPACITY, MAX_LANES,
+    MAX_POOL_THREADS,
 };
 pub use dispatch::{
     BreakerListener, BusStats, ErrorKind, Execution, Failure, FailurePolicy, FailureReason,

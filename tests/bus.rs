@@ -85,13 +85,13 @@ fn batch_larger_than_capacity_is_split_not_refused() {
             bus.subscribe("batch.item", recorder(&seen, |e: &Event<u64>| e.data))
                 .unwrap();
             p.publish_batch(events).unwrap();
-            bus.shutdown()
+            bus.shutdown().unwrap()
         } else {
             let bus = Bus::builder().capacity(8).build().unwrap();
             bus.subscribe("batch.item", recorder(&seen, |e: &Event<u64>| e.data))
                 .unwrap();
             bus.publisher().publish_batch(events).unwrap();
-            bus.shutdown()
+            bus.shutdown().unwrap()
         };
         assert_eq!(report.published, n as u64);
         assert_eq!(*seen.lock().unwrap(), (0..n as u64).collect::<Vec<_>>());
@@ -112,7 +112,7 @@ fn wraparound_with_capacity_two() {
     for i in 0..10_000 {
         p.publish(event("w.x", i)).unwrap();
     }
-    bus.shutdown();
+    bus.shutdown().unwrap();
     assert_eq!(*seen.lock().unwrap(), (0..10_000).collect::<Vec<_>>());
 
     let seen = log();
@@ -129,7 +129,7 @@ fn wraparound_with_capacity_two() {
             });
         }
     });
-    bus.shutdown();
+    bus.shutdown().unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 10_000);
     for t in 0..2u32 {
@@ -211,8 +211,8 @@ enum AnyBus<P: Send + Sync + 'static> {
 impl<P: Send + Sync + 'static> AnyBus<P> {
     fn shutdown(self) -> ringbus::ShutdownReport {
         match self {
-            AnyBus::Single(b) => b.shutdown(),
-            AnyBus::Multi(b) => b.shutdown(),
+            AnyBus::Single(b) => b.shutdown().unwrap(),
+            AnyBus::Multi(b) => b.shutdown().unwrap(),
         }
     }
 }
@@ -259,14 +259,14 @@ fn publish_timeout_gives_the_event_back() {
     release.store(true, Ordering::SeqCst);
     p.publish_timeout(event("t.x", 3), Duration::from_secs(10))
         .unwrap();
-    assert_eq!(bus.shutdown().published, 3);
+    assert_eq!(bus.shutdown().unwrap().published, 3);
 }
 
 #[test]
 fn publish_after_shutdown_returns_closed_with_the_event() {
     let bus = Bus::<u32>::builder().build().unwrap();
     let mut p = bus.publisher();
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     assert_eq!(report.published, 0);
     assert!(p.is_closed());
 
@@ -281,19 +281,20 @@ fn publish_after_shutdown_returns_closed_with_the_event() {
         Err(PublishTimeoutError::Closed(e)) => assert_eq!(e.data, 9),
         other => panic!("{other:?}"),
     }
-    let err = p
-        .publish_batch((0..3).map(|i| event("late.x", i)))
-        .unwrap_err();
+    // Only what was taken comes back; the rest of the iterator is not consumed.
+    let mut batch = (0..3).map(|i| event("late.x", i));
+    let err = p.publish_batch(batch.by_ref()).unwrap_err();
     assert_eq!(err.published, 0);
     assert_eq!(
         err.unpublished.iter().map(|e| e.data).collect::<Vec<_>>(),
-        [0, 1, 2]
+        [0]
     );
+    assert_eq!(batch.map(|e| e.data).collect::<Vec<_>>(), [1, 2]);
     let err = p.publish_with(|| event("late.x", 10)).unwrap_err();
     assert_eq!(err.into_inner().data, 10);
 
     let (bus, mut sp) = Bus::<u32>::builder().single_producer().build().unwrap();
-    bus.shutdown();
+    bus.shutdown().unwrap();
     assert_eq!(
         sp.publish(event("late.x", 11))
             .unwrap_err()
@@ -355,7 +356,7 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
             wait_for(10, "some deliveries", || {
                 delivered.load(Ordering::Relaxed) > 100
             });
-            let report = bus.shutdown();
+            let report = bus.shutdown().unwrap();
             let (ok, returned) = producer.join().unwrap();
             (ok, returned, report)
         } else {
@@ -382,7 +383,7 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
             wait_for(10, "some deliveries", || {
                 delivered.load(Ordering::Relaxed) > 100
             });
-            let report = bus.shutdown();
+            let report = bus.shutdown().unwrap();
             let (mut ok, mut returned) = (0, 0);
             for p in producers {
                 let (o, r) = p.join().unwrap();
@@ -418,7 +419,7 @@ fn publish_with_builds_in_claim_order() {
     for i in 0..100 {
         p.publish_with(|| event("with.x", i)).unwrap();
     }
-    bus.shutdown();
+    bus.shutdown().unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 100);
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1));
@@ -437,7 +438,7 @@ fn panicking_publish_with_does_not_stall_the_bus() {
     }));
     assert!(r.is_err());
     p.publish(event("pw.x", 2)).unwrap();
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     assert_eq!(report.published, 2);
     assert_eq!(*seen.lock().unwrap(), [1, 2]);
 }

@@ -45,7 +45,7 @@ fn patterns_route_exact_star_tail_and_all() {
         ] {
             p.publish(event(ty, 0)).unwrap();
         }
-        bus.shutdown();
+        bus.shutdown().unwrap();
         assert_eq!(names(&exact), ["order.placed"]);
         assert_eq!(names(&star), ["order.placed", "order.paid"]);
         assert_eq!(
@@ -126,7 +126,7 @@ fn runtime_subscribe_sees_everything_published_after_it_returns() {
     stop.store(true, Ordering::Relaxed);
     let total = producer.join().unwrap();
     let bus = Arc::try_unwrap(bus).unwrap();
-    bus.shutdown();
+    bus.shutdown().unwrap();
     let seen = seen.lock().unwrap();
     let first = seen[0];
     assert!(
@@ -197,7 +197,7 @@ fn unsubscribe_returns_after_shutdown_hook_and_then_nothing_arrives() {
         stop.store(true, Ordering::Relaxed);
     });
     assert_eq!(after_down.load(Ordering::SeqCst), 0);
-    bus.shutdown();
+    bus.shutdown().unwrap();
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn failing_handlers_do_not_affect_others_and_are_counted() {
     for i in 0..1000 {
         p.publish(event("work.item", i)).unwrap();
     }
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     assert_eq!(*good.lock().unwrap(), (0..1000).collect::<Vec<_>>());
     assert_eq!(
         panicky_seen.load(Ordering::SeqCst),
@@ -308,7 +308,7 @@ fn partitioned_lanes_keep_per_subject_order() {
         };
         p.publish(e).unwrap();
     }
-    bus.shutdown();
+    bus.shutdown().unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 20_000);
     let mut lane_of: HashMap<Option<String>, usize> = HashMap::new();
@@ -352,7 +352,7 @@ fn lifecycle_hooks_run_in_order() {
     let (bus, mut p) = Bus::builder().single_producer().build().unwrap();
     bus.subscribe("h.x", H(calls.clone())).unwrap();
     p.publish_batch((0..3).map(|i| event("h.x", i))).unwrap();
-    bus.shutdown();
+    bus.shutdown().unwrap();
     let calls = calls.lock().unwrap();
     assert_eq!(calls.first(), Some(&"start"));
     assert_eq!(calls.last(), Some(&"shutdown"));

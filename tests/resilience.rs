@@ -92,7 +92,7 @@ fn transient_failure_retried_until_success_keeping_subject_order() {
         [1, 1, 1, 2, 4],
         "handler saw event 1 three times, then S in order"
     );
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     assert_eq!(report.retried, 2);
     assert_eq!(report.failed, 2);
     assert_eq!(report.dead_lettered, 0);
@@ -137,7 +137,7 @@ fn permanent_error_goes_to_the_dead_letter_queue_immediately() {
     assert!(info.attempts[0].error.contains("invalid card"));
     let letter = dlq.get(info.id).unwrap();
     assert_eq!(letter.event.data, 13);
-    bus.shutdown();
+    bus.shutdown().unwrap();
     assert_eq!(
         calls.load(Ordering::SeqCst),
         3,
@@ -187,7 +187,7 @@ fn last_attempt_dead_letters_with_every_attempt_then_redrive_delivers() {
         (h.handled, h.errors, h.retries, h.dead_lettered),
         (1, 3, 2, 1)
     );
-    bus.shutdown();
+    bus.shutdown().unwrap();
 }
 
 #[test]
@@ -253,7 +253,7 @@ fn circuit_breaker_opens_holds_events_then_half_opens_and_closes() {
             (BreakerState::HalfOpen, BreakerState::Closed)
         ]
     );
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     assert_eq!(
         report.dead_lettered, 3,
         "the three failures had no retries left"
@@ -284,7 +284,7 @@ fn shutdown_reports_events_still_waiting_for_a_retry() {
         })
         .collect();
     let dlq = bus.dead_letters();
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     let mut undelivered: Vec<_> = report.undelivered.iter().map(|u| u.event_id).collect();
     undelivered.sort();
     let mut expected = ids.clone();
@@ -326,7 +326,7 @@ fn full_dead_letter_queue_drops_oldest_and_counts() {
         .collect();
     assert_eq!(kept, [3, 4]);
     assert_eq!(bus.metrics().bus.dlq_evicted, 3);
-    bus.shutdown();
+    bus.shutdown().unwrap();
 }
 
 #[test]
@@ -406,7 +406,7 @@ fn metrics_are_exact_and_render_as_prometheus() {
             "no TYPE for {name}"
         );
     }
-    bus.shutdown();
+    bus.shutdown().unwrap();
 }
 
 #[test]

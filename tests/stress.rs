@@ -88,7 +88,7 @@ fn run_multi(capacity: usize, wait: WaitStrategy, batch: bool) {
             });
         }
     });
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     let total = PER_PRODUCER * PRODUCERS as u64;
     assert_eq!(report.published, total);
     assert_eq!(report.dispatched, total);
@@ -141,7 +141,7 @@ fn single_producer_three_handlers() {
         }
     });
     producer.join().unwrap();
-    let report = bus.shutdown();
+    let report = bus.shutdown().unwrap();
     assert_eq!(report.published, n);
     assert_eq!(report.delivered, n * 3);
     for (v, s) in counters {

@@ -257,7 +257,7 @@ pub fn ringbus_run_metrics(
         publish_loop(&t, 0, n, publish, &mut p);
         done.wait_for(expected);
         let elapsed = start.elapsed();
-        bus.shutdown();
+        bus.shutdown().unwrap();
         elapsed
     } else {
         let bus = builder.build().unwrap();
@@ -274,7 +274,7 @@ pub fn ringbus_run_metrics(
         });
         done.wait_for(per * producers as u64 * if fanout > 0 { fanout as u64 } else { 1 });
         let elapsed = start.elapsed();
-        bus.shutdown();
+        bus.shutdown().unwrap();
         elapsed
     }
 }
@@ -336,7 +336,7 @@ pub fn ringbus_partitioned(
     }
     done.wait_for(n);
     let elapsed = start.elapsed();
-    bus.shutdown();
+    bus.shutdown().unwrap();
     elapsed
 }
 
@@ -682,7 +682,7 @@ pub fn latency_run(
                 e.data = due;
                 p.publish(e).unwrap();
             }));
-            bus.shutdown();
+            bus.shutdown().unwrap();
         }
         LatencySystem::Disruptor => {
             use disruptor::{BusySpin, Producer};
@@ -750,6 +750,6 @@ pub fn idle_cpu(idle: Duration) -> Option<f64> {
     let before = process_cpu_ns()?;
     std::thread::sleep(idle);
     let after = process_cpu_ns()?;
-    bus.shutdown();
+    bus.shutdown().unwrap();
     Some((after - before) as f64 / idle.as_nanos() as f64)
 }

@@ -44,7 +44,7 @@ fn shutdown_races_publish() {
             }
             ok
         });
-        let report = bus.shutdown();
+        let report = bus.shutdown().unwrap();
         let ok = producer.join().unwrap();
         assert_eq!(report.published, ok as u64);
         assert_eq!(count.load(Ordering::Relaxed), ok);
@@ -72,7 +72,7 @@ fn shutdown_races_single_producer() {
             }
             ok
         });
-        let report = bus.shutdown();
+        let report = bus.shutdown().unwrap();
         let ok = producer.join().unwrap();
         assert_eq!(report.published, ok as u64);
         assert_eq!(count.load(Ordering::Relaxed), ok);
@@ -109,7 +109,7 @@ fn runtime_subscribe() {
         .unwrap();
         p.publish(ev(1)).unwrap();
         concurrent.join().unwrap();
-        let report = bus.shutdown();
+        let report = bus.shutdown().unwrap();
         assert_eq!(report.published, 2);
         assert_eq!(seen_after.load(Ordering::Relaxed), 1);
         let n = count.load(Ordering::Relaxed);
@@ -133,7 +133,7 @@ fn runtime_unsubscribe() {
         bus.unsubscribe(id).unwrap();
         let at = count.load(Ordering::Relaxed);
         producer.join().unwrap();
-        bus.shutdown();
+        bus.shutdown().unwrap();
         assert_eq!(count.load(Ordering::Relaxed), at);
     });
 }

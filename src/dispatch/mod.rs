@@ -30,12 +30,11 @@ pub use pattern::{IntoPatterns, Pattern, PatternError};
 pub use slot::BreakerListener;
 pub(crate) use slot::{breaker_from_code, ResilienceSpec, Services, SlotMetrics};
 
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc as StdArc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use crate::resilience::DeadLetter;
+use crate::resilience::{Attempt, DeadLetter, DlqFilter};
 use crate::ring::{Poll, Ring};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::{Event, EventId};
@@ -166,10 +165,20 @@ pub struct ShutdownReport {
     pub undelivered: Vec<Undelivered>,
 }
 
+/// The dispatcher's answer to a control message.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// Applied, to this many things (subscriptions removed, letters redriven; 1
+    /// for a subscribe).
+    Done(usize),
+    /// Not applied: the dispatcher has stopped.
+    Refused,
+}
+
 /// A one-shot reply slot for a control message.
 #[derive(Debug)]
 pub(crate) struct Ack {
-    done: Mutex<Option<bool>>,
+    done: Mutex<Option<Reply>>,
     cv: Condvar,
 }
 
@@ -181,19 +190,35 @@ impl Ack {
         })
     }
 
-    fn complete(&self, applied: bool) {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(applied);
+    fn complete(&self, reply: Reply) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(reply);
         self.cv.notify_all();
     }
 
-    /// Waits for the dispatcher's answer: whether the message was applied.
-    pub(crate) fn wait(&self) -> bool {
+    /// Waits for the dispatcher's answer.
+    pub(crate) fn wait(&self) -> Reply {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(applied) = *done {
-                return applied;
+            if let Some(reply) = *done {
+                return reply;
             }
             done = self.cv.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Which dead letters to redrive.
+#[derive(Debug)]
+pub(crate) enum Redrive {
+    One(u64),
+    Matching(DlqFilter),
+}
+
+impl Redrive {
+    fn selects<P>(&self, letter: &DeadLetter<P>) -> bool {
+        match self {
+            Redrive::One(id) => letter.id == *id,
+            Redrive::Matching(f) => f.matches(letter),
         }
     }
 }
@@ -212,9 +237,26 @@ pub(crate) struct SubscribeSpec<P> {
 
 pub(crate) enum Control<P> {
     Subscribe(SubscribeSpec<P>, Arc<Ack>),
-    Unsubscribe(SubscriptionId, Arc<Ack>),
-    /// Dead letters to deliver again to their handlers.
-    Redrive(Vec<DeadLetter<P>>, Arc<Ack>),
+    /// Remove the subscription once every sequence below `until` is dispatched:
+    /// its handler gets every event published before `unsubscribe` was called.
+    Unsubscribe {
+        id: SubscriptionId,
+        until: u64,
+        ack: Arc<Ack>,
+    },
+    /// Dead letters to deliver again to their handlers. The dispatcher takes them
+    /// out of the queue itself, so a refused message leaves them where they were.
+    Redrive(Redrive, Arc<Ack>),
+}
+
+impl<P> Control<P> {
+    fn ack(&self) -> &Ack {
+        match self {
+            Control::Subscribe(_, ack)
+            | Control::Unsubscribe { ack, .. }
+            | Control::Redrive(_, ack) => ack,
+        }
+    }
 }
 
 /// Control messages waiting for the next batch boundary.
@@ -248,14 +290,15 @@ impl<P> ControlQueue<P> {
 
     /// Refuses every queued and later message.
     fn close(&self) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        self.closed.store(true, Ordering::Relaxed);
-        for c in q.drain(..) {
-            match c {
-                Control::Subscribe(_, ack)
-                | Control::Unsubscribe(_, ack)
-                | Control::Redrive(_, ack) => ack.complete(false),
-            }
+        let refused = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *q)
+        };
+        // Outside the lock: a refused subscription drops its handlers (user code).
+        for c in refused {
+            c.ack().complete(Reply::Refused);
+            drop_quietly(c);
         }
     }
 }
@@ -272,6 +315,14 @@ pub(crate) struct Shared<P> {
     pub(crate) batch_sizes: StdMutex<crate::metrics::LocalHistogram>,
     /// Set by a clock that jumped (a manual clock in tests): retry timers re-check.
     pub(crate) timer_kick: AtomicBool,
+}
+
+impl<P: Send + Sync> crate::resilience::Wake for Shared<P> {
+    /// The clock jumped: the retry timer re-checks.
+    fn wake(&self) {
+        self.timer_kick.store(true, Ordering::Release);
+        self.ring.data_signal.notify();
+    }
 }
 
 /// A live handler instance, as the metrics snapshot sees it.
@@ -292,9 +343,10 @@ impl<P> std::fmt::Debug for Shared<P> {
 }
 
 impl<P> Shared<P> {
-    /// Whether the dispatcher has stopped taking control messages.
-    pub(crate) fn control_is_closed(&self) -> bool {
-        self.control.closed.load(Ordering::Relaxed)
+    /// This bus's identity for [`Inside`]: the address of its shared state.
+    #[inline]
+    pub(crate) fn id(&self) -> usize {
+        self as *const Self as *const () as usize
     }
 
     /// Queues a control message and wakes the dispatcher; `false` if the dispatcher
@@ -313,36 +365,60 @@ impl<P> Shared<P> {
     }
 }
 
+/// What the current thread is doing for a bus, while an [`Inside`] guard lives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Running the bus's dispatcher loop, or one of its handlers or hooks:
+    /// waiting for that dispatcher from here would wait for this very call.
+    Dispatch,
+    /// Holding a multi-producer claim of the bus (running a `publish_with` closure
+    /// or a `publish_batch` iterator): the dispatcher waits for the claimed
+    /// sequence, so joining it from here would deadlock.
+    Claim,
+}
+
 #[cfg(not(loom))]
 thread_local! {
-    /// Non-zero while this thread runs handlers or the dispatcher loop: blocking on
-    /// the dispatcher from here would deadlock.
-    static DISPATCH_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The (bus, role) pairs this thread is inside, innermost last. Keyed by bus,
+    /// not per thread: a handler of bus A may subscribe to, or shut down, bus B.
+    static INSIDE: std::cell::RefCell<Vec<(usize, Role)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(loom)]
 loom::thread_local! {
-    static DISPATCH_DEPTH: Cell<u32> = Cell::new(0);
+    static INSIDE: std::cell::RefCell<Vec<(usize, Role)>> = std::cell::RefCell::new(Vec::new());
 }
 
-/// Marks the current thread as running dispatcher work while alive.
-pub(crate) struct DispatchContext(());
+/// Marks the current thread as inside a bus (see [`Role`]) while alive.
+pub(crate) struct Inside {
+    bus: usize,
+}
 
-impl DispatchContext {
-    pub(crate) fn enter() -> Self {
-        DISPATCH_DEPTH.with(|d| d.set(d.get() + 1));
-        DispatchContext(())
+impl Inside {
+    pub(crate) fn enter(bus: usize, role: Role) -> Self {
+        INSIDE.with(|i| i.borrow_mut().push((bus, role)));
+        Inside { bus }
     }
 
-    /// Whether the current thread runs dispatcher work (a handler, the loop).
-    pub(crate) fn is_active() -> bool {
-        DISPATCH_DEPTH.with(|d| d.get() > 0)
+    /// Whether the current thread is inside `bus` in `role`.
+    pub(crate) fn is(bus: usize, role: Role) -> bool {
+        INSIDE.with(|i| i.borrow().contains(&(bus, role)))
+    }
+
+    /// Whether the current thread is inside `bus` in any role.
+    pub(crate) fn any(bus: usize) -> bool {
+        INSIDE.with(|i| i.borrow().iter().any(|&(b, _)| b == bus))
     }
 }
 
-impl Drop for DispatchContext {
+impl Drop for Inside {
     fn drop(&mut self) {
-        DISPATCH_DEPTH.with(|d| d.set(d.get() - 1));
+        INSIDE.with(|i| {
+            let mut i = i.borrow_mut();
+            if let Some(k) = i.iter().rposition(|&(b, _)| b == self.bus) {
+                i.remove(k);
+            }
+        });
     }
 }
 
@@ -381,8 +457,18 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn call_hook(name: &str, hook: &str, f: impl FnOnce()) {
-    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
         eprintln!("ringbus: handler {name} panicked in {hook}");
+        drop_quietly(p);
+    }
+}
+
+/// Drops `value` where user code (a payload's or a handler's `Drop`) may panic:
+/// the panic is contained, so it cannot take the dispatcher or a task with it.
+pub(crate) fn drop_quietly<T>(value: T) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        // The panic's own payload: a `&str` or `String` in every real case.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(p)));
     }
 }
 
@@ -414,6 +500,13 @@ pub(crate) struct DispatchConfig<P> {
     pub(crate) retry_drain: Duration,
 }
 
+/// An `unsubscribe` waiting for the dispatcher to reach `until`.
+struct Removal {
+    id: SubscriptionId,
+    until: u64,
+    ack: Arc<Ack>,
+}
+
 /// The consumer side of a bus. Runs on its own thread ([`Dispatcher::run`]), or is
 /// stepped inline ([`Dispatcher::step`]).
 pub(crate) struct Dispatcher<P> {
@@ -423,6 +516,8 @@ pub(crate) struct Dispatcher<P> {
     routes: Vec<Route>,
     subs: Vec<SubInfo>,
     slots: Vec<Option<HandlerSlot<P>>>,
+    /// Unsubscribes waiting for their last event to be dispatched.
+    removals: Vec<Removal>,
     config: DispatchConfig<P>,
     // Local counters, published to `shared.stats` once per batch.
     dispatched: u64,
@@ -454,6 +549,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             routes: Vec::new(),
             subs: Vec::new(),
             slots: Vec::new(),
+            removals: Vec::new(),
             config,
             dispatched: 0,
             delivered: 0,
@@ -467,19 +563,34 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     }
 
     /// Runs until the ring is closed and drained, then shuts the handlers down.
-    pub(crate) fn run(mut self) -> ShutdownReport {
-        let _ctx = DispatchContext::enter();
-        loop {
-            match self.step() {
-                Step::Worked => {}
-                Step::Idle => self.wait(),
-                Step::Drained => break,
+    ///
+    /// Every call into user code is guarded where it is made; should the loop
+    /// panic anyway (a bug in ringbus), the ring is closed at once (by `Drop`), so
+    /// that no later publish returns `Ok` for an event nobody will deliver, and the
+    /// panic's message is returned.
+    pub(crate) fn run(self) -> Result<ShutdownReport, String> {
+        let bus = self.shared.id();
+        catch_unwind(AssertUnwindSafe(move || {
+            let _inside = Inside::enter(bus, Role::Dispatch);
+            let mut me = self;
+            loop {
+                match me.step() {
+                    Step::Worked => {}
+                    Step::Idle => me.wait(),
+                    Step::Drained => break,
+                }
             }
-        }
-        self.finish()
+            me.finish()
+        }))
+        .map_err(|p| {
+            let message = panic_message(&*p);
+            drop_quietly(p);
+            message
+        })
     }
 
-    /// The real-time instant at which the earliest queued retry falls due.
+    /// The real-time instant at which the earliest queued retry falls due, if
+    /// that is representable.
     fn next_timer(&self) -> Option<Instant> {
         let due = self
             .slots
@@ -488,7 +599,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             .filter_map(|s| s.next_due())
             .min()?;
         let now = self.config.services.clock.now();
-        Some(Instant::now() + due.saturating_sub(now))
+        Instant::now().checked_add(due.saturating_sub(now))
     }
 
     fn wait(&self) {
@@ -513,8 +624,17 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         if self.shared.control.is_pending() {
             self.apply_control();
         }
+        if !self.removals.is_empty() {
+            self.apply_removals();
+        }
         let lo = self.next;
-        match self.shared.ring.poll(lo, self.config.max_batch) {
+        // A pending unsubscribe ends its handler's events at its `until`: the batch
+        // stops there, and the removal happens before the next one.
+        let max = match self.removals.iter().map(|r| r.until).min() {
+            Some(until) => self.config.max_batch.min(until - lo),
+            None => self.config.max_batch,
+        };
+        match self.shared.ring.poll(lo, max) {
             Poll::Events(hi) => {
                 self.dispatch(lo, hi);
                 self.next = hi;
@@ -545,6 +665,18 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
     }
 
+    /// Removes the subscriptions whose last event has been dispatched.
+    fn apply_removals(&mut self) {
+        let next = self.next;
+        let (done, waiting): (Vec<Removal>, Vec<Removal>) =
+            self.removals.drain(..).partition(|r| r.until <= next);
+        self.removals = waiting;
+        for r in done {
+            let found = self.remove(r.id);
+            r.ack.complete(Reply::Done(usize::from(found)));
+        }
+    }
+
     /// Whether some queued event can be tried now.
     fn retries_due(&self) -> bool {
         let now = self.config.services.clock.now();
@@ -560,16 +692,28 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     /// messages. Call once the ring is drained.
     pub(crate) fn finish(mut self) -> ShutdownReport {
         self.apply_control();
-        let deadline = Instant::now() + self.config.retry_drain;
-        while self.slots.iter().flatten().any(|s| s.has_queue()) && Instant::now() < deadline {
+        // Every event is dispatched: every pending unsubscribe can complete.
+        for r in &mut self.removals {
+            r.until = 0;
+        }
+        self.apply_removals();
+        // A drain timeout too large for an `Instant` is no timeout.
+        let deadline = Instant::now().checked_add(self.config.retry_drain);
+        let before = |deadline: Option<Instant>| deadline.is_none_or(|d| Instant::now() < d);
+        while self.slots.iter().flatten().any(|s| s.has_queue()) && before(deadline) {
             if self.retries_due() {
                 self.dispatch(self.next, self.next);
             } else {
-                let until = self.next_timer().map_or(deadline, |t| t.min(deadline));
+                let until = match (self.next_timer(), deadline) {
+                    (Some(t), Some(d)) => Some(t.min(d)),
+                    (t, d) => t.or(d),
+                };
                 let kick = &self.shared.timer_kick;
-                self.shared
-                    .ring
-                    .consumer_wait_deadline(until, || kick.load(Ordering::Acquire));
+                let ready = || kick.load(Ordering::Acquire);
+                match until {
+                    Some(until) => self.shared.ring.consumer_wait_deadline(until, ready),
+                    None => self.shared.ring.consumer_wait_until(ready),
+                }
                 kick.store(false, Ordering::Relaxed);
             }
         }
@@ -584,20 +728,19 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     attempts: w.attempts.len(),
                 });
                 let mut attempts = w.attempts;
-                attempts.push(crate::resilience::Attempt {
+                attempts.push(Attempt {
                     at: self.config.services.clock.now(),
                     error: "undelivered at shutdown: retry drain deadline passed".into(),
                     panicked: false,
                 });
                 self.dead_lettered += 1;
-                if let Err(e) =
-                    self.config
-                        .services
-                        .dlq
-                        .push(w.event, slot.sub, slot.name.clone(), attempts)
-                {
-                    eprintln!("ringbus: could not dead-letter an undelivered event: {e}");
-                }
+                dead_letter(
+                    &self.config.services,
+                    w.event,
+                    slot.sub,
+                    &slot.name,
+                    attempts,
+                );
             }
         }
         self.shared.control.close();
@@ -605,10 +748,12 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             let handler = &mut slot.handler;
             call_hook(&slot.name, "on_shutdown", || handler.on_shutdown());
         }
-        self.slots.clear();
+        for slot in self.slots.drain(..) {
+            drop_quietly(slot);
+        }
         self.publish_stats();
         let published = self.shared.ring.closed_at().unwrap_or(self.next) - self.skipped;
-        ShutdownReport {
+        let report = ShutdownReport {
             published,
             dispatched: self.dispatched,
             delivered: self.delivered,
@@ -617,7 +762,10 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             retried: self.retried,
             dead_lettered: self.dead_lettered,
             undelivered,
-        }
+        };
+        // The failure policy, the clock, listeners: user code may run in their `Drop`.
+        drop_quietly(self);
+        report
     }
 
     /// Dispatches `[lo, hi)` (possibly empty: then only due retries run).
@@ -688,7 +836,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             for (failed, reason) in slot.failures.drain(..) {
                 let (event, sequence) = match &failed {
                     slot::Failed::Fresh(off) => (batch.get(*off), batch.sequence(*off)),
-                    slot::Failed::Queued(e, seq) => (&**e, *seq),
+                    slot::Failed::Queued(Some(e), seq) => (&**e, *seq),
+                    // The payload's `clone` panicked: no copy to show the policy.
+                    slot::Failed::Queued(None, _) => continue,
                 };
                 let failure = Failure {
                     event,
@@ -702,6 +852,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 call_hook("failure policy", "on_failure", || {
                     policy.on_failure(&failure)
                 });
+                drop_quietly(failed);
             }
             slot.work.clear();
         }
@@ -725,8 +876,13 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         self.publish_stats();
         if hi > lo {
             // SAFETY: `[lo, hi)` was polled above; every handler task has returned, so
-            // no reference into it is alive.
-            unsafe { ring.release(lo, hi, true) };
+            // no reference into it is alive. A payload `Drop` that panics is
+            // contained there (every event is still dropped exactly once).
+            let _drop_panics = unsafe { ring.release(lo, hi, true) };
+            #[cfg(feature = "tracing")]
+            if _drop_panics > 0 {
+                tracing::warn!(count = _drop_panics, "ringbus: payload Drop panicked");
+            }
         }
     }
 
@@ -748,54 +904,48 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             match msg {
                 Control::Subscribe(spec, ack) => {
                     self.install(spec);
-                    ack.complete(true);
+                    ack.complete(Reply::Done(1));
                 }
-                Control::Unsubscribe(id, ack) => {
-                    let found = self.remove(id);
-                    ack.complete(found);
+                Control::Unsubscribe { id, until, ack } => {
+                    if self.subs.iter().any(|s| s.id == id) {
+                        self.removals.push(Removal { id, until, ack });
+                    } else {
+                        ack.complete(Reply::Done(0));
+                    }
                 }
-                Control::Redrive(letters, ack) => {
-                    self.redrive(letters);
-                    ack.complete(true);
+                Control::Redrive(which, ack) => {
+                    let n = self.redrive(&which);
+                    ack.complete(Reply::Done(n));
                 }
             }
         }
     }
 
-    /// Queues dead letters at their handlers again; letters whose subscription is
-    /// gone (or has no retry machinery) go back to the dead-letter queue.
-    fn redrive(&mut self, letters: Vec<DeadLetter<P>>) {
-        for letter in letters {
-            let target = self
-                .subs
-                .iter()
-                .find(|s| s.id == letter.subscription)
-                .map(|s| s.target);
-            let back = match target {
-                Some(t) => {
-                    let i = t.slot_for(&letter.event);
-                    match self.slots[i].as_mut() {
-                        Some(slot) => slot.enqueue_redrive(letter.event, u64::MAX).err(),
-                        None => Some(letter.event),
-                    }
-                }
-                None => Some(letter.event),
-            };
-            if let Some(event) = back {
-                let mut attempts = letter.attempts;
-                attempts.push(crate::resilience::Attempt {
-                    at: self.config.services.clock.now(),
-                    error: "redrive: subscription gone or without a retry policy".into(),
-                    panicked: false,
-                });
-                let _ = self.config.services.dlq.push(
-                    event,
-                    letter.subscription,
-                    letter.handler,
-                    attempts,
-                );
+    /// Takes the selected dead letters that can be redriven — their subscription
+    /// is still here and keeps a retry queue — out of the dead-letter queue and
+    /// queues each at its handler again. Letters that cannot be redriven stay in
+    /// the dead-letter queue untouched. Returns how many were redriven.
+    fn redrive(&mut self, which: &Redrive) -> usize {
+        let (subs, slots) = (&self.subs, &self.slots);
+        let target = |letter: &DeadLetter<P>| {
+            let sub = subs.iter().find(|s| s.id == letter.subscription)?;
+            let i = sub.target.slot_for(&letter.event);
+            slots[i].as_ref().filter(|s| s.can_queue()).map(|_| i)
+        };
+        let letters = self
+            .config
+            .services
+            .dlq
+            .take_where(|l| which.selects(l) && target(l).is_some());
+        let targets: Vec<usize> = letters.iter().filter_map(target).collect();
+        debug_assert_eq!(targets.len(), letters.len(), "selected above");
+        let n = letters.len();
+        for (letter, i) in letters.into_iter().zip(targets) {
+            if let Some(slot) = self.slots[i].as_mut() {
+                slot.enqueue_redrive(letter.event, u64::MAX);
             }
         }
+        n
     }
 
     fn install(&mut self, spec: SubscribeSpec<P>) {
@@ -864,20 +1014,17 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 // the dead-letter queue, from where they can be redriven elsewhere.
                 for w in s.drain_queue() {
                     let mut attempts = w.attempts;
-                    attempts.push(crate::resilience::Attempt {
+                    attempts.push(Attempt {
                         at: self.config.services.clock.now(),
                         error: "unsubscribed while waiting for a retry".into(),
                         panicked: false,
                     });
                     self.dead_lettered += 1;
-                    let _ = self
-                        .config
-                        .services
-                        .dlq
-                        .push(w.event, s.sub, s.name.clone(), attempts);
+                    dead_letter(&self.config.services, w.event, s.sub, &s.name, attempts);
                 }
                 let handler = &mut s.handler;
                 call_hook(&s.name, "on_shutdown", || handler.on_shutdown());
+                drop_quietly(s);
             }
         }
         while matches!(self.slots.last(), Some(None)) {
@@ -896,9 +1043,39 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
 
 impl<P> Drop for Dispatcher<P> {
     fn drop(&mut self) {
-        // Normal exit or unwinding: either way no one will consume again.
+        // Normal exit or unwinding: either way no one will consume again. Close
+        // first, so that no publish succeeds from now on; then release producers
+        // waiting for space and every caller waiting on a control message.
+        self.shared.ring.close();
         self.shared.control.close();
+        for r in self.removals.drain(..) {
+            r.ack.complete(Reply::Refused);
+        }
         self.shared.ring.terminate();
         self.config.services.dlq.close();
+    }
+}
+
+/// Moves `event` to the dead-letter queue. A queue closed by then (only past the
+/// end of shutdown) hands the letter back; it is dropped, as is an evicted one —
+/// quietly, since a payload's `Drop` is user code.
+pub(crate) fn dead_letter<P>(
+    services: &Services<P>,
+    event: Event<P>,
+    sub: SubscriptionId,
+    name: &StdArc<str>,
+    attempts: Vec<Attempt>,
+) {
+    let dlq = &services.dlq;
+    let pushed = catch_unwind(AssertUnwindSafe(|| {
+        dlq.push(event, sub, name.clone(), attempts)
+    }));
+    match pushed {
+        Ok(Ok(_)) => {}
+        Ok(Err(closed)) => {
+            eprintln!("ringbus: dead-letter queue closed; event of {name} lost to it");
+            drop_quietly(closed);
+        }
+        Err(p) => drop_quietly(p),
     }
 }

@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use super::failure::{FailureReason, SubscriptionId};
 use super::handler::Handler;
-use super::{BatchView, DispatchContext};
+use super::{drop_quietly, panic_message, BatchView, Inside, Role};
 use crate::metrics::{HistogramSummary, LocalHistogram};
 use crate::resilience::{
-    Attempt, BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker, Clock,
-    DeadLetterQueue, RetryPolicy,
+    Attempt, BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker, DeadLetterQueue,
+    GuardedClock, RetryPolicy,
 };
 use crate::{Event, Timestamp};
 
@@ -105,7 +105,9 @@ impl<P> Clone for ResilienceSpec<P> {
 
 /// Bus-wide services a slot's failure handling uses.
 pub(crate) struct Services<P> {
-    pub(crate) clock: StdArc<dyn Clock>,
+    /// The bus's identity (see [`Inside`]).
+    pub(crate) bus: usize,
+    pub(crate) clock: GuardedClock,
     pub(crate) dlq: DeadLetterQueue<P>,
     pub(crate) on_breaker: Option<BreakerListener>,
     pub(crate) metrics: bool,
@@ -135,8 +137,9 @@ struct Resilience<P> {
 pub(crate) enum Failed<P> {
     /// A fresh event of the batch, at this offset.
     Fresh(u32),
-    /// A queued event (a retry): a copy, since the original stays queued or moved on.
-    Queued(Box<Event<P>>, u64),
+    /// A queued event (a retry): a copy, since the original stays queued or moved
+    /// on (`None` if the payload's `clone` panicked).
+    Queued(Option<Box<Event<P>>>, u64),
 }
 
 /// One handled call, for the flow log.
@@ -227,14 +230,28 @@ impl<P: 'static> HandlerSlot<P> {
             .is_some_and(|r| !r.queue.is_empty())
     }
 
-    /// The earliest clock time at which a queued event could be tried.
+    /// The earliest clock time at which a queued event could be tried. Only the
+    /// first waiting event of each subject counts: the events queued behind it
+    /// cannot be tried before it, whatever their own due time.
     pub(crate) fn next_due(&self) -> Option<Duration> {
         let r = self.resilience.as_ref()?;
-        let first = r.queue.iter().map(|w| w.due).min()?;
+        let mut heads: ahash::AHashSet<&crate::Subject> = ahash::AHashSet::new();
+        let first = r
+            .queue
+            .iter()
+            .filter(|w| w.event.subject.as_ref().is_none_or(|s| heads.insert(s)))
+            .map(|w| w.due)
+            .min()?;
         match r.breaker.as_ref().and_then(|b| b.reopens_at()) {
             Some(at) => Some(first.max(at)),
             None => Some(first),
         }
+    }
+
+    /// Whether this slot keeps a queue (a retry policy or a breaker), so dead
+    /// letters can be redriven to it.
+    pub(crate) fn can_queue(&self) -> bool {
+        self.resilience.is_some()
     }
 
     /// Takes every queued event out (for shutdown reporting).
@@ -249,14 +266,12 @@ impl<P: 'static> HandlerSlot<P> {
     }
 
     /// Queues a dead letter being redriven: a fresh first attempt, due now, behind
-    /// anything of its subject already waiting.
-    pub(crate) fn enqueue_redrive(
-        &mut self,
-        event: Event<P>,
-        sequence: u64,
-    ) -> Result<(), Event<P>> {
+    /// anything of its subject already waiting. Only for a slot that
+    /// [`can_queue`](HandlerSlot::can_queue).
+    pub(crate) fn enqueue_redrive(&mut self, event: Event<P>, sequence: u64) {
         let Some(r) = self.resilience.as_mut() else {
-            return Err(event);
+            debug_assert!(false, "redrive to a slot without a queue");
+            return;
         };
         if let Some(s) = &event.subject {
             *r.blocked.entry(s.clone()).or_insert(0) += 1;
@@ -270,12 +285,11 @@ impl<P: 'static> HandlerSlot<P> {
         self.metrics
             .pending
             .store(r.queue.len() as u64, StdOrdering::Relaxed);
-        Ok(())
     }
 
     /// Runs the slot: due queued events first, then this batch's fresh events.
     pub(crate) fn run(&mut self, batch: &BatchView<'_, P>, services: &Services<P>) {
-        let _ctx = DispatchContext::enter();
+        let _inside = Inside::enter(services.bus, Role::Dispatch);
         self.run_ok = 0;
         self.run_failed = 0;
         self.run_panicked = 0;
@@ -289,9 +303,7 @@ impl<P: 'static> HandlerSlot<P> {
         if self.resilience.is_none() && !services.flow_log {
             self.run_plain(&work, batch, services.metrics);
             self.work = work;
-            if catch_unwind(AssertUnwindSafe(|| self.handler.on_batch_end())).is_err() {
-                eprintln!("ringbus: handler {} panicked in on_batch_end", self.name);
-            }
+            self.batch_end();
             self.publish_metrics();
             return;
         }
@@ -300,10 +312,19 @@ impl<P: 'static> HandlerSlot<P> {
             let event = batch.get(off);
             if self.resilience.is_some() && self.must_queue(event, services) {
                 let r = self.resilience.as_mut().expect("checked");
+                let copy = match try_clone(r.spec.clone, event) {
+                    Ok(copy) => copy,
+                    Err(reason) => {
+                        // No copy to keep: the event cannot wait here. A failure.
+                        self.errors += 1;
+                        self.run_failed += 1;
+                        self.failures.push((Failed::Fresh(off), reason));
+                        continue;
+                    }
+                };
                 if let Some(s) = &event.subject {
                     *r.blocked.entry(s.clone()).or_insert(0) += 1;
                 }
-                let copy = (r.spec.clone)(event);
                 r.queue.push_back(Waiting {
                     event: copy,
                     sequence: seq,
@@ -319,7 +340,7 @@ impl<P: 'static> HandlerSlot<P> {
                     if services.flow_log {
                         self.flow.push(flow_entry(event, Some(&reason)));
                     }
-                    self.after_fresh_failure(event, seq, &reason, services);
+                    self.after_fresh_failure(event, (off, seq), &reason, services);
                     self.failures.push((Failed::Fresh(off), reason));
                     continue;
                 }
@@ -329,10 +350,15 @@ impl<P: 'static> HandlerSlot<P> {
             }
         }
         self.work = work;
-        if catch_unwind(AssertUnwindSafe(|| self.handler.on_batch_end())).is_err() {
-            eprintln!("ringbus: handler {} panicked in on_batch_end", self.name);
-        }
+        self.batch_end();
         self.publish_metrics();
+    }
+
+    fn batch_end(&mut self) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.handler.on_batch_end())) {
+            eprintln!("ringbus: handler {} panicked in on_batch_end", self.name);
+            drop_quietly(p);
+        }
     }
 
     /// The common case — no retry machinery, no flow log: one `catch_unwind` around
@@ -377,8 +403,9 @@ impl<P: 'static> HandlerSlot<P> {
                 self.run_failed += 1;
                 self.failures.push((
                     Failed::Fresh(work[i]),
-                    FailureReason::Panic(super::panic_message(&*p)),
+                    FailureReason::Panic(panic_message(&*p)),
                 ));
+                drop_quietly(p);
                 i += 1;
             }
         }
@@ -411,7 +438,11 @@ impl<P: 'static> HandlerSlot<P> {
         let result = match catch_unwind(AssertUnwindSafe(|| self.handler.handle(event))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(FailureReason::Error(e)),
-            Err(p) => Err(FailureReason::Panic(super::panic_message(&*p))),
+            Err(p) => {
+                let reason = FailureReason::Panic(panic_message(&*p));
+                drop_quietly(p);
+                Err(reason)
+            }
         };
         if let Some(started) = started {
             record_sample(&self.metrics, started, event);
@@ -454,8 +485,9 @@ impl<P: 'static> HandlerSlot<P> {
         if let Some(listener) = &services.on_breaker {
             let name = self.name.clone();
             let sub = self.sub;
-            if catch_unwind(AssertUnwindSafe(|| listener(sub, &name, t))).is_err() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| listener(sub, &name, t))) {
                 eprintln!("ringbus: breaker listener panicked");
+                drop_quietly(p);
             }
         }
     }
@@ -483,7 +515,7 @@ impl<P: 'static> HandlerSlot<P> {
     fn after_fresh_failure(
         &mut self,
         event: &Event<P>,
-        seq: u64,
+        (off, seq): (u32, u64),
         reason: &FailureReason,
         services: &Services<P>,
     ) {
@@ -491,9 +523,17 @@ impl<P: 'static> HandlerSlot<P> {
             return;
         };
         let now = services.clock.now();
-        let attempts = vec![attempt(now, reason)];
-        let copy = (r.spec.clone)(event);
-        match r.spec.retry.next_delay(1, reason, &mut r.rng) {
+        let mut attempts = vec![attempt(now, reason)];
+        let copy = match try_clone(r.spec.clone, event) {
+            Ok(copy) => copy,
+            Err(why) => {
+                // No copy: the event can be neither retried nor dead-lettered. The
+                // handler's failure is reported already; this one says why.
+                self.failures.push((Failed::Fresh(off), why));
+                return;
+            }
+        };
+        match next_delay(&r.spec.retry, 1, reason, &mut r.rng, &mut attempts, now) {
             Some(delay) => {
                 if let Some(s) = &event.subject {
                     *r.blocked.entry(s.clone()).or_insert(0) += 1;
@@ -502,7 +542,7 @@ impl<P: 'static> HandlerSlot<P> {
                     event: copy,
                     sequence: seq,
                     attempts,
-                    due: now + delay,
+                    due: now.saturating_add(delay),
                 });
                 self.overflow_check(services);
             }
@@ -513,16 +553,7 @@ impl<P: 'static> HandlerSlot<P> {
     fn dead_letter(&mut self, event: Event<P>, attempts: Vec<Attempt>, services: &Services<P>) {
         self.dead_lettered += 1;
         self.run_dead_lettered += 1;
-        if let Err(e) = services
-            .dlq
-            .push(event, self.sub, self.name.clone(), attempts)
-        {
-            // The DLQ is closed (the bus is shutting down past its deadline): say so.
-            eprintln!(
-                "ringbus: dead-letter queue closed; event of {} lost to it: {e}",
-                self.name
-            );
-        }
+        super::dead_letter(services, event, self.sub, &self.name, attempts);
     }
 
     /// Keeps the queue within `max_pending`: the oldest entries beyond it go to
@@ -610,6 +641,7 @@ impl<P: 'static> HandlerSlot<P> {
                     if let Some(s) = &w.event.subject {
                         unblock(&mut r.blocked, s);
                     }
+                    drop_quietly(w);
                 }
                 Err(reason) => {
                     if services.flow_log {
@@ -619,10 +651,17 @@ impl<P: 'static> HandlerSlot<P> {
                     let sequence = w.sequence;
                     w.attempts.push(attempt(now, &reason));
                     let made = w.attempts.len() as u32;
-                    let report = Box::new((r.spec.clone)(&w.event));
-                    match r.spec.retry.next_delay(made, &reason, &mut r.rng) {
+                    let report = try_clone(r.spec.clone, &w.event).ok().map(Box::new);
+                    match next_delay(
+                        &r.spec.retry,
+                        made,
+                        &reason,
+                        &mut r.rng,
+                        &mut w.attempts,
+                        now,
+                    ) {
                         Some(delay) => {
-                            w.due = now + delay;
+                            w.due = now.saturating_add(delay);
                             if let Some(s) = &w.event.subject {
                                 if !waiting.contains(s) {
                                     waiting.push(s.clone());
@@ -670,6 +709,47 @@ fn record_sample<P>(metrics: &SlotMetrics, started: std::time::Instant, event: &
     h.handler_time.record(took);
     h.latency
         .record(now.saturating_sub(event.timestamp.as_nanos()));
+}
+
+/// Copies an event for a queue or a report; a panicking `clone` (user code) is
+/// contained and becomes the failure reason.
+fn try_clone<P>(
+    clone: fn(&Event<P>) -> Event<P>,
+    event: &Event<P>,
+) -> Result<Event<P>, FailureReason> {
+    catch_unwind(AssertUnwindSafe(|| clone(event))).map_err(|p| {
+        let reason = FailureReason::Panic(format!(
+            "the payload's clone panicked ({}): the event could not be kept for a retry or the dead-letter queue",
+            panic_message(&*p)
+        ));
+        drop_quietly(p);
+        reason
+    })
+}
+
+/// The retry policy's delay before the next attempt, or `None` to give up. A
+/// panicking `retry_if` predicate (user code) is contained: no retry, and the
+/// attempt list says why.
+fn next_delay(
+    policy: &RetryPolicy,
+    made: u32,
+    reason: &FailureReason,
+    rng: &mut u64,
+    attempts: &mut Vec<Attempt>,
+    now: Duration,
+) -> Option<Duration> {
+    match catch_unwind(AssertUnwindSafe(|| policy.next_delay(made, reason, rng))) {
+        Ok(delay) => delay,
+        Err(p) => {
+            attempts.push(Attempt {
+                at: now,
+                error: format!("retry_if predicate panicked: {}", panic_message(&*p)),
+                panicked: true,
+            });
+            drop_quietly(p);
+            None
+        }
+    }
 }
 
 fn unblock(blocked: &mut HashMap<crate::Subject, usize>, s: &crate::Subject) {

@@ -18,14 +18,85 @@ use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 /// waker registered with [`set_waker`](Clock::set_waker) after each jump, so a timer
 /// sleeping until a deadline can re-check it; the system clock does not jump and
 /// ignores wakers.
+///
+/// The bus calls `now` on its dispatcher and handler threads. If it panics, the
+/// bus uses the last reading it got (or zero) and goes on.
 pub trait Clock: Send + Sync + 'static {
     /// The current time, as a duration since this clock's fixed origin.
     fn now(&self) -> Duration;
 
     /// Registers `waker`, to be called after every jump of this clock (from the
     /// thread that moved it). Clocks that only move with real time ignore it.
-    fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
+    /// A clock that keeps wakers should drop those that are
+    /// [gone](ClockWaker::is_gone) (a bus registers one, and it is gone once the
+    /// bus has stopped), so that a clock shared by many buses does not grow.
+    fn set_waker(&self, waker: ClockWaker) {
         drop(waker);
+    }
+}
+
+/// What a [`Clock`] that jumps calls after each jump: a bus's timer, or a closure.
+pub struct ClockWaker {
+    target: Target,
+}
+
+enum Target {
+    Fn(Box<dyn Fn() + Send + Sync>),
+    /// A bus: gone once the bus's shared state is dropped.
+    Weak(std::sync::Weak<dyn Wake>),
+}
+
+/// Something a [`ClockWaker`] can wake without keeping it alive.
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+impl ClockWaker {
+    /// A waker that calls `f`; it is never gone.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        ClockWaker {
+            target: Target::Fn(Box::new(f)),
+        }
+    }
+
+    /// A waker of `target` that does not keep it alive.
+    pub(crate) fn weak(target: std::sync::Weak<dyn Wake>) -> Self {
+        ClockWaker {
+            target: Target::Weak(target),
+        }
+    }
+
+    /// Wakes the target; `false` if it is gone (the clock may drop this waker).
+    pub fn wake(&self) -> bool {
+        match &self.target {
+            Target::Fn(f) => {
+                f();
+                true
+            }
+            Target::Weak(w) => match w.upgrade() {
+                Some(t) => {
+                    t.wake();
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// Whether what this waker wakes is gone for good.
+    pub fn is_gone(&self) -> bool {
+        match &self.target {
+            Target::Fn(_) => false,
+            Target::Weak(w) => w.strong_count() == 0,
+        }
+    }
+}
+
+impl fmt::Debug for ClockWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClockWaker")
+            .field("gone", &self.is_gone())
+            .finish()
     }
 }
 
@@ -34,7 +105,7 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
         (**self).now()
     }
 
-    fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
+    fn set_waker(&self, waker: ClockWaker) {
         (**self).set_waker(waker)
     }
 }
@@ -44,8 +115,42 @@ impl<C: Clock + ?Sized> Clock for Box<C> {
         (**self).now()
     }
 
-    fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
+    fn set_waker(&self, waker: ClockWaker) {
         (**self).set_waker(waker)
+    }
+}
+
+/// A [`Clock`] as the bus uses it: a panic in the user's `now` is contained — the
+/// reading falls back to the last good one — so it cannot kill the dispatcher or
+/// a handler task.
+pub(crate) struct GuardedClock {
+    clock: std::sync::Arc<dyn Clock>,
+    /// The last good reading, in nanoseconds.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl GuardedClock {
+    pub(crate) fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
+        GuardedClock {
+            clock,
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The clock's reading, or the last good one if `now` panicked.
+    #[inline]
+    pub(crate) fn now(&self) -> Duration {
+        use std::sync::atomic::Ordering::Relaxed;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.clock.now())) {
+            Ok(t) => {
+                self.last.fetch_max(duration_to_nanos(t), Relaxed);
+                t
+            }
+            Err(p) => {
+                crate::dispatch::drop_quietly(p);
+                Duration::from_nanos(self.last.load(Relaxed))
+            }
+        }
     }
 }
 
@@ -93,14 +198,15 @@ impl Clock for SystemClock {
 
 /// A waker, shared so the list can be copied out of the lock before the calls
 /// (a waker may then use the clock, even register another waker). A plain `std`
-/// `Arc`: it only counts references to an immutable closure, no protocol state.
-type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
+/// `Arc`: it only counts references to an immutable waker, no protocol state.
+type Waker = std::sync::Arc<ClockWaker>;
 
 struct ManualInner {
     /// Nanoseconds since the origin, `0 ..= u64::MAX` (about 584 years; moves
     /// saturate there). Only ever increases.
     nanos: AtomicU64,
-    /// Every waker registered so far, in registration order.
+    /// The wakers registered and not gone (as of the last registration or jump),
+    /// in registration order.
     wakers: Mutex<Vec<Waker>>,
 }
 
@@ -108,18 +214,20 @@ struct ManualInner {
 ///
 /// Starts at zero. Clones are handles to the same clock. After every change
 /// ([`advance`](ManualClock::advance), [`set`](ManualClock::set)) it calls every
-/// registered waker, on the calling thread, outside its lock.
+/// registered waker, on the calling thread, outside its lock. Wakers of buses that
+/// have stopped are dropped (at the next registration or jump), so one clock can
+/// serve any number of buses over time.
 ///
 /// # Examples
 /// ```
 /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
 /// use std::time::Duration;
-/// use ringbus::resilience::{Clock, ManualClock};
+/// use ringbus::resilience::{Clock, ClockWaker, ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let wakes = Arc::new(AtomicUsize::new(0));
 /// let w = wakes.clone();
-/// clock.set_waker(Box::new(move || { w.fetch_add(1, Ordering::SeqCst); }));
+/// clock.set_waker(ClockWaker::new(move || { w.fetch_add(1, Ordering::SeqCst); }));
 ///
 /// let handle = clock.clone();
 /// handle.advance(Duration::from_secs(2));
@@ -191,9 +299,12 @@ impl ManualClock {
         self.wake();
     }
 
-    /// How many wakers are registered.
+    /// How many registered wakers are not gone.
     pub fn waker_count(&self) -> usize {
-        self.with_wakers(|w| w.len())
+        self.with_wakers(|w| {
+            w.retain(|w| !w.is_gone());
+            w.len()
+        })
     }
 
     fn with_wakers<R>(&self, f: impl FnOnce(&mut Vec<Waker>) -> R) -> R {
@@ -203,8 +314,12 @@ impl ManualClock {
 
     fn wake(&self) {
         let wakers: Vec<Waker> = self.with_wakers(|w| w.clone());
-        for waker in wakers {
-            waker();
+        let mut gone = false;
+        for waker in &wakers {
+            gone |= !waker.wake();
+        }
+        if gone {
+            self.with_wakers(|w| w.retain(|w| !w.is_gone()));
         }
     }
 }
@@ -221,8 +336,11 @@ impl Clock for ManualClock {
         Duration::from_nanos(self.inner.nanos.load(Ordering::Acquire))
     }
 
-    fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
-        self.with_wakers(|w| w.push(std::sync::Arc::from(waker)));
+    fn set_waker(&self, waker: ClockWaker) {
+        self.with_wakers(|w| {
+            w.retain(|w| !w.is_gone());
+            w.push(std::sync::Arc::new(waker));
+        });
     }
 }
 
@@ -248,7 +366,7 @@ mod tests {
     fn counter(clock: &ManualClock) -> std::sync::Arc<AtomicUsize> {
         let n = std::sync::Arc::new(AtomicUsize::new(0));
         let m = n.clone();
-        clock.set_waker(Box::new(move || {
+        clock.set_waker(ClockWaker::new(move || {
             m.fetch_add(1, Ordering::SeqCst);
         }));
         n
@@ -283,14 +401,21 @@ mod tests {
     fn a_waker_sees_the_new_time_and_may_use_the_clock() {
         let clock = ManualClock::new();
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let (c, s) = (clock.clone(), seen.clone());
-        clock.set_waker(Box::new(move || {
-            s.lock().unwrap().push(c.now());
-            // Re-entrant use of the clock from a waker must not deadlock.
-            let _ = c.waker_count();
+        // The waker holds the clock, which holds the waker: the test breaks that
+        // cycle at the end (`Option::take`), so nothing leaks (Miri checks).
+        let handle = std::sync::Arc::new(Mutex::new(Some(clock.clone())));
+        let (c, s) = (handle.clone(), seen.clone());
+        clock.set_waker(ClockWaker::new(move || {
+            let c = c.lock().unwrap().clone();
+            if let Some(c) = c {
+                s.lock().unwrap().push(c.now());
+                // Re-entrant use of the clock from a waker must not deadlock.
+                let _ = c.waker_count();
+            }
         }));
         clock.advance(Duration::from_millis(7));
         assert_eq!(*seen.lock().unwrap(), vec![Duration::from_millis(7)]);
+        handle.lock().unwrap().take();
     }
 
     #[test]
@@ -333,7 +458,58 @@ mod tests {
         let t3 = a.now();
         assert!(t1 <= t2 && t2 <= t3);
         // Ignoring a waker is allowed for a clock that never jumps.
-        a.set_waker(Box::new(|| panic!("the system clock never calls wakers")));
+        a.set_waker(ClockWaker::new(|| {
+            panic!("the system clock never calls wakers")
+        }));
+    }
+
+    #[test]
+    fn wakers_of_gone_targets_are_dropped() {
+        struct Target(AtomicUsize);
+        impl Wake for Target {
+            fn wake(&self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let clock = ManualClock::new();
+        let live = std::sync::Arc::new(Target(AtomicUsize::new(0)));
+        let weak: std::sync::Weak<dyn Wake> = std::sync::Arc::downgrade(&live) as _;
+        clock.set_waker(ClockWaker::weak(weak));
+        for _ in 0..3 {
+            let gone = std::sync::Arc::new(Target(AtomicUsize::new(0)));
+            let weak: std::sync::Weak<dyn Wake> = std::sync::Arc::downgrade(&gone) as _;
+            clock.set_waker(ClockWaker::weak(weak));
+            drop(gone);
+        }
+        assert_eq!(
+            clock.waker_count(),
+            1,
+            "only the live target's waker is kept"
+        );
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(live.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panicking_clock_falls_back_to_its_last_reading() {
+        struct Flaky(ManualClock, AtomicUsize);
+        impl Clock for Flaky {
+            fn now(&self) -> Duration {
+                if self.1.fetch_add(1, Ordering::SeqCst) == 1 {
+                    panic!("clock broke");
+                }
+                self.0.now()
+            }
+        }
+        let manual = ManualClock::new();
+        manual.advance(Duration::from_secs(4));
+        let guarded = GuardedClock::new(std::sync::Arc::new(Flaky(manual, AtomicUsize::new(0))));
+        assert_eq!(guarded.now(), Duration::from_secs(4));
+        assert_eq!(
+            guarded.now(),
+            Duration::from_secs(4),
+            "the panic is contained"
+        );
     }
 
     #[test]

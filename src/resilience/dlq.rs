@@ -171,6 +171,13 @@ pub enum DlqFullPolicy {
     #[default]
     DropOldest,
     /// Wait until a letter is taken or discarded, or the queue is closed.
+    ///
+    /// In a bus, the push waits on the thread of the failing handler, and the
+    /// dispatcher waits for every handler task before it releases a batch: while
+    /// the queue stays full, **every** handler stalls, not just the failing one,
+    /// until a letter is discarded or redriven. Once the bus begins shutting down,
+    /// a full queue stops waiting and takes letters beyond its capacity (at most
+    /// what was in flight), so shutdown never hangs on it.
     Block,
 }
 
@@ -292,6 +299,10 @@ struct State<P> {
     /// Pushes waiting for space right now (`Block`).
     blocked: usize,
     closed: bool,
+    /// Set when the bus begins shutting down: a full `Block` queue stops
+    /// waiting for a reader that may never come and takes the letter beyond its
+    /// capacity (at most what was in flight at the close).
+    overflow: bool,
 }
 
 struct Shared<P> {
@@ -372,6 +383,7 @@ impl<P> DeadLetterQueue<P> {
                     total_pushed: 0,
                     blocked: 0,
                     closed: false,
+                    overflow: false,
                 }),
                 space: Condvar::new(),
                 capacity,
@@ -444,16 +456,18 @@ impl<P> DeadLetterQueue<P> {
         deadline: Option<Instant>,
     ) -> Result<u64, DlqPushTimeoutError<P>> {
         let shared = &*self.shared;
+        let mut evicted = None;
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if state.closed {
                 return Err(DlqPushTimeoutError::Closed(Box::new(letter)));
             }
-            if state.letters.len() < shared.capacity {
+            if state.letters.len() < shared.capacity || state.overflow {
                 break;
             }
             if shared.policy == DlqFullPolicy::DropOldest {
-                state.letters.pop_front();
+                // Dropped below, outside the lock: a payload's `Drop` is user code.
+                evicted = state.letters.pop_front();
                 state.evicted += 1;
                 break;
             }
@@ -480,7 +494,41 @@ impl<P> DeadLetterQueue<P> {
         state.total_pushed += 1;
         let id = letter.id;
         state.letters.push_back(letter);
+        drop(state);
+        drop(evicted);
         Ok(id)
+    }
+
+    /// The bus is shutting down: from now on a full `Block` queue takes letters
+    /// beyond its capacity instead of waiting (and releases the pushes waiting
+    /// now), so shutdown never waits for a reader that may not come.
+    pub(crate) fn stop_blocking(&self) {
+        self.with_state(|s| s.overflow = true);
+        self.shared.space.notify_all();
+    }
+
+    /// Removes and returns the letters for which `select` is true, oldest first.
+    pub(crate) fn take_where(
+        &self,
+        select: impl FnMut(&DeadLetter<P>) -> bool,
+    ) -> Vec<DeadLetter<P>> {
+        let mut select = select;
+        let taken = self.with_state(|s| {
+            let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut s.letters)
+                .into_iter()
+                .partition(|l| select(l));
+            s.letters = kept;
+            Vec::from(taken)
+        });
+        if !taken.is_empty() {
+            self.shared.space.notify_all();
+        }
+        taken
+    }
+
+    /// The subscription of the letter with this id, if it is queued.
+    pub(crate) fn subscription_of(&self, id: u64) -> Option<SubscriptionId> {
+        self.with_state(|s| position(&s.letters, id).map(|i| s.letters[i].subscription))
     }
 
     /// Closes the queue: pushes waiting for room fail now, later pushes fail at
@@ -561,17 +609,7 @@ impl<P> DeadLetterQueue<P> {
 
     /// Removes and returns the selected letters, oldest first.
     pub fn take_matching(&self, filter: &DlqFilter) -> Vec<DeadLetter<P>> {
-        let taken = self.with_state(|s| {
-            let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut s.letters)
-                .into_iter()
-                .partition(|l| filter.matches(l));
-            s.letters = kept;
-            Vec::from(taken)
-        });
-        if !taken.is_empty() {
-            self.shared.space.notify_all();
-        }
-        taken
+        self.take_where(|l| filter.matches(l))
     }
 
     /// Drops the letter with this id; whether it was queued.

@@ -22,7 +22,8 @@ mod error;
 mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker, MAX_WINDOW};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
+pub(crate) use clock::{GuardedClock, Wake};
 pub use dlq::{
     Attempt, DeadLetter, DeadLetterInfo, DeadLetterQueue, DlqClosed, DlqFilter, DlqFullPolicy,
     DlqPushTimeoutError, DlqTryPushError,

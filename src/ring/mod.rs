@@ -25,14 +25,14 @@
 mod wait;
 
 pub use wait::WaitStrategy;
-pub(crate) use wait::{backoff, Signal, TimedOut};
+pub(crate) use wait::{Signal, TimedOut};
 
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 
 /// Bit 63 of `cursor`: the ring is closed. Sequences stay far below it (2^63
 /// events at 10^9/s is 292 years).
@@ -92,6 +92,14 @@ pub(crate) struct Ring<T> {
     closed_at: CachePadded<AtomicU64>,
     /// Set when the consumer has stopped for good: waiters for space give up.
     terminated: AtomicBool,
+    /// Multi producer only: sequences claimed by a bounded wait (`publish_timeout`)
+    /// that timed out before their slot came free. Their slots still belonged to
+    /// the previous round, so no flag could be written: the dispatcher skips each
+    /// when it reaches it. Holds at most one entry per timed-out claim not yet
+    /// reached; `abandoned_len` mirrors its length so the poll's empty path pays
+    /// one load, not a lock.
+    abandoned: Mutex<Vec<u64>>,
+    abandoned_len: AtomicUsize,
     /// Multi producer only: `flags[i]` holds the last sequence published into slot
     /// `i` (or it `| SKIP`, or `NEVER`).
     flags: Box<[AtomicU64]>,
@@ -155,6 +163,8 @@ impl<T> Ring<T> {
             consumed: CachePadded::new(AtomicU64::new(0)),
             closed_at: CachePadded::new(AtomicU64::new(u64::MAX)),
             terminated: AtomicBool::new(false),
+            abandoned: Mutex::new(Vec::new()),
+            abandoned_len: AtomicUsize::new(0),
             flags,
             slots,
             mask: capacity as u64 - 1,
@@ -187,9 +197,28 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Claimed (multi) or published (single) sequences so far (Relaxed: a statistic).
-    pub(crate) fn claimed_relaxed(&self) -> u64 {
-        self.cursor.load(Ordering::Relaxed) & !CLOSED
+    /// Claimed (multi) or published (single) sequences so far. SeqCst: a caller
+    /// uses it as "every publish that completed before now is below this".
+    pub(crate) fn claimed(&self) -> u64 {
+        self.cursor.load(Ordering::SeqCst) & !CLOSED
+    }
+
+    /// For statistics: the consumed count plus the events published since (a claim
+    /// still waiting for its slot, or a hole, is not counted). Single producer: the
+    /// cursor. Reads at most `capacity` flags, Relaxed: a snapshot, not a fence.
+    pub(crate) fn published_relaxed(&self) -> u64 {
+        let cursor = self.cursor.load(Ordering::Relaxed) & !CLOSED;
+        match self.producers {
+            Producers::Single => cursor,
+            Producers::Multi => {
+                let consumed = self.consumed.load(Ordering::Relaxed);
+                let end = cursor.min(consumed + self.capacity());
+                let done = (consumed..end)
+                    .filter(|&s| self.flags[(s & self.mask) as usize].load(Ordering::Relaxed) == s)
+                    .count();
+                consumed + done as u64
+            }
+        }
     }
 
     /// Sequences consumed so far (Relaxed: a statistic).
@@ -234,12 +263,17 @@ impl<T> Ring<T> {
             (WaitStrategy::Blocking, None) => (need + self.capacity() / 4).min(seq).max(need),
             _ => need,
         };
+        // A single producer has claimed nothing shared yet: once the ring is closed
+        // its publish can only fail, so it stops waiting at once. A multi-producer
+        // claim below `closed_at` must be delivered, so it waits on.
+        let single = self.producers == Producers::Single;
         let mut gone = false;
         let r = self
             .space_signal
             .wait_until(self.producer_wait, deadline, || {
                 *cached = self.consumed.load(Ordering::Acquire);
-                gone = self.terminated.load(Ordering::Acquire);
+                gone = self.terminated.load(Ordering::Acquire)
+                    || (single && self.cursor.load(Ordering::Acquire) & CLOSED != 0);
                 *cached >= target || gone
             });
         match r {
@@ -321,6 +355,59 @@ impl<T> Ring<T> {
             // claimed sequence): nobody will read these slots.
             Err(_) => Err(ClaimError::Closed),
         }
+    }
+
+    /// Multi producer: claims `n` sequences with one `fetch_add` (so a bounded wait
+    /// takes its place in line like every other claim, and cannot be starved by
+    /// producers that keep the ring over-claimed) and waits until `deadline` for
+    /// their slots. If the deadline passes first, the sequences are abandoned: the
+    /// dispatcher skips them when it gets there, and the caller keeps its event.
+    pub(crate) fn mp_claim_until(
+        &self,
+        n: u64,
+        cached: &mut u64,
+        deadline: Instant,
+    ) -> Result<u64, ClaimError> {
+        debug_assert_eq!(self.producers, Producers::Multi);
+        let prev = self.cursor.fetch_add(n, Ordering::AcqRel);
+        if prev & CLOSED != 0 {
+            return Err(ClaimError::Closed);
+        }
+        match self.wait_for_space(prev, n, cached, Some(deadline)) {
+            Ok(()) => Ok(prev),
+            Err(ClaimError::TimedOut) => {
+                self.abandon(prev, n);
+                Err(ClaimError::TimedOut)
+            }
+            Err(_) => Err(ClaimError::Closed),
+        }
+    }
+
+    /// Records `[seq, seq + n)` — claimed, never to be written, slots not yet free —
+    /// for the dispatcher to skip.
+    #[cold]
+    fn abandon(&self, seq: u64, n: u64) {
+        {
+            let mut a = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+            a.extend(seq..seq + n);
+            self.abandoned_len.store(a.len(), Ordering::Release);
+        }
+        self.notify_consumer();
+    }
+
+    /// Whether `seq` was abandoned (see [`Ring::mp_claim_until`]).
+    #[cold]
+    fn is_abandoned(&self, seq: u64) -> bool {
+        let a = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+        a.contains(&seq)
+    }
+
+    /// Forgets the abandoned sequences below `hi` (the dispatcher has passed them).
+    #[cold]
+    fn forget_abandoned(&self, hi: u64) {
+        let mut a = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+        a.retain(|&s| s >= hi);
+        self.abandoned_len.store(a.len(), Ordering::Release);
     }
 
     /// Multi producer: claims `n` sequences only if their slots are free now
@@ -429,6 +516,10 @@ impl<T> Ring<T> {
                     false
                 } else if first == next | SKIP {
                     true
+                } else if self.abandoned_len.load(Ordering::Acquire) != 0 && self.is_abandoned(next)
+                {
+                    // Its slot still holds the previous round's flag: skip it alone.
+                    return Poll::Skip(next + 1);
                 } else {
                     return Poll::Empty;
                 };
@@ -462,25 +553,60 @@ impl<T> Ring<T> {
     }
 
     /// Frees `[lo, hi)` for the producers, dropping their events first when
-    /// `events` (false for a skipped range).
+    /// `events` (false for a skipped range). Returns how many of those drops
+    /// panicked: a panicking `Drop` never stops the release — the rest are still
+    /// dropped, each exactly once, and `consumed` still moves to `hi`.
     ///
     /// # Safety
     /// `[lo, hi)` is the range just polled on this thread, starting at the current
     /// `consumed`, and no reference from [`Ring::get`] into it is still alive.
     #[inline]
-    pub(crate) unsafe fn release(&self, lo: u64, hi: u64, events: bool) {
+    pub(crate) unsafe fn release(&self, lo: u64, hi: u64, events: bool) -> u64 {
         debug_assert_eq!(lo, self.consumed.load(Ordering::Relaxed));
+        let mut panics = 0;
         if events && std::mem::needs_drop::<T>() {
-            for s in lo..hi {
-                // SAFETY: published, initialized, and no longer referenced.
-                self.slot(s)
-                    .with_mut(|p| unsafe { (*p).assume_init_drop() });
-            }
+            // SAFETY: by the caller's duties, every slot of `[lo, hi)` holds a
+            // published, initialized value that nothing references any more.
+            panics = unsafe { self.drop_each(lo..hi, |_| true) };
+        } else if !events && self.abandoned_len.load(Ordering::Acquire) != 0 {
+            self.forget_abandoned(hi);
         }
         self.consumed.store(hi, Ordering::Release);
         if self.producer_wait == WaitStrategy::Blocking {
             self.space_signal.notify();
         }
+        panics
+    }
+
+    /// Drops the value of every slot in `range` for which `holds(seq)`, going on
+    /// past a `Drop` that panics (a value whose `Drop` panicked still counts as
+    /// dropped: its fields were dropped while unwinding). Returns the number of
+    /// panics.
+    ///
+    /// # Safety
+    /// Each selected slot holds an initialized value that nothing else accesses
+    /// now or later, until it is written again.
+    unsafe fn drop_each(&self, range: std::ops::Range<u64>, holds: impl Fn(u64) -> bool) -> u64 {
+        let (mut s, end) = (range.start, range.end);
+        let mut panics = 0;
+        while s < end {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while s < end {
+                    // Advance first: a slot whose drop panics is not dropped again.
+                    let seq = s;
+                    s += 1;
+                    if holds(seq) {
+                        // SAFETY: the caller's duty, for this selected slot.
+                        self.slot(seq)
+                            .with_mut(|p| unsafe { (*p).assume_init_drop() });
+                    }
+                }
+            }));
+            if run.is_err() {
+                panics += 1;
+            }
+        }
+        panics
     }
 
     /// Waits (with the consumer strategy) until `ready()` is true.
@@ -508,6 +634,8 @@ impl<T> Ring<T> {
             self.closed_at.store(at, Ordering::Release);
         }
         self.data_signal.notify();
+        // A single producer waiting for space gives up on a closed ring.
+        self.space_signal.notify();
         self.closed_at().unwrap_or(at)
     }
 
@@ -524,24 +652,17 @@ impl<T> Drop for Ring<T> {
         // died): drop them. Slots below `consumed` were dropped on release, and
         // values of failed publishes were taken back by their producers.
         let consumed = self.consumed.load(Ordering::Relaxed);
-        let end = match self.producers {
-            Producers::Single => self.cursor.load(Ordering::Relaxed) & !CLOSED,
-            Producers::Multi => consumed + self.capacity(),
+        let (end, multi) = match self.producers {
+            Producers::Single => (self.cursor.load(Ordering::Relaxed) & !CLOSED, false),
+            Producers::Multi => (consumed + self.capacity(), true),
         };
-        for s in consumed..end {
-            let published = match self.producers {
-                Producers::Single => true,
-                Producers::Multi => {
-                    self.flags[(s & self.mask) as usize].load(Ordering::Relaxed) == s
-                }
-            };
-            if published {
-                // SAFETY: `&mut self`: no other access; the slot holds a published,
-                // unconsumed value.
-                self.slot(s)
-                    .with_mut(|p| unsafe { (*p).assume_init_drop() });
-            }
-        }
+        let published =
+            |s: u64| !multi || self.flags[(s & self.mask) as usize].load(Ordering::Relaxed) == s;
+        // SAFETY: `&mut self`: no other access. Single producer: `[consumed,
+        // published)` holds published, unconsumed values. Multi producer: a slot
+        // whose flag holds exactly `s` was published in round `s` and not consumed.
+        // A panicking `Drop` is contained there (no double drop, no abort).
+        let _panics = unsafe { self.drop_each(consumed..end, published) };
     }
 }
 

@@ -36,7 +36,10 @@ fn consume_all(ring: &Ring<Box<u64>>, mut on: impl FnMut(u64, u64)) -> u64 {
 }
 
 fn sp_publish(ring: &Ring<Box<u64>>, seq: &mut u64, cached: &mut u64, v: u64) -> bool {
-    ring.sp_claim(*seq, 1, cached, true, None).unwrap();
+    // A closed ring refuses at once, even while the producer waits for space.
+    if ring.sp_claim(*seq, 1, cached, true, None).is_err() {
+        return false;
+    }
     // SAFETY: claimed and free.
     unsafe { ring.write(*seq, Box::new(v)) };
     match ring.sp_publish(*seq, 1) {

@@ -199,15 +199,3 @@ impl Signal {
         result
     }
 }
-
-/// A pause before retrying a `try_*` that failed, used by `publish_timeout` in
-/// multi-producer mode.
-pub(crate) fn backoff(step: u32) {
-    if step < SPIN_LIMIT {
-        spin_loop();
-    } else if step < SPIN_LIMIT + YIELD_LIMIT {
-        yield_now();
-    } else {
-        park_timeout(Duration::from_micros(50));
-    }
-}
