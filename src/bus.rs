@@ -16,9 +16,11 @@ use crate::dispatch::{
 };
 use crate::metrics::{BusMetrics, HandlerMetrics, LocalHistogram, MetricsSnapshot};
 use crate::resilience::{
-    BreakerConfig, BreakerTransition, Clock, ClockWaker, DeadLetter, DeadLetterInfo,
-    DeadLetterQueue, DlqFilter, DlqFullPolicy, GuardedClock, RetryPolicy, SystemClock, Wake,
+    BreakerConfig, BreakerTransition, Clock, DeadLetter, DeadLetterInfo, DeadLetterQueue,
+    DlqFilter, DlqFullPolicy, GuardedClock, RetryPolicy, SystemClock,
 };
+#[cfg(not(loom))]
+use crate::resilience::{ClockWaker, Wake};
 use crate::ring::{ClaimError, Producers, Ring, WaitStrategy};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::Event;

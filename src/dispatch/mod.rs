@@ -156,7 +156,8 @@ pub struct ShutdownReport {
     pub failed: u64,
     /// Of `failed`, the calls that panicked.
     pub panicked: u64,
-    /// Retry calls made.
+    /// Retries scheduled: failed calls given another attempt. Each was made, or
+    /// its event is listed in `undelivered`.
     pub retried: u64,
     /// Events moved to the dead-letter queue (including `undelivered`).
     pub dead_lettered: u64,

@@ -535,6 +535,8 @@ impl<P: 'static> HandlerSlot<P> {
         };
         match next_delay(&r.spec.retry, 1, reason, &mut r.rng, &mut attempts, now) {
             Some(delay) => {
+                self.retries += 1;
+                self.run_retried += 1;
                 if let Some(s) = &event.subject {
                     *r.blocked.entry(s.clone()).or_insert(0) += 1;
                 }
@@ -627,11 +629,6 @@ impl<P: 'static> HandlerSlot<P> {
                     continue;
                 }
             }
-            let is_retry = !w.attempts.is_empty();
-            if is_retry {
-                self.retries += 1;
-                self.run_retried += 1;
-            }
             match self.call(&w.event, services) {
                 Ok(()) => {
                     if services.flow_log {
@@ -661,6 +658,8 @@ impl<P: 'static> HandlerSlot<P> {
                         now,
                     ) {
                         Some(delay) => {
+                            self.retries += 1;
+                            self.run_retried += 1;
                             w.due = now.saturating_add(delay);
                             if let Some(s) = &w.event.subject {
                                 if !waiting.contains(s) {

@@ -95,7 +95,8 @@ pub struct BusMetrics {
     pub failed: u64,
     /// Failed handler calls that panicked (included in `failed`).
     pub panicked: u64,
-    /// Retries scheduled.
+    /// Retries scheduled: failed calls given another attempt (counted when
+    /// scheduled, so a retry still waiting is included).
     pub retried: u64,
     /// Events sent to the dead-letter queue.
     pub dead_lettered: u64,
@@ -126,7 +127,8 @@ pub struct HandlerMetrics {
     pub errors: u64,
     /// Calls that panicked.
     pub panics: u64,
-    /// Retries scheduled.
+    /// Retries scheduled for this handler instance (counted when scheduled, so a
+    /// retry still waiting is included).
     pub retries: u64,
     /// Events sent to the dead-letter queue.
     pub dead_lettered: u64,

@@ -209,3 +209,159 @@ fn skipped_claims_are_skipped() {
     unsafe { ring.release(1, 3, false) };
     assert_eq!(ring.poll(3, 8), Poll::Empty);
 }
+
+/// A payload that counts its drops and panics in `Drop` when told to. Boxed data,
+/// so that a double drop is a double free Miri reports.
+struct Tracked {
+    id: usize,
+    _heap: Box<u64>,
+    drops: Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    panic_on_drop: bool,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops[self.id].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.panic_on_drop {
+            panic!("payload {} panics in Drop", self.id);
+        }
+    }
+}
+
+fn tracked(
+    n: usize,
+) -> (
+    Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    impl Fn(usize, bool) -> Tracked,
+) {
+    let drops: Arc<Vec<_>> = Arc::new(
+        (0..n)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect(),
+    );
+    let d = drops.clone();
+    let make = move |id, panic_on_drop| Tracked {
+        id,
+        _heap: Box::new(id as u64),
+        drops: d.clone(),
+        panic_on_drop,
+    };
+    (drops, make)
+}
+
+fn drop_counts(drops: &[std::sync::atomic::AtomicUsize]) -> Vec<usize> {
+    drops
+        .iter()
+        .map(|d| d.load(std::sync::atomic::Ordering::SeqCst))
+        .collect()
+}
+
+/// Issue 8, defect 1: a payload whose `Drop` panics while a batch is released. Before
+/// the fix the release unwound half-way, `consumed` stayed put, and dropping the
+/// ring dropped the already-dropped events again (a double free under Miri).
+#[test]
+fn release_survives_a_panicking_drop_and_drops_each_event_once() {
+    for producers in [Producers::Single, Producers::Multi] {
+        let (drops, make) = tracked(5);
+        {
+            let ring = Ring::new(8, producers, WaitStrategy::Yielding, WaitStrategy::Yielding);
+            let mut cached = 0;
+            for id in 0..5 {
+                let seq = match producers {
+                    Producers::Single => {
+                        ring.sp_claim(id as u64, 1, &mut cached, true, None)
+                            .unwrap();
+                        id as u64
+                    }
+                    Producers::Multi => ring.mp_claim(1, &mut cached).unwrap(),
+                };
+                // SAFETY: claimed, free.
+                unsafe { ring.write(seq, make(id, id == 1 || id == 3)) };
+                match producers {
+                    Producers::Single => ring.sp_publish(seq, 1).unwrap(),
+                    Producers::Multi => ring.mp_publish(seq, 1),
+                }
+            }
+            assert_eq!(ring.poll(0, 3), Poll::Events(3));
+            // SAFETY: `[0, 3)` just polled, no reference taken.
+            let panics = unsafe { ring.release(0, 3, true) };
+            assert_eq!(panics, 1);
+            assert_eq!(drop_counts(&drops), [1, 1, 1, 0, 0]);
+            assert_eq!(ring.consumed_relaxed(), 3, "the release completed");
+            // Events 3 and 4 are dropped with the ring; 3 panics there too.
+        }
+        assert_eq!(
+            drop_counts(&drops),
+            [1; 5],
+            "{producers:?}: each dropped once"
+        );
+    }
+}
+
+/// A timed multi-producer claim that gives up is skipped by the consumer, and the
+/// sequences after it are delivered (issue 8, defect 8).
+#[test]
+fn abandoned_timed_claims_are_skipped() {
+    let ring: Ring<Box<u64>> = Ring::new(
+        2,
+        Producers::Multi,
+        WaitStrategy::Yielding,
+        WaitStrategy::Yielding,
+    );
+    let mut cached = 0;
+    for v in 0..2 {
+        let seq = ring.mp_claim(1, &mut cached).unwrap();
+        // SAFETY: claimed, free.
+        unsafe { ring.write(seq, Box::new(v)) };
+        ring.mp_publish(seq, 1);
+    }
+    // The ring is full: a timed claim with a deadline already passed takes sequence
+    // 2 and abandons it.
+    let mut other = 0;
+    assert_eq!(
+        ring.mp_claim_until(1, &mut other, Instant::now()),
+        Err(ClaimError::TimedOut)
+    );
+    assert_eq!(ring.poll(0, 8), Poll::Events(2));
+    // SAFETY: polled.
+    unsafe { ring.release(0, 2, true) };
+    let seq = ring.mp_claim(1, &mut cached).unwrap();
+    assert_eq!(seq, 3);
+    // SAFETY: claimed, free.
+    unsafe { ring.write(seq, Box::new(3)) };
+    ring.mp_publish(seq, 1);
+    assert_eq!(
+        ring.poll(2, 8),
+        Poll::Skip(3),
+        "the abandoned sequence is skipped"
+    );
+    // SAFETY: polled as skipped.
+    unsafe { ring.release(2, 3, false) };
+    assert_eq!(ring.poll(3, 8), Poll::Events(4));
+    // SAFETY: polled.
+    assert_eq!(**unsafe { ring.get(3) }, 3);
+    // SAFETY: polled, the reference above is gone.
+    unsafe { ring.release(3, 4, true) };
+    assert_eq!(ring.poll(4, 8), Poll::Empty);
+}
+
+/// Metrics count only completed publishes: a claim waiting for its slot is not
+/// published (issue 8, defect 10).
+#[test]
+fn published_count_excludes_claims_waiting_for_space() {
+    let ring: Ring<Box<u64>> = Ring::new(
+        2,
+        Producers::Multi,
+        WaitStrategy::Yielding,
+        WaitStrategy::Yielding,
+    );
+    let mut cached = 0;
+    let a = ring.mp_claim(1, &mut cached).unwrap();
+    let _b = ring.mp_claim(1, &mut cached).unwrap();
+    // SAFETY: claimed, free.
+    unsafe { ring.write(a, Box::new(1)) };
+    ring.mp_publish(a, 1);
+    assert_eq!(ring.published_relaxed(), 1, "b is claimed, not published");
+    ring.mp_skip(1, 1);
+    assert_eq!(ring.published_relaxed(), 1, "a hole is not an event");
+}
