@@ -531,8 +531,10 @@ pub enum SubscribeError {
     NoPatterns,
     /// A partitioned subscription needs at least one lane (and at most 1024).
     InvalidLanes(usize),
-    /// Called from inside a handler or failure policy: waiting for the dispatcher
-    /// from its own thread (or pool) would deadlock.
+    /// Called from inside one of this bus's handlers or hooks (or, for
+    /// `unsubscribe`, from a `publish_with` closure or `publish_batch` iterator of
+    /// one of its publishers): waiting for the dispatcher from there would wait
+    /// for this very call.
     FromHandler,
     /// The dispatcher has stopped.
     Closed,
@@ -858,7 +860,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// `on_shutdown` runs, and the call returns: they receive nothing more.
     /// Events still waiting at them for a retry go to the dead-letter queue.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), SubscribeError> {
-        if Inside::is(self.shared.id(), Role::Dispatch) {
+        // From a handler, or while this thread holds a claim (a `publish_with`
+        // closure): the removal waits for sequences this very call holds up.
+        if Inside::any(self.shared.id()) {
             return Err(SubscribeError::FromHandler);
         }
         let ack = Ack::new();
