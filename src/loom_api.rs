@@ -12,6 +12,7 @@
 
 use crate::ring::{self, ClaimError, Poll, Producers, WaitStrategy};
 use crate::sync::{AtomicBool, Ordering};
+use std::time::Instant;
 
 /// A ring of `Box<u64>` (boxed so that loom's leak checker sees every drop).
 pub struct Ring {
@@ -86,6 +87,28 @@ impl Ring {
         }
         self.inner.mp_publish(seq, n);
         true
+    }
+
+    /// Multi producer, bounded wait for one slot (as `Publisher::publish_timeout`):
+    /// claims with `fetch_add`, waits until `deadline` for the slot; on timeout the
+    /// sequence is abandoned (the consumer skips it) and the value is kept.
+    /// `Err("timeout")` or `Err("closed")` if not published.
+    pub fn mp_publish_until(
+        &self,
+        cached: &mut u64,
+        value: u64,
+        deadline: Instant,
+    ) -> Result<(), &'static str> {
+        match self.inner.mp_claim_until(1, cached, deadline) {
+            Ok(seq) => {
+                // SAFETY: claimed by this producer; `mp_claim_until` waited for the slot.
+                unsafe { self.inner.write(seq, Box::new(value)) };
+                self.inner.mp_publish(seq, 1);
+                Ok(())
+            }
+            Err(ClaimError::TimedOut) => Err("timeout"),
+            Err(_) => Err("closed"),
+        }
     }
 
     /// Multi producer, non-blocking claim of one slot.

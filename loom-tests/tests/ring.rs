@@ -6,6 +6,7 @@ use loom::sync::Arc;
 use loom::thread;
 use ringbus::loom_api::Ring;
 use ringbus::WaitStrategy;
+use std::time::Instant;
 
 /// One producer, capacity 2, three events (the third wraps around): the consumer
 /// sees all of them, in order, exactly once — with parking enabled.
@@ -195,5 +196,52 @@ fn close_races_multi_producers() {
         seen.sort_unstable();
         ok.sort_unstable();
         assert_eq!(seen, ok);
+    });
+}
+
+/// Defect 8: a bounded-wait claim (`mp_claim_until`, as `publish_timeout` in
+/// multi-producer mode) takes its place in line with `fetch_add`; if its deadline
+/// passes first it abandons the sequence. Ring of 2 filled by producer A; producer
+/// B's timed claim (deadline already passed) times out and is abandoned, or
+/// succeeds if the consumer freed a slot in time; A publishes one more value
+/// concurrently, then closes. The consumer delivers every published value exactly
+/// once, in per-producer order, never B's value when B got it back, and
+/// `consume_all` ends after the close: the abandoned sequence is skipped, not
+/// waited for.
+#[test]
+fn mpsc_abandoned_timed_claim_is_skipped() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2, true, WaitStrategy::Blocking));
+        // Producer A fills the ring before anyone else runs.
+        let mut cached_a = 0;
+        assert!(ring.mp_publish(&mut cached_a, &[10]));
+        assert!(ring.mp_publish(&mut cached_a, &[11]));
+        let r = ring.clone();
+        let b = thread::spawn(move || {
+            let mut cached = 0;
+            r.mp_publish_until(&mut cached, 20, Instant::now())
+        });
+        let r = ring.clone();
+        let a = thread::spawn(move || {
+            assert!(r.mp_publish(&mut cached_a, &[12]));
+            let b = b.join().unwrap();
+            r.close();
+            b
+        });
+        let seen = ring.consume_all();
+        let b = a.join().unwrap();
+        let mut expect = vec![10, 11, 12];
+        match b {
+            Ok(()) => expect.push(20),
+            Err(why) => assert_eq!(why, "timeout"),
+        }
+        assert_eq!(seen.len(), expect.len(), "seen {seen:?}, B: {b:?}");
+        let mine: Vec<_> = seen.iter().filter(|v| **v / 10 == 1).copied().collect();
+        assert_eq!(mine, [10, 11, 12], "A's values in order");
+        assert_eq!(
+            seen.contains(&20),
+            b.is_ok(),
+            "B's value iff B's publish was Ok"
+        );
     });
 }
