@@ -13,7 +13,9 @@
 //!   an assertion never unwinds through a `Bus` whose dispatcher is stuck.
 //!
 //! d01 is kept small (Inline execution, capacity 8, 4 events) so that it can also
-//! run under Miri.
+//! run under Miri (~20 s); events read the real-time clock, so Miri needs
+//! `MIRIFLAGS=-Zmiri-disable-isolation`:
+//! `MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test --test defects d01`.
 
 mod common;
 
