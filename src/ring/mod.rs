@@ -9,17 +9,19 @@
 //!
 //! ## Memory ordering
 //!
-//! * A producer writes a slot, then publishes it with a Release RMW on `cursor`
-//!   (single producer) or a Release store of the sequence into the slot's flag
+//! * A producer writes a slot, then publishes it with a SeqCst compare-and-swap on
+//!   `cursor` (single producer; SeqCst so that the wake-up check needs no fence)
+//!   or a Release store of the sequence into the slot's flag
 //!   (multi producer). The dispatcher's Acquire load of the same word makes the slot
 //!   contents visible to it, and to the rayon tasks it spawns (spawn/join
 //!   synchronize).
 //! * The dispatcher drops the events of a batch, then stores `consumed` with
 //!   Release. A producer loads `consumed` with Acquire before writing a slot of the
 //!   next round, so the drop happens before the overwrite.
-//! * Closing is a `fetch_or` of [`CLOSED`] into `cursor`. Every claim (multi) or
-//!   publish (single) is a `fetch_add` on the same word, and RMWs on one location
-//!   are totally ordered, so each publish is unambiguously before the close (the
+//! * Closing is a `fetch_or` of [`CLOSED`] into `cursor`. Every claim (multi: a
+//!   `fetch_add`, or a compare-and-swap for `try_publish`) or publish (single: a
+//!   compare-and-swap) is an RMW on the same word, and RMWs on one location are
+//!   totally ordered, so each publish is unambiguously before the close (the
 //!   dispatcher delivers it) or after it (the producer takes its event back).
 
 mod wait;
