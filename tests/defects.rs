@@ -55,7 +55,7 @@ fn within<T: Send + 'static>(
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    match rx.recv_timeout(limit) {
+    match rx.recv_timeout(limit * MIRI_SLOWDOWN) {
         Ok(v) => Ok(v),
         Err(RecvTimeoutError::Timeout) => {
             Err(format!("did not return within {limit:?} (deadlocked)"))
@@ -72,9 +72,12 @@ fn shutdown_within<P: Send + Sync + 'static, M: ProducerMode>(
     within(limit, move || shutdown(bus)).map_err(|e| format!("shutdown {e}"))
 }
 
+/// Under Miri (about a hundred times slower) every deadline stretches by this.
+const MIRI_SLOWDOWN: u32 = if cfg!(miri) { 50 } else { 1 };
+
 /// Waits until `cond` holds or `limit` passes; whether it held.
 fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + limit * MIRI_SLOWDOWN;
     loop {
         if cond() {
             return true;
@@ -201,7 +204,8 @@ struct D01(usize, Box<usize>);
 
 impl Drop for D01 {
     fn drop(&mut self) {
-        D01_DROPS[self.0].fetch_add(1, SeqCst);
+        // Reads the heap copy: after a double free, Miri flags this read.
+        D01_DROPS[*self.1].fetch_add(1, SeqCst);
         if self.0 == 1 && D01_ARMED.swap(false, SeqCst) {
             panic!("d01: payload 1 panics in Drop");
         }
