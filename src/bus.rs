@@ -21,7 +21,7 @@ use crate::resilience::{
 };
 #[cfg(not(loom))]
 use crate::resilience::{ClockWaker, Wake};
-use crate::ring::{ClaimError, Producers, Ring, WaitStrategy};
+use crate::ring::{ClaimError, MpCursor, Producers, Ring, SpCursor, WaitStrategy};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::Event;
 
@@ -1261,110 +1261,53 @@ error_impls!(
 /// exactly one.
 pub struct Publisher<P = serde_json::Value, M = Multi> {
     shared: Arc<Shared<P>>,
-    /// Cache of the ring's consumer cursor: re-read only when the ring looks full.
-    cached_consumed: u64,
-    /// Single producer: the next sequence to write.
-    next: u64,
+    /// The producer's private ring state; its variant matches `M`.
+    cursor: Cursor,
     _mode: PhantomData<M>,
+}
+
+/// A publisher's ring cursor (the variant follows the type-level mode).
+enum Cursor {
+    Single(SpCursor),
+    Multi(MpCursor),
 }
 
 impl<P, M> fmt::Debug for Publisher<P, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
-            .field("next", &self.next)
+            .field("single", &matches!(self.cursor, Cursor::Single(_)))
             .finish_non_exhaustive()
     }
 }
 
 impl<P> Clone for Publisher<P, Multi> {
     fn clone(&self) -> Self {
+        let cursor = match &self.cursor {
+            Cursor::Multi(c) => c.clone(),
+            Cursor::Single(_) => unreachable!("a multi-producer publisher has a multi cursor"),
+        };
         Publisher {
             shared: self.shared.clone(),
-            cached_consumed: self.cached_consumed,
-            next: 0,
+            cursor: Cursor::Multi(cursor),
             _mode: PhantomData,
-        }
-    }
-}
-
-/// Completes a multi-producer claim `[start, end)` when dropped — normally or
-/// while unwinding from a panicking `publish_with` closure or batch iterator:
-/// publishes the written sequences `[start, written_to)` and marks the unwritten
-/// rest as holes, so the dispatcher never waits for a sequence nobody will fill.
-struct ClaimGuard<'a, P> {
-    ring: &'a Ring<Event<P>>,
-    start: u64,
-    /// Next unwritten sequence of the claim.
-    written_to: u64,
-    end: u64,
-}
-
-impl<P> Drop for ClaimGuard<'_, P> {
-    fn drop(&mut self) {
-        if self.written_to > self.start {
-            self.ring
-                .mp_publish(self.start, self.written_to - self.start);
-        }
-        if self.written_to < self.end {
-            self.ring
-                .mp_skip(self.written_to, self.end - self.written_to);
-        }
-    }
-}
-
-/// A single producer's batch `[seq, seq + written)`, written but not yet
-/// published. If the producer unwinds (a panicking batch iterator), `Drop`
-/// publishes what was written — as a multi-producer claim does — or, if the ring
-/// closed first, takes the events back and drops them.
-struct SpBatch<'a, P> {
-    ring: &'a Ring<Event<P>>,
-    next: &'a mut u64,
-    seq: u64,
-    written: u64,
-}
-
-impl<P> SpBatch<'_, P> {
-    /// Publishes the batch; on a closed ring hands the written events back.
-    fn publish(self) -> Result<u64, Vec<Event<P>>> {
-        let mut me = std::mem::ManuallyDrop::new(self);
-        let (ring, seq, written) = (me.ring, me.seq, me.written);
-        match ring.sp_publish(seq, written) {
-            Ok(()) => {
-                *me.next = seq + written;
-                Ok(written)
-            }
-            Err(_) => Err((seq..seq + written)
-                // SAFETY: the publish lost to the close: the slots are still ours,
-                // written, and taken once each.
-                .map(|s| unsafe { ring.take(s) })
-                .collect()),
-        }
-    }
-}
-
-impl<P> Drop for SpBatch<'_, P> {
-    fn drop(&mut self) {
-        if self.written == 0 {
-            return;
-        }
-        match self.ring.sp_publish(self.seq, self.written) {
-            Ok(()) => *self.next = self.seq + self.written,
-            Err(_) => {
-                for s in self.seq..self.seq + self.written {
-                    // SAFETY: written by this producer, its publish refused: ours.
-                    crate::dispatch::drop_quietly(unsafe { self.ring.take(s) });
-                }
-            }
         }
     }
 }
 
 impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     fn new(shared: Arc<Shared<P>>) -> Self {
+        let cursor = match producers::<M>() {
+            Producers::Single => Cursor::Single(
+                shared
+                    .ring
+                    .single_producer()
+                    .expect("a single-producer bus has exactly one publisher"),
+            ),
+            Producers::Multi => Cursor::Multi(MpCursor::default()),
+        };
         Publisher {
             shared,
-            cached_consumed: 0,
-            next: 0,
+            cursor,
             _mode: PhantomData,
         }
     }
@@ -1427,36 +1370,27 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         deadline: Option<Instant>,
     ) -> Result<(), (Event<P>, ClaimError)> {
         let ring = &self.shared.ring;
-        match producers::<M>() {
-            Producers::Single => {
-                let seq = self.next;
-                if let Err(why) = ring.sp_claim(seq, 1, &mut self.cached_consumed, wait, deadline) {
-                    return Err((event, why));
-                }
-                // SAFETY: the single producer owns `seq`; its slot is free.
-                unsafe { ring.write(seq, event) };
-                match ring.sp_publish(seq, 1) {
-                    Ok(()) => {
-                        self.next = seq + 1;
-                        Ok(())
-                    }
-                    // SAFETY: the publish lost to the close: the slot is still ours.
-                    Err(why) => Err((unsafe { ring.take(seq) }, why)),
-                }
-            }
-            Producers::Multi => {
-                let claimed = match (wait, deadline) {
-                    (true, None) => ring.mp_claim(1, &mut self.cached_consumed),
-                    (false, _) => ring.mp_try_claim(1, &mut self.cached_consumed),
-                    (true, Some(d)) => ring.mp_claim_until(1, &mut self.cached_consumed, d),
-                };
-                let seq = match claimed {
-                    Ok(seq) => seq,
+        match &mut self.cursor {
+            Cursor::Single(cursor) => {
+                let mut claim = match ring.claim_single(cursor, 1, wait, deadline) {
+                    Ok(claim) => claim,
                     Err(why) => return Err((event, why)),
                 };
-                // SAFETY: claimed by this producer; the claim waited for the slot.
-                unsafe { ring.write(seq, event) };
-                ring.mp_publish(seq, 1);
+                claim.push(event);
+                claim.publish_one().map_err(|e| (e, ClaimError::Closed))
+            }
+            Cursor::Multi(cursor) => {
+                let claimed = match (wait, deadline) {
+                    (true, None) => ring.claim_multi(cursor, 1),
+                    (false, _) => ring.try_claim_multi(cursor, 1),
+                    (true, Some(d)) => ring.claim_multi_until(cursor, 1, d),
+                };
+                let mut claim = match claimed {
+                    Ok(claim) => claim,
+                    Err(why) => return Err((event, why)),
+                };
+                claim.push(event);
+                claim.publish();
                 Ok(())
             }
         }
@@ -1475,47 +1409,27 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     #[inline]
     pub fn publish_with(&mut self, make: impl FnOnce() -> Event<P>) -> Result<(), PublishError<P>> {
         let ring = &self.shared.ring;
-        match producers::<M>() {
-            Producers::Single => {
-                let seq = self.next;
-                if ring
-                    .sp_claim(seq, 1, &mut self.cached_consumed, true, None)
-                    .is_err()
-                {
+        let bus = self.shared.id();
+        match &mut self.cursor {
+            Cursor::Single(cursor) => {
+                let Ok(mut claim) = ring.claim_single(cursor, 1, true, None) else {
                     return Err(PublishError(make()));
-                }
-                // SAFETY: the single producer owns `seq`; its slot is free.
-                unsafe { ring.write(seq, make()) };
-                match ring.sp_publish(seq, 1) {
-                    Ok(()) => {
-                        self.next = seq + 1;
-                        Ok(())
-                    }
-                    // SAFETY: the publish lost to the close: the slot is still ours.
-                    Err(_) => Err(PublishError(unsafe { ring.take(seq) })),
-                }
-            }
-            Producers::Multi => {
-                let seq = match ring.mp_claim(1, &mut self.cached_consumed) {
-                    Ok(seq) => seq,
-                    Err(_) => return Err(PublishError(make())),
                 };
-                let mut guard = ClaimGuard {
-                    ring,
-                    start: seq,
-                    written_to: seq,
-                    end: seq + 1,
+                claim.push(make());
+                claim.publish_one().map_err(PublishError)
+            }
+            Cursor::Multi(cursor) => {
+                let Ok(mut claim) = ring.claim_multi(cursor, 1) else {
+                    return Err(PublishError(make()));
                 };
                 // User code runs while this thread holds the claim: a shutdown from
                 // in there must not wait for the dispatcher (which waits for us).
                 let event = {
-                    let _inside = Inside::enter(self.shared.id(), Role::Claim);
+                    let _inside = Inside::enter(bus, Role::Claim);
                     make()
                 };
-                // SAFETY: claimed by this producer; `mp_claim` waited for the slot.
-                unsafe { ring.write(seq, event) };
-                guard.written_to = seq + 1;
-                drop(guard); // publishes
+                claim.push(event);
+                claim.publish();
                 Ok(())
             }
         }
@@ -1542,7 +1456,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         I: IntoIterator<Item = Event<P>>,
     {
         let mut iter = events.into_iter();
-        let cap = self.shared.ring.capacity();
+        let ring = &self.shared.ring;
+        let cap = ring.capacity();
         let bus = self.shared.id();
         let mut published = 0usize;
         loop {
@@ -1551,31 +1466,22 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                 return Ok(());
             };
             let n = (iter.size_hint().0 as u64).saturating_add(1).min(cap);
-            let ring = &self.shared.ring;
-            match producers::<M>() {
-                Producers::Single => {
-                    let seq = self.next;
-                    if ring
-                        .sp_claim(seq, n, &mut self.cached_consumed, true, None)
-                        .is_err()
-                    {
-                        return Err(PublishBatchError {
-                            published,
-                            unpublished: vec![first],
-                        });
-                    }
-                    let mut batch = SpBatch {
-                        ring,
-                        next: &mut self.next,
-                        seq,
-                        written: 0,
+            let refused = |published, first| {
+                Err(PublishBatchError {
+                    published,
+                    unpublished: vec![first],
+                })
+            };
+            match &mut self.cursor {
+                Cursor::Single(cursor) => {
+                    let Ok(mut claim) = ring.claim_single(cursor, n, true, None) else {
+                        return refused(published, first);
                     };
-                    for event in std::iter::once(first).chain(iter.by_ref().take(n as usize - 1)) {
-                        // SAFETY: the single producer owns `[seq, seq + n)`, free.
-                        unsafe { ring.write(seq + batch.written, event) };
-                        batch.written += 1;
+                    claim.push(first);
+                    for event in iter.by_ref().take(claim.remaining() as usize) {
+                        claim.push(event);
                     }
-                    match batch.publish() {
+                    match claim.publish() {
                         Ok(written) => published += written as usize,
                         Err(unpublished) => {
                             return Err(PublishBatchError {
@@ -1585,37 +1491,20 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                         }
                     }
                 }
-                Producers::Multi => {
-                    let seq = match ring.mp_claim(n, &mut self.cached_consumed) {
-                        Ok(seq) => seq,
-                        Err(_) => {
-                            return Err(PublishBatchError {
-                                published,
-                                unpublished: vec![first],
-                            })
-                        }
-                    };
-                    let mut guard = ClaimGuard {
-                        ring,
-                        start: seq,
-                        written_to: seq,
-                        end: seq + n,
+                Cursor::Multi(cursor) => {
+                    let Ok(mut claim) = ring.claim_multi(cursor, n) else {
+                        return refused(published, first);
                     };
                     {
                         // The iterator is user code, run while this claim is held.
                         let _inside = Inside::enter(bus, Role::Claim);
-                        for event in
-                            std::iter::once(first).chain(iter.by_ref().take(n as usize - 1))
-                        {
-                            // SAFETY: claimed by this producer; `mp_claim` waited for space.
-                            unsafe { ring.write(guard.written_to, event) };
-                            guard.written_to += 1;
+                        claim.push(first);
+                        for event in iter.by_ref().take(claim.remaining() as usize) {
+                            claim.push(event);
                         }
                     }
-                    let written = guard.written_to - seq;
                     // Publishes what was written, skips what the iterator did not fill.
-                    drop(guard);
-                    published += written as usize;
+                    published += claim.publish() as usize;
                 }
             }
         }

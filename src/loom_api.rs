@@ -10,7 +10,7 @@
     clippy::new_without_default
 )]
 
-use crate::ring::{self, ClaimError, Poll, Producers, WaitStrategy};
+use crate::ring::{self, ClaimError, Next, Producers, WaitStrategy};
 use crate::sync::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -19,10 +19,14 @@ pub struct Ring {
     inner: ring::Ring<Box<u64>>,
 }
 
-/// A single producer's private state.
+/// A single producer's private state (its cursor, taken from the ring on first use).
 pub struct SpState {
-    next: u64,
-    cached: u64,
+    cursor: Option<ring::SpCursor>,
+}
+
+/// A multi producer's private state.
+pub struct MpState {
+    cursor: ring::MpCursor,
 }
 
 impl Ring {
@@ -38,54 +42,47 @@ impl Ring {
     }
 
     pub fn sp_state() -> SpState {
-        SpState { next: 0, cached: 0 }
+        SpState { cursor: None }
+    }
+
+    pub fn mp_state() -> MpState {
+        MpState {
+            cursor: ring::MpCursor::default(),
+        }
     }
 
     /// Single producer: publishes `values` as one batch (one claim, one publish).
     /// `false` if the ring closed first (the values were taken back).
     pub fn sp_publish(&self, st: &mut SpState, values: &[u64]) -> bool {
-        let n = values.len() as u64;
-        if self
+        let cursor = st.cursor.get_or_insert_with(|| {
+            self.inner
+                .single_producer()
+                .expect("one single-producer cursor per ring")
+        });
+        let Ok(mut claim) = self
             .inner
-            .sp_claim(st.next, n, &mut st.cached, true, None)
-            .is_err()
-        {
+            .claim_single(cursor, values.len() as u64, true, None)
+        else {
             return false;
+        };
+        for v in values {
+            claim.push(Box::new(*v));
         }
-        for (k, v) in values.iter().enumerate() {
-            // SAFETY: the single producer owns `[next, next + n)`, and the claim waited
-            // for those slots to be free.
-            unsafe { self.inner.write(st.next + k as u64, Box::new(*v)) };
-        }
-        match self.inner.sp_publish(st.next, n) {
-            Ok(()) => {
-                st.next += n;
-                true
-            }
-            Err(_) => {
-                for k in 0..n {
-                    // SAFETY: the publish lost to the close: the slots are still ours.
-                    drop(unsafe { self.inner.take(st.next + k) });
-                }
-                false
-            }
-        }
+        claim.publish().is_ok()
     }
 
     /// Multi producer: claims `values.len()` sequences with one `fetch_add`, writes
     /// and publishes them. `false` if the ring was closed.
-    pub fn mp_publish(&self, cached: &mut u64, values: &[u64]) -> bool {
-        let n = values.len() as u64;
-        let seq = match self.inner.mp_claim(n, cached) {
-            Ok(seq) => seq,
+    pub fn mp_publish(&self, st: &mut MpState, values: &[u64]) -> bool {
+        let mut claim = match self.inner.claim_multi(&mut st.cursor, values.len() as u64) {
+            Ok(claim) => claim,
             Err(ClaimError::Closed) => return false,
             Err(e) => panic!("unexpected {e:?}"),
         };
-        for (k, v) in values.iter().enumerate() {
-            // SAFETY: claimed by this producer; `mp_claim` waited for the slots.
-            unsafe { self.inner.write(seq + k as u64, Box::new(*v)) };
+        for v in values {
+            claim.push(Box::new(*v));
         }
-        self.inner.mp_publish(seq, n);
+        claim.publish();
         true
     }
 
@@ -95,15 +92,14 @@ impl Ring {
     /// `Err("timeout")` or `Err("closed")` if not published.
     pub fn mp_publish_until(
         &self,
-        cached: &mut u64,
+        st: &mut MpState,
         value: u64,
         deadline: Instant,
     ) -> Result<(), &'static str> {
-        match self.inner.mp_claim_until(1, cached, deadline) {
-            Ok(seq) => {
-                // SAFETY: claimed by this producer; `mp_claim_until` waited for the slot.
-                unsafe { self.inner.write(seq, Box::new(value)) };
-                self.inner.mp_publish(seq, 1);
+        match self.inner.claim_multi_until(&mut st.cursor, 1, deadline) {
+            Ok(mut claim) => {
+                claim.push(Box::new(value));
+                claim.publish();
                 Ok(())
             }
             Err(ClaimError::TimedOut) => Err("timeout"),
@@ -112,12 +108,11 @@ impl Ring {
     }
 
     /// Multi producer, non-blocking claim of one slot.
-    pub fn mp_try_publish(&self, cached: &mut u64, value: u64) -> Result<(), &'static str> {
-        match self.inner.mp_try_claim(1, cached) {
-            Ok(seq) => {
-                // SAFETY: claimed by this producer; the slot was free at the claim.
-                unsafe { self.inner.write(seq, Box::new(value)) };
-                self.inner.mp_publish(seq, 1);
+    pub fn mp_try_publish(&self, st: &mut MpState, value: u64) -> Result<(), &'static str> {
+        match self.inner.try_claim_multi(&mut st.cursor, 1) {
+            Ok(mut claim) => {
+                claim.push(Box::new(value));
+                claim.publish();
                 Ok(())
             }
             Err(ClaimError::Full) => Err("full"),
@@ -129,43 +124,31 @@ impl Ring {
         self.inner.close()
     }
 
-    /// The consumer: waits for events (with the ring's strategy), takes one batch of
-    /// at most `max`, appends its values to `out` and releases it. Returns `false`
-    /// once the ring is closed and drained.
-    pub fn consume(&self, next: &mut u64, max: u64, out: &mut Vec<u64>) -> bool {
+    /// The consumer: takes batches of at most `max` (waiting with the ring's
+    /// strategy) until the ring is closed and drained; returns every value in
+    /// order.
+    pub fn consume_all_in(&self, max: u64) -> Vec<u64> {
+        let mut consumer = self.inner.consumer().expect("one consumer per ring");
+        let mut out = Vec::new();
         loop {
-            let mut poll = Poll::Empty;
-            let n = *next;
             self.inner.consumer_wait_until(|| {
-                poll = self.inner.poll(n, max);
-                poll != Poll::Empty || self.inner.closed_at() == Some(n)
+                self.inner.has_next()
+                    || self.inner.closed_at() == Some(self.inner.consumed_relaxed())
             });
-            match poll {
-                Poll::Empty => return false,
-                Poll::Events(hi) => {
-                    for s in n..hi {
-                        // SAFETY: polled as published, released below.
-                        out.push(**unsafe { self.inner.get(s) });
-                    }
-                    // SAFETY: the range just polled; no reference outlives this line.
-                    unsafe { self.inner.release(n, hi, true) };
-                    *next = hi;
-                    return true;
+            match self.inner.next_batch(&mut consumer, max) {
+                Next::Batch(batch) => {
+                    out.extend((0..batch.len()).map(|i| **batch.get(i)));
+                    let _ = batch.release();
                 }
-                Poll::Skip(hi) => {
-                    // SAFETY: polled as skipped.
-                    unsafe { self.inner.release(n, hi, false) };
-                    *next = hi;
-                }
+                Next::Skipped(_) => {}
+                Next::Empty => return out,
             }
         }
     }
 
     /// Drains until closed.
     pub fn consume_all(&self) -> Vec<u64> {
-        let (mut next, mut out) = (0, Vec::new());
-        while self.consume(&mut next, u64::MAX, &mut out) {}
-        out
+        self.consume_all_in(u64::MAX)
     }
 }
 

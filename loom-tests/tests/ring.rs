@@ -57,7 +57,7 @@ fn mpsc_claim_publish_wraparound() {
             .map(|p| {
                 let r = ring.clone();
                 thread::spawn(move || {
-                    let mut cached = 0;
+                    let mut cached = Ring::mp_state();
                     assert!(r.mp_publish(&mut cached, &[p * 10]));
                     assert!(r.mp_publish(&mut cached, &[p * 10 + 1]));
                 })
@@ -91,7 +91,7 @@ fn mpsc_full_ring_waits_with_slack() {
             .map(|p| {
                 let r = ring.clone();
                 thread::spawn(move || {
-                    let mut cached = 0;
+                    let mut cached = Ring::mp_state();
                     for k in 0..3 {
                         assert!(r.mp_publish(&mut cached, &[p * 10 + k]));
                     }
@@ -124,12 +124,12 @@ fn mpsc_batch_claim() {
         let ring = Arc::new(Ring::new(2, true, WaitStrategy::Blocking));
         let r1 = ring.clone();
         let a = thread::spawn(move || {
-            let mut cached = 0;
+            let mut cached = Ring::mp_state();
             assert!(r1.mp_publish(&mut cached, &[1, 2]));
         });
         let r2 = ring.clone();
         let b = thread::spawn(move || {
-            let mut cached = 0;
+            let mut cached = Ring::mp_state();
             assert!(r2.mp_publish(&mut cached, &[3]));
             a.join().unwrap();
             r2.close();
@@ -177,12 +177,12 @@ fn close_races_multi_producers() {
         let ring = Arc::new(Ring::new(2, true, WaitStrategy::Blocking));
         let r = ring.clone();
         let a = thread::spawn(move || {
-            let mut cached = 0;
+            let mut cached = Ring::mp_state();
             r.mp_publish(&mut cached, &[1]).then_some(1)
         });
         let r = ring.clone();
         let b = thread::spawn(move || {
-            let mut cached = 0;
+            let mut cached = Ring::mp_state();
             r.mp_try_publish(&mut cached, 2).ok().map(|_| 2)
         });
         let r = ring.clone();
@@ -213,12 +213,12 @@ fn mpsc_abandoned_timed_claim_is_skipped() {
     loom::model(|| {
         let ring = Arc::new(Ring::new(2, true, WaitStrategy::Blocking));
         // Producer A fills the ring before anyone else runs.
-        let mut cached_a = 0;
+        let mut cached_a = Ring::mp_state();
         assert!(ring.mp_publish(&mut cached_a, &[10]));
         assert!(ring.mp_publish(&mut cached_a, &[11]));
         let r = ring.clone();
         let b = thread::spawn(move || {
-            let mut cached = 0;
+            let mut cached = Ring::mp_state();
             r.mp_publish_until(&mut cached, 20, Instant::now())
         });
         let r = ring.clone();

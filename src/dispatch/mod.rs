@@ -35,8 +35,9 @@ use std::sync::{Arc as StdArc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use crate::resilience::{Attempt, DeadLetter, DlqFilter};
-use crate::ring::{Poll, Ring};
+use crate::ring::{Batch, Consumer, Next, Ring};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::unwind::{drop_quietly, panic_message};
 use crate::{Event, EventId};
 use slot::HandlerSlot;
 use table::{Route, Table, Target};
@@ -423,53 +424,10 @@ impl Drop for Inside {
     }
 }
 
-/// The batch being dispatched, shared read-only by the handler tasks.
-pub(crate) struct BatchView<'a, P> {
-    ring: &'a Ring<Event<P>>,
-    lo: u64,
-    len: u32,
-}
-
-impl<P> BatchView<'_, P> {
-    #[inline]
-    pub(crate) fn get(&self, offset: u32) -> &Event<P> {
-        assert!(offset < self.len, "offset outside the batch");
-        // SAFETY: the dispatcher polled `[lo, lo + len)` as published events and
-        // releases it only after every handler task of the batch has returned; the
-        // offset is in range (checked above).
-        unsafe { self.ring.get(self.lo + u64::from(offset)) }
-    }
-
-    /// The ring sequence of the event at `offset`.
-    #[inline]
-    pub(crate) fn sequence(&self, offset: u32) -> u64 {
-        self.lo + u64::from(offset)
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
 fn call_hook(name: &str, hook: &str, f: impl FnOnce()) {
     if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
         eprintln!("ringbus: handler {name} panicked in {hook}");
         drop_quietly(p);
-    }
-}
-
-/// Drops `value` where user code (a payload's or a handler's `Drop`) may panic:
-/// the panic is contained, so it cannot take the dispatcher or a task with it.
-pub(crate) fn drop_quietly<T>(value: T) {
-    if let Err(p) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-        // The panic's own payload: a `&str` or `String` in every real case.
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(p)));
     }
 }
 
@@ -571,11 +529,16 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     /// panic's message is returned.
     pub(crate) fn run(self) -> Result<ShutdownReport, String> {
         let bus = self.shared.id();
+        let shared = self.shared.clone();
         catch_unwind(AssertUnwindSafe(move || {
             let _inside = Inside::enter(bus, Role::Dispatch);
+            let mut consumer = shared
+                .ring
+                .consumer()
+                .expect("the dispatcher is its ring's only consumer");
             let mut me = self;
             loop {
-                match me.step() {
+                match me.step(&shared.ring, &mut consumer) {
                     Step::Worked => {}
                     Step::Idle => me.wait(),
                     Step::Drained => break,
@@ -608,7 +571,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         let timer = self.next_timer();
         let ready = || {
             shared.control.is_pending()
-                || shared.ring.poll(next, 1) != Poll::Empty
+                || shared.ring.has_next()
                 || shared.ring.closed_at() == Some(next)
                 || shared.timer_kick.load(Ordering::Acquire)
         };
@@ -621,7 +584,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
 
     /// One iteration: control messages, then at most one batch (or the due
     /// retries, when no event is waiting). Never blocks (except inside handlers).
-    pub(crate) fn step(&mut self) -> Step {
+    pub(crate) fn step(&mut self, ring: &Ring<Event<P>>, consumer: &mut Consumer) -> Step {
         if self.shared.control.is_pending() {
             self.apply_control();
         }
@@ -635,15 +598,20 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             Some(until) => self.config.max_batch.min(until - lo),
             None => self.config.max_batch,
         };
-        match self.shared.ring.poll(lo, max) {
-            Poll::Events(hi) => {
-                self.dispatch(lo, hi);
-                self.next = hi;
+        match ring.next_batch(consumer, max) {
+            Next::Batch(batch) => {
+                self.dispatch(Some(&batch));
+                self.next = batch.end();
+                // Every handler task has returned: drop the events, free the slots.
+                // A payload `Drop` that panics is contained there.
+                let _drop_panics = batch.release();
+                #[cfg(feature = "tracing")]
+                if _drop_panics > 0 {
+                    tracing::warn!(count = _drop_panics, "ringbus: payload Drop panicked");
+                }
                 Step::Worked
             }
-            Poll::Skip(hi) => {
-                // SAFETY: `[lo, hi)` was just polled as skipped: no events in it.
-                unsafe { self.shared.ring.release(lo, hi, false) };
+            Next::Skipped(hi) => {
                 self.skipped += hi - lo;
                 self.shared
                     .stats
@@ -652,12 +620,12 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 self.next = hi;
                 Step::Worked
             }
-            Poll::Empty => {
+            Next::Empty => {
                 if self.retries_due() {
-                    self.dispatch(lo, lo);
+                    self.dispatch(None);
                     return Step::Worked;
                 }
-                if self.shared.ring.closed_at() == Some(lo) {
+                if ring.closed_at() == Some(lo) {
                     Step::Drained
                 } else {
                     Step::Idle
@@ -703,7 +671,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         let before = |deadline: Option<Instant>| deadline.is_none_or(|d| Instant::now() < d);
         while self.slots.iter().flatten().any(|s| s.has_queue()) && before(deadline) {
             if self.retries_due() {
-                self.dispatch(self.next, self.next);
+                self.dispatch(None);
             } else {
                 let until = match (self.next_timer(), deadline) {
                     (Some(t), Some(d)) => Some(t.min(d)),
@@ -769,34 +737,30 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         report
     }
 
-    /// Dispatches `[lo, hi)` (possibly empty: then only due retries run).
-    fn dispatch(&mut self, lo: u64, hi: u64) {
+    /// Dispatches a batch (or, with `None`, only the due retries). The caller
+    /// releases the batch afterwards.
+    fn dispatch(&mut self, batch: Option<&Batch<'_, Event<P>>>) {
+        let len = batch.map_or(0, |b| b.len());
         #[cfg(feature = "tracing")]
-        let _span = tracing::trace_span!("ringbus.batch", lo, hi, len = hi - lo).entered();
-        let ring = &self.shared.ring;
-        for seq in lo..hi {
-            // SAFETY: `[lo, hi)` was just polled as published and is released below.
-            let event = unsafe { ring.get(seq) };
-            for target in self.table.route(event.event_type, &self.routes) {
-                let i = target.slot_for(event);
-                debug_assert!(self.slots[i].is_some(), "route to an empty slot");
-                if let Some(slot) = self.slots[i].as_mut() {
-                    slot.work.push((seq - lo) as u32);
+        let _span = tracing::trace_span!("ringbus.batch", len).entered();
+        if let Some(batch) = batch {
+            for off in 0..len {
+                let event = batch.get(off);
+                for target in self.table.route(event.event_type, &self.routes) {
+                    let i = target.slot_for(event);
+                    debug_assert!(self.slots[i].is_some(), "route to an empty slot");
+                    if let Some(slot) = self.slots[i].as_mut() {
+                        slot.work.push(off);
+                    }
                 }
             }
         }
 
-        let batch = BatchView {
-            ring,
-            lo,
-            len: (hi - lo) as u32,
-        };
         let busy = |s: &HandlerSlot<P>| !s.work.is_empty() || s.has_queue();
         let active = self.slots.iter().flatten().filter(|s| busy(s)).count();
         let services = &self.config.services;
         match &self.config.exec {
             Executor::Pool(pool) if active > 1 => {
-                let batch = &batch;
                 pool.in_place_scope(|scope| {
                     let mut it = self.slots.iter_mut().flatten().filter(|s| busy(s));
                     let mine = it.next();
@@ -810,7 +774,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             }
             _ => {
                 for slot in self.slots.iter_mut().flatten().filter(|s| busy(s)) {
-                    slot.run(&batch, services);
+                    slot.run(batch, services);
                 }
             }
         }
@@ -836,7 +800,10 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             }
             for (failed, reason) in slot.failures.drain(..) {
                 let (event, sequence) = match &failed {
-                    slot::Failed::Fresh(off) => (batch.get(*off), batch.sequence(*off)),
+                    slot::Failed::Fresh(off) => {
+                        let batch = batch.expect("a fresh failure comes from a batch");
+                        (batch.get(*off), batch.sequence(*off))
+                    }
                     slot::Failed::Queued(Some(e), seq) => (&**e, *seq),
                     // The payload's `clone` panicked: no copy to show the policy.
                     slot::Failed::Queued(None, _) => continue,
@@ -861,8 +828,8 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             log.append(flow);
         }
 
-        if hi > lo {
-            self.dispatched += hi - lo;
+        if len > 0 {
+            self.dispatched += u64::from(len);
             self.batches += 1;
             if self.config.services.metrics {
                 // One uncontended lock per batch.
@@ -871,20 +838,10 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     .batch_sizes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                h.record(hi - lo);
+                h.record(u64::from(len));
             }
         }
         self.publish_stats();
-        if hi > lo {
-            // SAFETY: `[lo, hi)` was polled above; every handler task has returned, so
-            // no reference into it is alive. A payload `Drop` that panics is
-            // contained there (every event is still dropped exactly once).
-            let _drop_panics = unsafe { ring.release(lo, hi, true) };
-            #[cfg(feature = "tracing")]
-            if _drop_panics > 0 {
-                tracing::warn!(count = _drop_panics, "ringbus: payload Drop panicked");
-            }
-        }
     }
 
     fn publish_stats(&self) {

@@ -22,12 +22,14 @@ use std::time::Duration;
 
 use super::failure::{FailureReason, SubscriptionId};
 use super::handler::Handler;
-use super::{drop_quietly, panic_message, BatchView, Inside, Role};
+use super::{Inside, Role};
 use crate::metrics::{HistogramSummary, LocalHistogram};
 use crate::resilience::{
     Attempt, BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker, DeadLetterQueue,
     GuardedClock, RetryPolicy,
 };
+use crate::ring::Batch;
+use crate::unwind::{drop_quietly, panic_message};
 use crate::{Event, Timestamp};
 
 /// Handler-time and latency are sampled on one call in this many, so that the
@@ -288,7 +290,7 @@ impl<P: 'static> HandlerSlot<P> {
     }
 
     /// Runs the slot: due queued events first, then this batch's fresh events.
-    pub(crate) fn run(&mut self, batch: &BatchView<'_, P>, services: &Services<P>) {
+    pub(crate) fn run(&mut self, batch: Option<&Batch<'_, Event<P>>>, services: &Services<P>) {
         let _inside = Inside::enter(services.bus, Role::Dispatch);
         self.run_ok = 0;
         self.run_failed = 0;
@@ -299,15 +301,22 @@ impl<P: 'static> HandlerSlot<P> {
             self.run_queue(services);
         }
         let work = std::mem::take(&mut self.work);
+        if let Some(batch) = batch.filter(|_| !work.is_empty()) {
+            self.run_fresh(&work, batch, services);
+        }
+        self.work = work;
+        self.batch_end();
+        self.publish_metrics();
+    }
+
+    /// Runs this batch's events for this handler, in order.
+    fn run_fresh(&mut self, work: &[u32], batch: &Batch<'_, Event<P>>, services: &Services<P>) {
         #[cfg(not(feature = "tracing"))]
         if self.resilience.is_none() && !services.flow_log {
-            self.run_plain(&work, batch, services.metrics);
-            self.work = work;
-            self.batch_end();
-            self.publish_metrics();
+            self.run_plain(work, batch, services.metrics);
             return;
         }
-        for &off in &work {
+        for &off in work {
             let seq = batch.sequence(off);
             let event = batch.get(off);
             if self.resilience.is_some() && self.must_queue(event, services) {
@@ -349,9 +358,6 @@ impl<P: 'static> HandlerSlot<P> {
                 self.flow.push(flow_entry(event, None));
             }
         }
-        self.work = work;
-        self.batch_end();
-        self.publish_metrics();
     }
 
     fn batch_end(&mut self) {
@@ -365,7 +371,7 @@ impl<P: 'static> HandlerSlot<P> {
     /// the whole run of events rather than one per call; after a panic the run
     /// resumes with the next event.
     #[cfg(not(feature = "tracing"))]
-    fn run_plain(&mut self, work: &[u32], batch: &BatchView<'_, P>, metrics: bool) {
+    fn run_plain(&mut self, work: &[u32], batch: &Batch<'_, Event<P>>, metrics: bool) {
         let mut i = 0;
         let (mut ok, mut errors) = (0u64, 0u64);
         let mut sample = self.sample;

@@ -150,7 +150,7 @@ impl GuardedClock {
                 t
             }
             Err(p) => {
-                crate::dispatch::drop_quietly(p);
+                crate::unwind::drop_quietly(p);
                 Duration::from_nanos(self.last.load(Relaxed))
             }
         }

@@ -24,8 +24,12 @@
 //!   totally ordered, so each publish is unambiguously before the close (the
 //!   dispatcher delivers it) or after it (the producer takes its event back).
 
+mod batch;
+mod claim;
 mod wait;
 
+pub(crate) use batch::{Batch, Consumer, Next};
+pub(crate) use claim::{MpCursor, SpCursor};
 pub use wait::WaitStrategy;
 pub(crate) use wait::{Signal, TimedOut};
 
@@ -102,6 +106,10 @@ pub(crate) struct Ring<T> {
     /// one load, not a lock.
     abandoned: Mutex<Vec<u64>>,
     abandoned_len: AtomicUsize,
+    /// Whether the single producer's cursor / the consumer token were handed out
+    /// (each at most once: that is what makes claims and batches exclusive).
+    producer_taken: AtomicBool,
+    consumer_taken: AtomicBool,
     /// Multi producer only: `flags[i]` holds the last sequence published into slot
     /// `i` (or it `| SKIP`, or `NEVER`).
     flags: Box<[AtomicU64]>,
@@ -167,6 +175,8 @@ impl<T> Ring<T> {
             terminated: AtomicBool::new(false),
             abandoned: Mutex::new(Vec::new()),
             abandoned_len: AtomicUsize::new(0),
+            producer_taken: AtomicBool::new(false),
+            consumer_taken: AtomicBool::new(false),
             flags,
             slots,
             mask: capacity as u64 - 1,
@@ -221,6 +231,13 @@ impl<T> Ring<T> {
                 consumed + done as u64
             }
         }
+    }
+
+    /// Whether events (or holes) are published at the consumer's position: the
+    /// dispatcher's wake-up condition. Call from the consumer's thread.
+    #[inline]
+    pub(crate) fn has_next(&self) -> bool {
+        self.poll(self.consumed_relaxed(), 1) != Poll::Empty
     }
 
     /// Sequences consumed so far (Relaxed: a statistic).
@@ -288,7 +305,7 @@ impl<T> Ring<T> {
     /// Single producer: makes sure `[seq, seq + n)` may be written; waits for space
     /// unless `wait` is false.
     #[inline]
-    pub(crate) fn sp_claim(
+    fn sp_claim(
         &self,
         seq: u64,
         n: u64,
@@ -318,7 +335,7 @@ impl<T> Ring<T> {
     /// `Err(Closed)` the ring closed first: the dispatcher will never read those
     /// slots and the caller must take its values back with [`Ring::take`].
     #[inline]
-    pub(crate) fn sp_publish(&self, seq: u64, n: u64) -> Result<(), ClaimError> {
+    fn sp_publish(&self, seq: u64, n: u64) -> Result<(), ClaimError> {
         // A compare-and-swap rather than a store: the producer is the only writer of
         // the count, so it fails only when the closer has set `CLOSED` — and then the
         // count stays exactly what the closer saw.
@@ -345,7 +362,7 @@ impl<T> Ring<T> {
     /// their slots to be free. On `Ok(seq)` the caller owns `[seq, seq + n)` and
     /// must publish (or skip) every one of them.
     #[inline]
-    pub(crate) fn mp_claim(&self, n: u64, cached: &mut u64) -> Result<u64, ClaimError> {
+    fn mp_claim(&self, n: u64, cached: &mut u64) -> Result<u64, ClaimError> {
         debug_assert_eq!(self.producers, Producers::Multi);
         let prev = self.cursor.fetch_add(n, Ordering::AcqRel);
         if prev & CLOSED != 0 {
@@ -364,7 +381,7 @@ impl<T> Ring<T> {
     /// producers that keep the ring over-claimed) and waits until `deadline` for
     /// their slots. If the deadline passes first, the sequences are abandoned: the
     /// dispatcher skips them when it gets there, and the caller keeps its event.
-    pub(crate) fn mp_claim_until(
+    fn mp_claim_until(
         &self,
         n: u64,
         cached: &mut u64,
@@ -415,7 +432,7 @@ impl<T> Ring<T> {
     /// Multi producer: claims `n` sequences only if their slots are free now
     /// (a compare-and-swap, since a `fetch_add` cannot be undone).
     #[inline]
-    pub(crate) fn mp_try_claim(&self, n: u64, cached: &mut u64) -> Result<u64, ClaimError> {
+    fn mp_try_claim(&self, n: u64, cached: &mut u64) -> Result<u64, ClaimError> {
         debug_assert_eq!(self.producers, Producers::Multi);
         let mut current = self.cursor.load(Ordering::Relaxed);
         loop {
@@ -444,7 +461,7 @@ impl<T> Ring<T> {
     /// Multi producer: publishes `[seq, seq + n)`, written already, and wakes the
     /// dispatcher if it sleeps.
     #[inline]
-    pub(crate) fn mp_publish(&self, seq: u64, n: u64) {
+    fn mp_publish(&self, seq: u64, n: u64) {
         for s in seq..seq + n {
             self.flags[(s & self.mask) as usize].store(s, Ordering::Release);
         }
@@ -453,7 +470,7 @@ impl<T> Ring<T> {
 
     /// Multi producer: marks `[seq, seq + n)` — claimed, never written — as holes
     /// the dispatcher skips.
-    pub(crate) fn mp_skip(&self, seq: u64, n: u64) {
+    fn mp_skip(&self, seq: u64, n: u64) {
         for s in seq..seq + n {
             self.flags[(s & self.mask) as usize].store(s | SKIP, Ordering::Release);
         }
@@ -473,7 +490,7 @@ impl<T> Ring<T> {
     /// The caller owns `seq`: claimed it, waited until its slot was free, and has
     /// not published it. The slot holds no live value (consumed slots are dropped).
     #[inline]
-    pub(crate) unsafe fn write(&self, seq: u64, value: T) {
+    unsafe fn write(&self, seq: u64, value: T) {
         // SAFETY: by the caller's duties no other thread accesses the slot now.
         self.slot(seq).with_mut(|p| unsafe { (*p).write(value) });
     }
@@ -484,7 +501,7 @@ impl<T> Ring<T> {
     /// The caller wrote `seq` and owns it still: never published, or its publish
     /// failed because the ring closed first.
     #[inline]
-    pub(crate) unsafe fn take(&self, seq: u64) -> T {
+    unsafe fn take(&self, seq: u64) -> T {
         // SAFETY: the slot holds the caller's initialized value; nobody else reads it.
         self.slot(seq).with(|p| unsafe { (*p).assume_init_read() })
     }
@@ -493,7 +510,7 @@ impl<T> Ring<T> {
 
     /// What is published from `next` on, at most `max` sequences.
     #[inline]
-    pub(crate) fn poll(&self, next: u64, max: u64) -> Poll {
+    fn poll(&self, next: u64, max: u64) -> Poll {
         match self.producers {
             Producers::Single => {
                 // Exact even after close: a publish that loses to the close leaves
@@ -548,7 +565,7 @@ impl<T> Ring<T> {
     /// `seq` was returned published by [`Ring::poll`] (as part of `Events`) on this
     /// thread, and not yet released; the reference must not outlive the release.
     #[inline]
-    pub(crate) unsafe fn get(&self, seq: u64) -> &T {
+    unsafe fn get(&self, seq: u64) -> &T {
         // SAFETY: published slots hold an initialized value, and no producer writes
         // it until `release` moves `consumed` past it.
         self.slot(seq).with(|p| unsafe { (*p).assume_init_ref() })
@@ -563,7 +580,7 @@ impl<T> Ring<T> {
     /// `[lo, hi)` is the range just polled on this thread, starting at the current
     /// `consumed`, and no reference from [`Ring::get`] into it is still alive.
     #[inline]
-    pub(crate) unsafe fn release(&self, lo: u64, hi: u64, events: bool) -> u64 {
+    unsafe fn release(&self, lo: u64, hi: u64, events: bool) -> u64 {
         debug_assert_eq!(lo, self.consumed.load(Ordering::Relaxed));
         let mut panics = 0;
         if events && std::mem::needs_drop::<T>() {

@@ -1,0 +1,257 @@
+//! The producer side: a producer's private cursor and the claims through which it
+//! writes slots — the only way a value gets into the ring.
+//!
+//! A claim owns sequences `[start, start + len)`. Values are pushed into it in
+//! order; ending the claim publishes what was pushed. Ending happens by value
+//! (`publish`) or by `Drop` — also while unwinding from a panicking
+//! `publish_with` closure or batch iterator — so a claim can never be forgotten
+//! half-way and leave the dispatcher waiting for a sequence nobody will fill:
+//!
+//! * multi producer: the pushed prefix is published, the unpushed rest is marked
+//!   `SKIP` (a hole the dispatcher steps over);
+//! * single producer: the pushed prefix is published with one compare-and-swap;
+//!   if the ring closed first, the values are taken back — returned by
+//!   `publish`, dropped (quietly: a payload's `Drop` is user code) by `Drop`.
+
+use std::time::Instant;
+
+use super::{ClaimError, Producers, Ring};
+use crate::unwind::drop_quietly;
+
+/// A single producer's private state: the next sequence to claim, and its cache of
+/// the ring's `consumed`. [`Ring::single_producer`] hands out exactly one per
+/// single-producer ring, which is what makes its claims exclusive.
+#[derive(Debug)]
+pub(crate) struct SpCursor {
+    /// The next sequence this producer will claim: `0 .. 2^62`.
+    next: u64,
+    /// The producer's cache of `consumed`, re-read only when the ring looks full.
+    cached: u64,
+}
+
+/// A multi producer's private cache of the ring's `consumed` (one per publisher;
+/// clones start from the same cache).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct MpCursor {
+    cached: u64,
+}
+
+impl<T> Ring<T> {
+    /// The single producer's cursor: `Some` once, for a single-producer ring.
+    pub(crate) fn single_producer(&self) -> Option<SpCursor> {
+        let first = !self
+            .producer_taken
+            .swap(true, crate::sync::Ordering::Relaxed);
+        (self.producers == Producers::Single && first).then_some(SpCursor { next: 0, cached: 0 })
+    }
+
+    /// Single producer: claims the next `n` sequences, waiting for space (per the
+    /// producer wait strategy, until `deadline` if any) unless `wait` is false.
+    /// Fails at once with `Closed` on a closed ring, also while waiting.
+    #[inline]
+    pub(crate) fn claim_single<'a>(
+        &'a self,
+        cursor: &'a mut SpCursor,
+        n: u64,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<SpClaim<'a, T>, ClaimError> {
+        let seq = cursor.next;
+        self.sp_claim(seq, n, &mut cursor.cached, wait, deadline)?;
+        Ok(SpClaim {
+            ring: self,
+            cursor,
+            written: 0,
+            len: n,
+        })
+    }
+
+    /// Multi producer: claims `n` sequences with one `fetch_add` and waits for
+    /// their slots to be free.
+    #[inline]
+    pub(crate) fn claim_multi(
+        &self,
+        cursor: &mut MpCursor,
+        n: u64,
+    ) -> Result<MpClaim<'_, T>, ClaimError> {
+        let start = self.mp_claim(n, &mut cursor.cached)?;
+        Ok(MpClaim::new(self, start, n))
+    }
+
+    /// Multi producer: claims `n` sequences only if their slots are free now.
+    #[inline]
+    pub(crate) fn try_claim_multi(
+        &self,
+        cursor: &mut MpCursor,
+        n: u64,
+    ) -> Result<MpClaim<'_, T>, ClaimError> {
+        let start = self.mp_try_claim(n, &mut cursor.cached)?;
+        Ok(MpClaim::new(self, start, n))
+    }
+
+    /// Multi producer: claims `n` sequences in line and waits until `deadline`
+    /// for their slots; on timeout they are abandoned (see `Ring::mp_claim_until`).
+    #[inline]
+    pub(crate) fn claim_multi_until(
+        &self,
+        cursor: &mut MpCursor,
+        n: u64,
+        deadline: Instant,
+    ) -> Result<MpClaim<'_, T>, ClaimError> {
+        let start = self.mp_claim_until(n, &mut cursor.cached, deadline)?;
+        Ok(MpClaim::new(self, start, n))
+    }
+}
+
+/// A single producer's claim of `[cursor.next, cursor.next + len)`.
+#[must_use = "a claim publishes when it ends"]
+pub(crate) struct SpClaim<'a, T> {
+    ring: &'a Ring<T>,
+    cursor: &'a mut SpCursor,
+    /// Values pushed so far: `0 ..= len`.
+    written: u64,
+    len: u64,
+}
+
+impl<T> SpClaim<'_, T> {
+    /// Writes the next claimed slot.
+    ///
+    /// # Panics
+    /// If every claimed slot is written already.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn push(&mut self, value: T) {
+        assert!(self.written < self.len, "push beyond the claim");
+        let seq = self.cursor.next + self.written;
+        // SAFETY: the ring's only single-producer cursor claimed `seq` (below
+        // `next + len`) and waited until its slot was free; it is not published
+        // yet, and this claim holds the cursor exclusively, so nobody else
+        // touches the slot.
+        unsafe { self.ring.write(seq, value) };
+        self.written += 1;
+    }
+
+    /// Slots left to push.
+    #[inline]
+    pub(crate) fn remaining(&self) -> u64 {
+        self.len - self.written
+    }
+
+    /// Publishes the pushed values; returns how many. If the ring closed first,
+    /// nothing is published and the values come back, in order.
+    #[inline]
+    pub(crate) fn publish(self) -> Result<u64, Vec<T>> {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        match me.finish() {
+            Ok(n) => Ok(n),
+            Err(start) => Err((start..start + me.written)
+                // SAFETY: the publish lost to the close: the pushed slots are still
+                // this producer's, written, and each is taken once here.
+                .map(|s| unsafe { me.ring.take(s) })
+                .collect()),
+        }
+    }
+
+    /// Publishes one pushed value; if the ring closed first, hands it back.
+    #[inline]
+    pub(crate) fn publish_one(self) -> Result<(), T> {
+        debug_assert_eq!(self.written, 1, "publish_one of a claim of one");
+        let mut me = std::mem::ManuallyDrop::new(self);
+        match me.finish() {
+            Ok(_) => Ok(()),
+            // SAFETY: as in `publish`: the slot is still ours, taken once.
+            Err(start) => Err(unsafe { me.ring.take(start) }),
+        }
+    }
+
+    /// The publish itself: `Ok(count)` and the cursor moves on, or `Err(start)` —
+    /// the ring is closed and `[start, start + written)` is still ours.
+    #[inline]
+    fn finish(&mut self) -> Result<u64, u64> {
+        let start = self.cursor.next;
+        if self.written == 0 {
+            return Ok(0);
+        }
+        match self.ring.sp_publish(start, self.written) {
+            Ok(()) => {
+                self.cursor.next = start + self.written;
+                Ok(self.written)
+            }
+            Err(_) => Err(start),
+        }
+    }
+}
+
+impl<T> Drop for SpClaim<'_, T> {
+    fn drop(&mut self) {
+        if let Err(start) = self.finish() {
+            for s in start..start + self.written {
+                // SAFETY: as in `publish`: ours, written, taken once.
+                drop_quietly(unsafe { self.ring.take(s) });
+            }
+        }
+    }
+}
+
+/// A multi producer's claim of `[start, end)`.
+#[must_use = "a claim publishes when it ends"]
+pub(crate) struct MpClaim<'a, T> {
+    ring: &'a Ring<T>,
+    start: u64,
+    /// The next unwritten sequence: `start ..= end`.
+    written_to: u64,
+    end: u64,
+}
+
+impl<'a, T> MpClaim<'a, T> {
+    fn new(ring: &'a Ring<T>, start: u64, n: u64) -> Self {
+        MpClaim {
+            ring,
+            start,
+            written_to: start,
+            end: start + n,
+        }
+    }
+
+    /// Writes the next claimed slot.
+    ///
+    /// # Panics
+    /// If every claimed slot is written already.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn push(&mut self, value: T) {
+        assert!(self.written_to < self.end, "push beyond the claim");
+        // SAFETY: this claim owns `written_to` (claimed by one RMW on the cursor,
+        // which no other producer got), its slot was free when the claim was made
+        // (`mp_claim*` waited), and it is not published yet.
+        unsafe { self.ring.write(self.written_to, value) };
+        self.written_to += 1;
+    }
+
+    /// Slots left to push.
+    #[inline]
+    pub(crate) fn remaining(&self) -> u64 {
+        self.end - self.written_to
+    }
+
+    /// Publishes the pushed values and marks the rest as holes (as `Drop` does);
+    /// returns how many were published.
+    #[inline]
+    pub(crate) fn publish(self) -> u64 {
+        self.written_to - self.start
+    }
+}
+
+impl<T> Drop for MpClaim<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.written_to > self.start {
+            self.ring
+                .mp_publish(self.start, self.written_to - self.start);
+        }
+        if self.written_to < self.end {
+            self.ring
+                .mp_skip(self.written_to, self.end - self.written_to);
+        }
+    }
+}
