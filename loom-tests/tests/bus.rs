@@ -6,7 +6,11 @@
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use ringbus::{Bus, Event, EventType, Execution, HandlerError, Source, WaitStrategy};
+use ringbus::resilience::{DlqFilter, RetryPolicy};
+use ringbus::{
+    Bus, Event, EventType, Execution, Handler, HandlerError, Source, SubscribeError,
+    SubscribeOptions, WaitStrategy,
+};
 
 fn ev(i: u64) -> Event<u64> {
     Event::new(EventType::new("loom.e"), Source::new("loom"), i)
@@ -350,5 +354,164 @@ fn shutdown_races_publish_timeout() {
         let report = bus.shutdown().unwrap();
         let ok = producer.join().unwrap();
         check_delivered(&report, &values, &ok);
+    });
+}
+
+/// `DeadLetters::redrive` racing `shutdown` (a `DeadLetters` handle outlives the
+/// bus, so its control message can really arrive while the dispatcher exits).
+/// Event 7 fails permanently on its first call (no retries) and is dead-lettered;
+/// then a thread redrives that letter while main shuts the bus down. Nothing
+/// hangs, and exactly one of:
+/// - `Ok(true)`: the dispatcher took the letter out and the handler got the
+///   event once more (or, had the retry drain deadline passed, it is listed in
+///   the report's `undelivered` and back in the dead-letter queue);
+/// - `Err(Closed)`: the letter is still in the queue under the same id, and the
+///   handler did not get the event again.
+///
+/// Never lost, never delivered twice.
+#[test]
+fn redrive_races_shutdown() {
+    loom::model(|| {
+        let bus = Bus::<u64>::builder()
+            .capacity(2)
+            .execution(Execution::Inline)
+            .wait_strategy(WaitStrategy::Blocking)
+            .build()
+            .unwrap();
+        // Calls the handler got (all with event 7).
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let mut failed_once = false;
+        bus.subscribe_with(
+            "loom.e",
+            move |e: &Event<u64>| -> Result<(), HandlerError> {
+                assert_eq!(e.data, 7);
+                c.fetch_add(1, Ordering::Relaxed);
+                if !failed_once {
+                    failed_once = true;
+                    return Err(HandlerError::permanent("first call"));
+                }
+                Ok(())
+            },
+            SubscribeOptions::new().retry(RetryPolicy::none()),
+        )
+        .unwrap();
+        let letters = bus.dead_letters();
+        let event = ev(7);
+        let event_id = event.id;
+        bus.publisher().publish(event).unwrap();
+        while letters.len() != 1 {
+            thread::yield_now();
+        }
+        let listed = letters.list(&DlqFilter::all());
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].event_id, event_id);
+        let id = listed[0].id;
+        let l = letters.clone();
+        let redriver = thread::spawn(move || l.redrive(id));
+        let report = bus.shutdown().unwrap();
+        let redriven = redriver.join().unwrap();
+        let calls = calls.load(Ordering::Relaxed);
+        assert_eq!(report.published, 1);
+        assert_eq!(report.failed, 1, "only the first call fails");
+        assert_eq!(
+            report.dead_lettered,
+            1 + report.undelivered.len() as u64,
+            "the first failure, plus any redriven event left undelivered"
+        );
+        let in_queue: Vec<_> = letters
+            .list(&DlqFilter::all())
+            .into_iter()
+            .map(|l| (l.id, l.event_id))
+            .collect();
+        match redriven {
+            Ok(true) if report.undelivered.is_empty() => {
+                assert_eq!(calls, 2, "a redriven event is delivered once more");
+                assert_eq!(report.delivered, 1);
+                assert!(in_queue.is_empty(), "taken out, delivered: {in_queue:?}");
+            }
+            Ok(true) => {
+                assert_eq!(calls, 1, "undelivered, yet the handler got it");
+                assert_eq!(report.delivered, 0);
+                let undelivered: Vec<_> = report.undelivered.iter().map(|u| u.event_id).collect();
+                assert_eq!(undelivered, [event_id]);
+                assert_eq!(in_queue.len(), 1, "undelivered goes back to the queue");
+                assert_eq!(in_queue[0].1, event_id);
+            }
+            Err(SubscribeError::Closed) => {
+                assert_eq!(calls, 1, "a refused redrive delivered the event");
+                assert_eq!(report.delivered, 0);
+                assert!(report.undelivered.is_empty());
+                assert_eq!(in_queue, [(id, event_id)], "left where it was, same id");
+            }
+            other => panic!("redrive returned {other:?}"),
+        }
+    });
+}
+
+/// What a [`Hooks`] handler saw: how many times each hook ran.
+#[derive(Default)]
+struct HookCounts {
+    started: AtomicUsize,
+    shut: AtomicUsize,
+}
+
+/// A handler that counts its `on_start` and `on_shutdown` calls.
+struct Hooks(Arc<HookCounts>);
+
+impl Handler<u64> for Hooks {
+    fn handle(&mut self, _e: &Event<u64>) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    fn on_start(&mut self) {
+        self.0.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_shutdown(&mut self) {
+        self.0.shut.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `subscribe` on one thread racing `shutdown` on main. `subscribe` borrows
+/// the `Bus` and `shutdown` consumes it, so main gets the bus back (from an
+/// `Arc`, yielding until the subscriber has let go) only after `subscribe`
+/// returned: the race left is the dispatcher finishing the subscription (its
+/// reply, the rest of that step) against the close and its exit. Never a hang;
+/// `Ok` means `on_start` and `on_shutdown` each ran exactly once by the time
+/// `shutdown` returns; `Err(Closed)` would mean neither ran.
+#[test]
+fn subscribe_races_shutdown() {
+    loom::model(|| {
+        let bus = Arc::new(
+            Bus::<u64>::builder()
+                .capacity(2)
+                .execution(Execution::Inline)
+                .wait_strategy(WaitStrategy::Blocking)
+                .build()
+                .unwrap(),
+        );
+        let counts = Arc::new(HookCounts::default());
+        let (b, h) = (bus.clone(), Hooks(counts.clone()));
+        let subscriber = thread::spawn(move || b.subscribe("loom.e", h).map(|_| ()));
+        let mut bus = bus;
+        let bus = loop {
+            match Arc::try_unwrap(bus) {
+                Ok(bus) => break bus,
+                Err(shared) => {
+                    bus = shared;
+                    thread::yield_now();
+                }
+            }
+        };
+        bus.shutdown().unwrap();
+        let subscribed = subscriber.join().unwrap();
+        let started = counts.started.load(Ordering::Relaxed);
+        let shut = counts.shut.load(Ordering::Relaxed);
+        match subscribed {
+            Ok(()) => assert_eq!((started, shut), (1, 1), "on_start, on_shutdown"),
+            Err(SubscribeError::Closed) => assert_eq!((started, shut), (0, 0)),
+            Err(e) => panic!("subscribe returned {e:?}"),
+        }
     });
 }
