@@ -17,13 +17,9 @@
 //! `crate::sync`, which swaps in loom under `cfg(loom)`. The protocol — claim, write,
 //! publish, dispatch, release, close, park and wake — is written down in
 //! `src/ring/README.md` and checked by the loom models in `loom-tests/`.
-#![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    clippy::undocumented_unsafe_blocks
-)]
+// The other lints are the workspace's (Cargo.toml).
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub(crate) mod sync;
 mod unwind;

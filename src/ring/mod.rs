@@ -279,7 +279,7 @@ impl<T> Ring<T> {
         // producers far fewer wake-ups. Spinning strategies keep the minimum.
         // A bounded wait (`publish_timeout`) takes the first free slot.
         let target = match (self.producer_wait, deadline) {
-            (WaitStrategy::Blocking, None) => (need + self.capacity() / 4).min(seq).max(need),
+            (strategy, None) if strategy.parks() => (need + self.capacity() / 4).min(seq).max(need),
             _ => need,
         };
         // A single producer has claimed nothing shared yet: once the ring is closed
@@ -346,7 +346,7 @@ impl<T> Ring<T> {
             Ok(_) => {
                 // SeqCst success ordering: the RMW is in S, so the wake-up check
                 // needs no fence (see `Signal::notify_after_seqcst_rmw`).
-                if self.consumer_wait == WaitStrategy::Blocking {
+                if self.consumer_wait.parks() {
                     self.data_signal.notify_after_seqcst_rmw();
                 }
                 Ok(())
@@ -479,7 +479,7 @@ impl<T> Ring<T> {
 
     #[inline]
     fn notify_consumer(&self) {
-        if self.consumer_wait == WaitStrategy::Blocking {
+        if self.consumer_wait.parks() {
             self.data_signal.notify();
         }
     }
@@ -503,7 +503,7 @@ impl<T> Ring<T> {
     #[inline]
     unsafe fn take(&self, seq: u64) -> T {
         // SAFETY: the slot holds the caller's initialized value; nobody else reads it.
-        self.slot(seq).with(|p| unsafe { (*p).assume_init_read() })
+        self.slot(seq).with(|p| unsafe { p.cast::<T>().read() })
     }
 
     // ---- consumer side ---------------------------------------------------------
@@ -568,7 +568,7 @@ impl<T> Ring<T> {
     unsafe fn get(&self, seq: u64) -> &T {
         // SAFETY: published slots hold an initialized value, and no producer writes
         // it until `release` moves `consumed` past it.
-        self.slot(seq).with(|p| unsafe { (*p).assume_init_ref() })
+        self.slot(seq).with(|p| unsafe { &*p.cast::<T>() })
     }
 
     /// Frees `[lo, hi)` for the producers, dropping their events first when
@@ -591,7 +591,7 @@ impl<T> Ring<T> {
             self.forget_abandoned(hi);
         }
         self.consumed.store(hi, Ordering::Release);
-        if self.producer_wait == WaitStrategy::Blocking {
+        if self.producer_wait.parks() {
             self.space_signal.notify();
         }
         panics
@@ -617,7 +617,7 @@ impl<T> Ring<T> {
                     if holds(seq) {
                         // SAFETY: the caller's duty, for this selected slot.
                         self.slot(seq)
-                            .with_mut(|p| unsafe { (*p).assume_init_drop() });
+                            .with_mut(|p| unsafe { std::ptr::drop_in_place(p.cast::<T>()) });
                     }
                 }
             }));

@@ -174,11 +174,10 @@ fn try_claim_reports_full_then_closed() {
     let mut cached = 0;
     let a = ring.mp_try_claim(2, &mut cached).unwrap();
     assert_eq!(ring.mp_try_claim(1, &mut cached), Err(ClaimError::Full));
-    // SAFETY: claimed.
-    unsafe {
-        ring.write(a, Box::new(1));
-        ring.write(a + 1, Box::new(2));
-    }
+    // SAFETY: claimed, free, unpublished.
+    unsafe { ring.write(a, Box::new(1)) };
+    // SAFETY: as above.
+    unsafe { ring.write(a + 1, Box::new(2)) };
     ring.mp_publish(a, 2);
     assert_eq!(ring.close(), 2);
     assert_eq!(ring.mp_try_claim(1, &mut cached), Err(ClaimError::Closed));

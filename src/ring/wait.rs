@@ -39,6 +39,17 @@ pub enum WaitStrategy {
     Blocking,
 }
 
+impl WaitStrategy {
+    /// Whether a waiter with this strategy may park (sleep until notified). Only
+    /// then must the other side notify after changing the state, and only then
+    /// does a full ring make producers wait for a quarter of it rather than one
+    /// slot (fewer wake-ups). The one place that says which strategies sleep.
+    #[inline]
+    pub(crate) fn parks(self) -> bool {
+        matches!(self, WaitStrategy::Blocking)
+    }
+}
+
 /// Spins before a `Yielding` or `Blocking` waiter starts yielding. (Under loom a
 /// spin is a scheduling point: one is enough to explore both paths.)
 const SPIN_LIMIT: u32 = if cfg!(loom) { 1 } else { 64 };
