@@ -12,11 +12,16 @@
 //!
 //! ## Memory ordering
 //!
-//! Every atomic lives in `src/ring` (the ring's cursors, flags and the sleep/wake
-//! signal) or `src/dispatch` (the control queue and counters), and is reached through
-//! `crate::sync`, which swaps in loom under `cfg(loom)`. The protocol — claim, write,
-//! publish, dispatch, release, close, park and wake — is written down in
-//! `src/ring/README.md` and checked by the loom models in `loom-tests/`.
+//! Every atomic that is part of a protocol — the ring's cursors, flags and
+//! sleep/wake signal (`src/ring`), the control queue, the re-entrancy and timer
+//! flags (`src/dispatch`), the dead-letter queue and the manual clock
+//! (`src/resilience`) — is reached through `crate::sync`, which swaps in loom under
+//! `cfg(loom)`. Counters read only as statistics (per-handler metrics, the guarded
+//! clock's last reading) are plain `std` atomics with Relaxed ordering. The ring
+//! protocol — claim, write, publish, dispatch, release, close, park and wake — is
+//! written down in `src/ring/README.md` and checked by the loom models in
+//! `loom-tests/`; its `unsafe` never leaves `src/ring` (the crate denies
+//! `unsafe_code` elsewhere).
 // The other lints are the workspace's (Cargo.toml).
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

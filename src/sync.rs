@@ -2,7 +2,9 @@
 //!
 //! Under `cfg(loom)` every item here comes from [loom] so that the models in
 //! `loom-tests/` explore every interleaving of the real protocols; otherwise from
-//! `std`. Code in `ring/` and `dispatch/` never imports `std::sync::atomic` directly.
+//! `std`. Every atomic that takes part in a protocol comes from here; only
+//! statistics counters (Relaxed, never used to order other memory) use
+//! `std::sync::atomic` directly.
 //!
 //! [loom]: https://docs.rs/loom
 

@@ -148,7 +148,7 @@ impl<T> Ring<T> {
     /// A ring of `capacity` slots.
     ///
     /// # Panics
-    /// If `capacity` is not a power of two or exceeds 2^32 (the builder checks this
+    /// If `capacity` is not a power of two or exceeds 2^24 (the builder checks this
     /// and returns an error first).
     #[track_caller]
     pub(crate) fn new(
@@ -158,8 +158,8 @@ impl<T> Ring<T> {
         consumer_wait: WaitStrategy,
     ) -> Self {
         assert!(
-            capacity.is_power_of_two() && capacity <= 1 << 32,
-            "ring capacity must be a power of two <= 2^32, got {capacity}"
+            capacity.is_power_of_two() && capacity <= 1 << 24,
+            "ring capacity must be a power of two <= 2^24, got {capacity}"
         );
         let slots = (0..capacity)
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
