@@ -1249,11 +1249,16 @@ fn d10b_retry_counters_count_scheduled_retries_as_documented() {
     p.publish(event("d10", 1)).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || {
+            // The bus totals are published after the batch, the handler's during
+            // it: wait for both.
             let m = bus.metrics();
-            m.handlers[0].pending == 1 && m.handlers[0].errors == 1
+            m.handlers[0].pending == 1 && m.handlers[0].errors == 1 && m.bus.failed == 1
         }),
         "the retry was never scheduled"
     );
+    // The bus totals are Relaxed counters published after each batch: give them
+    // the time to arrive rather than racing them.
+    eventually(Duration::from_secs(5), || bus.metrics().bus.retried == 1);
     let m = bus.metrics();
     let mut failures = Vec::new();
     if m.bus.retried != 1 {
@@ -1272,7 +1277,8 @@ fn d10b_retry_counters_count_scheduled_retries_as_documented() {
     }
     clock.advance(Duration::from_secs(1));
     if !eventually(Duration::from_secs(5), || {
-        bus.metrics().handlers[0].handled == 1
+        let m = bus.metrics();
+        m.handlers[0].handled == 1 && m.bus.delivered == 1
     }) {
         failures.push("the retry never ran".into());
     }
