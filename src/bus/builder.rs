@@ -1,0 +1,452 @@
+//! Building a bus: [`BusBuilder`], its validation ([`BuildError`]), and spawning
+//! the dispatcher thread.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc as StdArc;
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use crate::dispatch::{
+    BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, FailurePolicy,
+    FlowLog, LogFailures, Services, Shared, ShutdownReport, Stats, SubscriptionId,
+};
+use crate::metrics::LocalHistogram;
+use crate::resilience::{
+    BreakerTransition, Clock, DeadLetterQueue, DlqFullPolicy, GuardedClock, SystemClock,
+};
+#[cfg(not(loom))]
+use crate::resilience::{ClockWaker, Wake};
+use crate::ring::{Ring, WaitStrategy};
+use crate::sync::{Arc, AtomicBool, AtomicU64};
+
+use super::mode::{producers, Multi, ProducerMode, Single};
+use super::publisher::Publisher;
+use super::Bus;
+
+/// Why a bus could not be built.
+#[derive(Debug)]
+pub struct BuildError {
+    kind: BuildErrorKind,
+}
+
+/// What was wrong with a bus configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildErrorKind {
+    /// `capacity(0)`.
+    ZeroCapacity,
+    /// The capacity is not a power of two.
+    CapacityNotPowerOfTwo(usize),
+    /// The capacity exceeds [`MAX_CAPACITY`].
+    CapacityTooLarge(usize),
+    /// `max_batch(0)`.
+    ZeroMaxBatch,
+    /// `Execution::Pool { threads: 0 }`.
+    ZeroThreads,
+    /// `Execution::Pool { threads }` above [`MAX_POOL_THREADS`].
+    TooManyThreads(usize),
+    /// `dead_letter_queue(0, _)`.
+    ZeroDeadLetterCapacity,
+    /// `flow_log(0)`.
+    ZeroFlowLogCapacity,
+    /// The thread name contains a NUL byte (threads cannot be named so).
+    InvalidThreadName(String),
+    /// The rayon pool could not be built.
+    Pool(rayon::ThreadPoolBuildError),
+    /// The dispatcher thread could not be spawned.
+    Spawn(std::io::Error),
+}
+
+impl BuildError {
+    /// What went wrong.
+    pub fn kind(&self) -> &BuildErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BuildErrorKind::ZeroCapacity => f.write_str("ring capacity must not be 0"),
+            BuildErrorKind::CapacityNotPowerOfTwo(n) => {
+                write!(f, "ring capacity must be a power of two, got {n}")
+            }
+            BuildErrorKind::CapacityTooLarge(n) => {
+                write!(f, "ring capacity {n} exceeds the maximum {MAX_CAPACITY}")
+            }
+            BuildErrorKind::ZeroMaxBatch => f.write_str("max batch size must not be 0"),
+            BuildErrorKind::ZeroThreads => f.write_str("a handler pool needs at least 1 thread"),
+            BuildErrorKind::TooManyThreads(n) => write!(
+                f,
+                "a handler pool of {n} threads exceeds the maximum {MAX_POOL_THREADS}"
+            ),
+            BuildErrorKind::ZeroDeadLetterCapacity => {
+                f.write_str("the dead-letter queue needs a capacity of at least 1")
+            }
+            BuildErrorKind::ZeroFlowLogCapacity => {
+                f.write_str("the flow log needs a capacity of at least 1")
+            }
+            BuildErrorKind::InvalidThreadName(n) => {
+                write!(f, "thread name {n:?} contains a NUL byte")
+            }
+            BuildErrorKind::Pool(e) => write!(f, "could not build the handler pool: {e}"),
+            BuildErrorKind::Spawn(e) => write!(f, "could not spawn the dispatcher thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            BuildErrorKind::Pool(e) => Some(e),
+            BuildErrorKind::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The largest ring: 2^24 slots.
+pub const MAX_CAPACITY: usize = 1 << 24;
+
+/// The most threads an internal handler pool may have.
+pub const MAX_POOL_THREADS: usize = 1024;
+
+/// Configures and builds a [`Bus`]. Made by [`Bus::builder`].
+pub struct BusBuilder<P = serde_json::Value, M = Multi> {
+    capacity: usize,
+    producer_wait: WaitStrategy,
+    consumer_wait: WaitStrategy,
+    max_batch: usize,
+    execution: Execution,
+    thread_name: String,
+    policy: Option<Box<dyn FailurePolicy<P>>>,
+    extras: Extras,
+    _mode: PhantomData<M>,
+}
+
+/// Builder settings for failure handling and observability.
+#[derive(Clone)]
+struct Extras {
+    clock: StdArc<dyn Clock>,
+    dlq_capacity: usize,
+    dlq_policy: DlqFullPolicy,
+    metrics: bool,
+    flow_log: Option<usize>,
+    retry_drain: Duration,
+    on_breaker: Option<BreakerListener>,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Extras {
+            clock: StdArc::new(SystemClock::new()),
+            dlq_capacity: 10_000,
+            dlq_policy: DlqFullPolicy::default(),
+            metrics: true,
+            flow_log: None,
+            retry_drain: Duration::from_secs(5),
+            on_breaker: None,
+        }
+    }
+}
+
+impl<P, M> fmt::Debug for BusBuilder<P, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusBuilder")
+            .field("capacity", &self.capacity)
+            .field("producer_wait", &self.producer_wait)
+            .field("consumer_wait", &self.consumer_wait)
+            .field("max_batch", &self.max_batch)
+            .field("execution", &self.execution)
+            .field("thread_name", &self.thread_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
+    fn with_mode<N>(self) -> BusBuilder<P, N> {
+        BusBuilder {
+            capacity: self.capacity,
+            producer_wait: self.producer_wait,
+            consumer_wait: self.consumer_wait,
+            max_batch: self.max_batch,
+            execution: self.execution,
+            thread_name: self.thread_name,
+            policy: self.policy,
+            extras: self.extras,
+            _mode: PhantomData,
+        }
+    }
+
+    /// Ring slots: a power of two, at most [`MAX_CAPACITY`]. Default 4096.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// One producer: `build` returns the bus and its only [`Publisher`].
+    pub fn single_producer(self) -> BusBuilder<P, Single> {
+        self.with_mode()
+    }
+
+    /// Many producers (the default): `bus.publisher()` hands out cloneable publishers.
+    pub fn multi_producer(self) -> BusBuilder<P, Multi> {
+        self.with_mode()
+    }
+
+    /// The wait strategy for both the dispatcher and producers waiting for space.
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.producer_wait = strategy;
+        self.consumer_wait = strategy;
+        self
+    }
+
+    /// How producers wait for free slots when the ring is full.
+    pub fn producer_wait(mut self, strategy: WaitStrategy) -> Self {
+        self.producer_wait = strategy;
+        self
+    }
+
+    /// How the dispatcher waits for events.
+    pub fn consumer_wait(mut self, strategy: WaitStrategy) -> Self {
+        self.consumer_wait = strategy;
+        self
+    }
+
+    /// The most events the dispatcher takes in one batch. Default: the capacity.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// Where handlers run. Default: [`Execution::default`].
+    pub fn execution(mut self, execution: Execution) -> Self {
+        self.execution = execution;
+        self
+    }
+
+    /// The dispatcher thread's name. Default `"ringbus-dispatch"`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// What happens after a handler fails. Default: [`LogFailures`].
+    pub fn failure_policy(mut self, policy: impl FailurePolicy<P>) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// The clock retries and circuit breakers run on. Default: the system's
+    /// monotonic clock. Tests pass a [`ManualClock`](crate::resilience::ManualClock)
+    /// and advance it instead of sleeping through backoffs.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.extras.clock = StdArc::new(clock);
+        self
+    }
+
+    /// The dead-letter queue's capacity and what happens when it is full. Default:
+    /// 10 000 letters, [`DlqFullPolicy::DropOldest`] (counted in the metrics).
+    pub fn dead_letter_queue(mut self, capacity: usize, when_full: DlqFullPolicy) -> Self {
+        self.extras.dlq_capacity = capacity;
+        self.extras.dlq_policy = when_full;
+        self
+    }
+
+    /// Whether to sample handler time and latency histograms and batch sizes.
+    /// Counters are always kept. Default: on.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.extras.metrics = on;
+        self
+    }
+
+    /// Keeps the last `capacity` handler calls in an in-memory [`FlowLog`]
+    /// (off by default: it costs a record per call).
+    pub fn flow_log(mut self, capacity: usize) -> Self {
+        self.extras.flow_log = Some(capacity);
+        self
+    }
+
+    /// How long `shutdown` keeps running due retries after the ring is drained.
+    /// Events still waiting then go to the dead-letter queue and are listed in the
+    /// report's `undelivered`. Default 5 s.
+    pub fn retry_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.extras.retry_drain = timeout;
+        self
+    }
+
+    /// Called on every circuit-breaker state change, on the thread running the
+    /// handler.
+    pub fn on_breaker_change(
+        mut self,
+        listener: impl Fn(SubscriptionId, &str, BreakerTransition) + Send + Sync + 'static,
+    ) -> Self {
+        self.extras.on_breaker = Some(StdArc::new(listener));
+        self
+    }
+
+    fn err(kind: BuildErrorKind) -> BuildError {
+        BuildError { kind }
+    }
+
+    fn start(self) -> Result<Bus<P, M>, BuildError> {
+        let cap = self.capacity;
+        if cap == 0 {
+            return Err(Self::err(BuildErrorKind::ZeroCapacity));
+        }
+        if !cap.is_power_of_two() {
+            return Err(Self::err(BuildErrorKind::CapacityNotPowerOfTwo(cap)));
+        }
+        if cap > MAX_CAPACITY {
+            return Err(Self::err(BuildErrorKind::CapacityTooLarge(cap)));
+        }
+        if self.max_batch == 0 {
+            return Err(Self::err(BuildErrorKind::ZeroMaxBatch));
+        }
+        if self.extras.dlq_capacity == 0 {
+            return Err(Self::err(BuildErrorKind::ZeroDeadLetterCapacity));
+        }
+        if self.extras.flow_log == Some(0) {
+            return Err(Self::err(BuildErrorKind::ZeroFlowLogCapacity));
+        }
+        if self.thread_name.contains('\0') {
+            return Err(Self::err(BuildErrorKind::InvalidThreadName(
+                self.thread_name,
+            )));
+        }
+        let exec = match self.execution {
+            Execution::Inline => Executor::Inline,
+            Execution::SharedPool(pool) => Executor::Pool(pool),
+            Execution::Pool { threads: 0 } => return Err(Self::err(BuildErrorKind::ZeroThreads)),
+            Execution::Pool { threads } if threads > MAX_POOL_THREADS => {
+                return Err(Self::err(BuildErrorKind::TooManyThreads(threads)))
+            }
+            Execution::Pool { threads } => {
+                let name = self.thread_name.clone();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(move |i| format!("{name}-pool-{i}"))
+                    .build()
+                    .map_err(|e| Self::err(BuildErrorKind::Pool(e)))?;
+                Executor::Pool(StdArc::new(pool))
+            }
+        };
+        let shared = Arc::new(Shared {
+            ring: Ring::new(
+                cap,
+                producers::<M>(),
+                self.producer_wait,
+                self.consumer_wait,
+            ),
+            control: ControlQueue::new(),
+            stats: Stats::default(),
+            handlers: StdMutex::new(Vec::new()),
+            batch_sizes: StdMutex::new(LocalHistogram::new()),
+            timer_kick: AtomicBool::new(false),
+        });
+        let extras = self.extras;
+        // A clock that jumps (a manual clock) wakes the dispatcher's retry timer.
+        // (Loom's `Arc` has no weak references; the models use the system clock.)
+        // The waker does not keep the bus alive, and the clock drops it once the bus
+        // is gone.
+        #[cfg(not(loom))]
+        {
+            let weak: std::sync::Weak<dyn Wake> = Arc::downgrade(&shared) as _;
+            extras.clock.set_waker(ClockWaker::weak(weak));
+        }
+        let dlq = DeadLetterQueue::new(extras.dlq_capacity, extras.dlq_policy);
+        let flow_log = extras.flow_log.map(|n| StdArc::new(FlowLog::new(n)));
+        let policy = self
+            .policy
+            .unwrap_or_else(|| Box::new(LogFailures::default()));
+        let max_batch = self.max_batch.min(cap) as u64;
+        let config = DispatchConfig {
+            max_batch,
+            exec,
+            policy,
+            services: Services {
+                bus: shared.id(),
+                clock: GuardedClock::new(extras.clock.clone()),
+                dlq: dlq.clone(),
+                on_breaker: extras.on_breaker.clone(),
+                metrics: extras.metrics,
+                flow_log: flow_log.is_some(),
+            },
+            flow_log: flow_log.clone(),
+            retry_drain: extras.retry_drain,
+        };
+        let dispatcher = Dispatcher::new(shared.clone(), config);
+        let thread = spawn_dispatcher(self.thread_name, dispatcher)
+            .map_err(|e| Self::err(BuildErrorKind::Spawn(e)))?;
+        Ok(Bus {
+            shared,
+            thread: Some(thread),
+            next_id: AtomicU64::new(1),
+            dlq,
+            flow_log,
+            _mode: PhantomData,
+        })
+    }
+}
+
+/// What the dispatcher thread returns: its report, or the message of a panic that
+/// escaped it.
+type Outcome = Result<ShutdownReport, String>;
+#[cfg(not(loom))]
+pub(super) type JoinHandle = std::thread::JoinHandle<Outcome>;
+#[cfg(loom)]
+pub(super) type JoinHandle = loom::thread::JoinHandle<Outcome>;
+
+#[cfg(not(loom))]
+fn spawn_dispatcher<P: Send + Sync + 'static>(
+    name: String,
+    dispatcher: Dispatcher<P>,
+) -> std::io::Result<JoinHandle> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || dispatcher.run())
+}
+
+#[cfg(loom)]
+fn spawn_dispatcher<P: Send + Sync + 'static>(
+    _name: String,
+    dispatcher: Dispatcher<P>,
+) -> std::io::Result<JoinHandle> {
+    Ok(loom::thread::spawn(move || dispatcher.run()))
+}
+
+impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
+    /// The defaults [`Bus::builder`] documents.
+    pub(super) fn new() -> Self {
+        BusBuilder {
+            capacity: 4096,
+            producer_wait: WaitStrategy::default(),
+            consumer_wait: WaitStrategy::default(),
+            max_batch: usize::MAX,
+            execution: Execution::default(),
+            thread_name: "ringbus-dispatch".to_owned(),
+            policy: None,
+            extras: Extras::default(),
+            _mode: PhantomData,
+        }
+    }
+
+    /// Starts the dispatcher and returns the bus; get publishers with
+    /// [`Bus::publisher`].
+    pub fn build(self) -> Result<Bus<P, Multi>, BuildError> {
+        self.start()
+    }
+}
+
+/// What a single-producer build returns: the bus and its only publisher.
+pub type SingleProducerBus<P> = (Bus<P, Single>, Publisher<P, Single>);
+
+impl<P: Send + Sync + 'static> BusBuilder<P, Single> {
+    /// Starts the dispatcher and returns the bus with its only publisher.
+    pub fn build(self) -> Result<SingleProducerBus<P>, BuildError> {
+        let bus = self.start()?;
+        let publisher = Publisher::new(bus.shared.clone());
+        Ok((bus, publisher))
+    }
+}

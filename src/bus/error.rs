@@ -1,0 +1,204 @@
+//! The errors of subscribing, shutting down and publishing.
+
+use std::fmt;
+
+use crate::dispatch::{PatternError, SubscriptionId};
+use crate::event::Event;
+
+#[cfg(doc)]
+use super::Bus;
+
+/// Why a subscription change was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A pattern is malformed.
+    InvalidPattern(PatternError),
+    /// No pattern was given.
+    NoPatterns,
+    /// A partitioned subscription needs at least one lane (and at most 1024).
+    InvalidLanes(usize),
+    /// Called from inside one of this bus's handlers or hooks (or, for
+    /// `unsubscribe`, from a `publish_with` closure or `publish_batch` iterator of
+    /// one of its publishers): waiting for the dispatcher from there would wait
+    /// for this very call.
+    FromHandler,
+    /// The dispatcher has stopped.
+    Closed,
+    /// `unsubscribe` with an id that is not subscribed (any more).
+    UnknownSubscription(SubscriptionId),
+    /// `SubscribeOptions::max_pending(0)`.
+    InvalidMaxPending,
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscribeError::InvalidPattern(e) => fmt::Display::fmt(e, f),
+            SubscribeError::NoPatterns => f.write_str("no pattern given"),
+            SubscribeError::InvalidLanes(n) => {
+                write!(f, "a partitioned handler needs 1 to 1024 lanes, got {n}")
+            }
+            SubscribeError::FromHandler => f.write_str(
+                "subscribe/unsubscribe called from a handler would wait for its own dispatcher",
+            ),
+            SubscribeError::Closed => f.write_str("the bus has shut down"),
+            SubscribeError::UnknownSubscription(id) => write!(f, "{id} is not subscribed"),
+            SubscribeError::InvalidMaxPending => f.write_str("max_pending must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {}
+
+impl From<PatternError> for SubscribeError {
+    fn from(e: PatternError) -> Self {
+        SubscribeError::InvalidPattern(e)
+    }
+}
+
+/// Why [`Bus::shutdown`] returned no report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// Called from inside the bus — one of its handlers or hooks, or a
+    /// `publish_with` closure or `publish_batch` iterator of one of its
+    /// multi-producer publishers — where waiting for the dispatcher would wait
+    /// for this very call. The bus is closed (publishes are refused from now on);
+    /// the dispatcher delivers every accepted event and stops by itself once the
+    /// call returns. No report: the numbers are not final yet.
+    FromInside,
+    /// The dispatcher thread panicked (a bug in ringbus: every call into user
+    /// code is guarded). The ring was closed at once, so no publish after that
+    /// returned `Ok`; events accepted before it may not have been delivered.
+    DispatcherPanicked(String),
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownError::FromInside => f.write_str(
+                "shutdown called from inside the bus: closed, the dispatcher stops by itself",
+            ),
+            ShutdownError::DispatcherPanicked(m) => write!(f, "the dispatcher panicked: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ShutdownError {}
+
+/// `publish` failed: the bus is shut down. The event is handed back.
+pub struct PublishError<P>(pub Event<P>);
+
+/// `try_publish` failed; the event is handed back.
+pub enum TryPublishError<P> {
+    /// The ring is full right now.
+    Full(Event<P>),
+    /// The bus is shut down.
+    Closed(Event<P>),
+}
+
+/// `publish_timeout` failed; the event is handed back.
+pub enum PublishTimeoutError<P> {
+    /// The ring stayed full until the deadline.
+    Timeout(Event<P>),
+    /// The bus is shut down.
+    Closed(Event<P>),
+}
+
+/// `publish_batch` stopped because the bus shut down.
+pub struct PublishBatchError<P> {
+    /// How many events of the batch were published (and will be delivered).
+    pub published: usize,
+    /// The rest of the batch, in order, not published.
+    pub unpublished: Vec<Event<P>>,
+}
+
+impl<P> PublishError<P> {
+    /// The event that was not published.
+    pub fn into_inner(self) -> Event<P> {
+        self.0
+    }
+}
+
+impl<P> TryPublishError<P> {
+    /// The event that was not published.
+    pub fn into_inner(self) -> Event<P> {
+        match self {
+            TryPublishError::Full(e) | TryPublishError::Closed(e) => e,
+        }
+    }
+    /// Whether the ring was full (as opposed to closed).
+    pub fn is_full(&self) -> bool {
+        matches!(self, TryPublishError::Full(_))
+    }
+}
+
+impl<P> PublishTimeoutError<P> {
+    /// The event that was not published.
+    pub fn into_inner(self) -> Event<P> {
+        match self {
+            PublishTimeoutError::Timeout(e) | PublishTimeoutError::Closed(e) => e,
+        }
+    }
+}
+
+macro_rules! error_impls {
+    ($ty:ident, |$s:ident, $f:ident| $display:expr, |$d:ident, $g:ident| $debug:expr) => {
+        impl<P> fmt::Debug for $ty<P> {
+            fn fmt(&self, $g: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $d = self;
+                $debug
+            }
+        }
+        impl<P> fmt::Display for $ty<P> {
+            fn fmt(&self, $f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $s = self;
+                $display
+            }
+        }
+        impl<P> std::error::Error for $ty<P> {}
+    };
+}
+
+error_impls!(
+    PublishError,
+    |_s, f| f.write_str("publishing on a closed bus"),
+    |d, f| write!(f, "PublishError::Closed({})", d.0.id)
+);
+error_impls!(
+    TryPublishError,
+    |s, f| f.write_str(match s {
+        TryPublishError::Full(_) => "publishing on a full ring",
+        TryPublishError::Closed(_) => "publishing on a closed bus",
+    }),
+    |d, f| match d {
+        TryPublishError::Full(e) => write!(f, "TryPublishError::Full({})", e.id),
+        TryPublishError::Closed(e) => write!(f, "TryPublishError::Closed({})", e.id),
+    }
+);
+error_impls!(
+    PublishTimeoutError,
+    |s, f| f.write_str(match s {
+        PublishTimeoutError::Timeout(_) => "the ring stayed full until the deadline",
+        PublishTimeoutError::Closed(_) => "publishing on a closed bus",
+    }),
+    |d, f| match d {
+        PublishTimeoutError::Timeout(e) => write!(f, "PublishTimeoutError::Timeout({})", e.id),
+        PublishTimeoutError::Closed(e) => write!(f, "PublishTimeoutError::Closed({})", e.id),
+    }
+);
+error_impls!(
+    PublishBatchError,
+    |s, f| write!(
+        f,
+        "the bus closed after {} events of the batch; {} were not published",
+        s.published,
+        s.unpublished.len()
+    ),
+    |d, f| f
+        .debug_struct("PublishBatchError")
+        .field("published", &d.published)
+        .field("unpublished", &d.unpublished.len())
+        .finish()
+);

@@ -1,0 +1,275 @@
+//! [`Publisher`]: claims ring slots and publishes events, one at a time or in
+//! batches.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use crate::dispatch::{Inside, Role, Shared};
+use crate::event::Event;
+use crate::ring::{ClaimError, MpCursor, Producers, SpCursor};
+use crate::sync::Arc;
+
+use super::error::{PublishBatchError, PublishError, PublishTimeoutError, TryPublishError};
+#[cfg(doc)]
+use super::mode::Single;
+use super::mode::{producers, Multi, ProducerMode};
+#[cfg(doc)]
+use super::Bus;
+
+/// Publishes events onto a bus.
+///
+/// In [`Multi`] mode publishers are `Clone`: give each producing thread its own
+/// (each keeps a private cache of the consumer position). In [`Single`] mode there is
+/// exactly one.
+pub struct Publisher<P = serde_json::Value, M = Multi> {
+    shared: Arc<Shared<P>>,
+    /// The producer's private ring state; its variant matches `M`.
+    cursor: Cursor,
+    _mode: PhantomData<M>,
+}
+
+/// A publisher's ring cursor (the variant follows the type-level mode).
+enum Cursor {
+    Single(SpCursor),
+    Multi(MpCursor),
+}
+
+impl<P, M> fmt::Debug for Publisher<P, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("single", &matches!(self.cursor, Cursor::Single(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> Clone for Publisher<P, Multi> {
+    fn clone(&self) -> Self {
+        let cursor = match &self.cursor {
+            Cursor::Multi(c) => c.clone(),
+            Cursor::Single(_) => unreachable!("a multi-producer publisher has a multi cursor"),
+        };
+        Publisher {
+            shared: self.shared.clone(),
+            cursor: Cursor::Multi(cursor),
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
+    pub(super) fn new(shared: Arc<Shared<P>>) -> Self {
+        let cursor = match producers::<M>() {
+            Producers::Single => Cursor::Single(
+                shared
+                    .ring
+                    .single_producer()
+                    .expect("a single-producer bus has exactly one publisher"),
+            ),
+            Producers::Multi => Cursor::Multi(MpCursor::default()),
+        };
+        Publisher {
+            shared,
+            cursor,
+            _mode: PhantomData,
+        }
+    }
+
+    /// Whether the bus has shut down (publishes will fail).
+    pub fn is_closed(&self) -> bool {
+        self.shared.ring.is_closed()
+    }
+
+    /// Publishes one event, waiting (per the producer wait strategy) while the ring
+    /// is full. `Err` only when the bus is shut down, with the event — at once,
+    /// also while waiting for space.
+    #[inline]
+    pub fn publish(&mut self, event: Event<P>) -> Result<(), PublishError<P>> {
+        self.publish_inner(event, true, None)
+            .map_err(|(e, _)| PublishError(e))
+    }
+
+    /// Publishes one event if a slot is free now.
+    ///
+    /// In multi-producer mode a slot counts as taken as soon as a blocking
+    /// publisher has claimed it, before it is free: while other producers keep
+    /// the ring over-claimed (e.g. `publish_batch` loops), `try_publish` keeps
+    /// returning `Full`. [`publish_timeout`](Publisher::publish_timeout) waits its
+    /// turn in line instead and gets in as the dispatcher makes progress.
+    #[inline]
+    pub fn try_publish(&mut self, event: Event<P>) -> Result<(), TryPublishError<P>> {
+        self.publish_inner(event, false, None)
+            .map_err(|(e, why)| match why {
+                ClaimError::Full => TryPublishError::Full(e),
+                _ => TryPublishError::Closed(e),
+            })
+    }
+
+    /// Publishes one event, waiting at most `timeout` for a free slot. A timeout
+    /// too large for an [`Instant`] waits like [`publish`](Publisher::publish).
+    ///
+    /// In multi-producer mode the call takes its place in line like a blocking
+    /// publish (one `fetch_add`), so it is not starved by other producers; if the
+    /// deadline passes first, its sequence is left for the dispatcher to skip and
+    /// the event comes back.
+    pub fn publish_timeout(
+        &mut self,
+        event: Event<P>,
+        timeout: Duration,
+    ) -> Result<(), PublishTimeoutError<P>> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.publish_inner(event, true, deadline)
+            .map_err(|(e, why)| match why {
+                ClaimError::Closed => PublishTimeoutError::Closed(e),
+                _ => PublishTimeoutError::Timeout(e),
+            })
+    }
+
+    #[inline]
+    fn publish_inner(
+        &mut self,
+        event: Event<P>,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), (Event<P>, ClaimError)> {
+        let ring = &self.shared.ring;
+        match &mut self.cursor {
+            Cursor::Single(cursor) => {
+                let mut claim = match ring.claim_single(cursor, 1, wait, deadline) {
+                    Ok(claim) => claim,
+                    Err(why) => return Err((event, why)),
+                };
+                claim.push(event);
+                claim.publish_one().map_err(|e| (e, ClaimError::Closed))
+            }
+            Cursor::Multi(cursor) => {
+                let claimed = match (wait, deadline) {
+                    (true, None) => ring.claim_multi(cursor, 1),
+                    (false, _) => ring.try_claim_multi(cursor, 1),
+                    (true, Some(d)) => ring.claim_multi_until(cursor, 1, d),
+                };
+                let mut claim = match claimed {
+                    Ok(claim) => claim,
+                    Err(why) => return Err((event, why)),
+                };
+                claim.push(event);
+                claim.publish();
+                Ok(())
+            }
+        }
+    }
+
+    /// Claims a slot, then builds the event with `make` directly into it and
+    /// publishes it. Events built this way are stamped in claim order: in
+    /// single-producer mode, timestamps and ids taken inside `make` increase with
+    /// the ring sequence.
+    ///
+    /// If the bus is closed, `make` is still called and its event handed back in
+    /// the error. If `make` panics, nothing is published. If `make` shuts the bus
+    /// down (drops the last [`Bus`]), the event is still delivered (multi
+    /// producer: its slot was claimed before the close) or handed back (single
+    /// producer), and the bus stops by itself after this call.
+    #[inline]
+    pub fn publish_with(&mut self, make: impl FnOnce() -> Event<P>) -> Result<(), PublishError<P>> {
+        let ring = &self.shared.ring;
+        let bus = self.shared.id();
+        match &mut self.cursor {
+            Cursor::Single(cursor) => {
+                let Ok(mut claim) = ring.claim_single(cursor, 1, true, None) else {
+                    return Err(PublishError(make()));
+                };
+                claim.push(make());
+                claim.publish_one().map_err(PublishError)
+            }
+            Cursor::Multi(cursor) => {
+                let Ok(mut claim) = ring.claim_multi(cursor, 1) else {
+                    return Err(PublishError(make()));
+                };
+                // User code runs while this thread holds the claim: a shutdown from
+                // in there must not wait for the dispatcher (which waits for us).
+                let event = {
+                    let _inside = Inside::enter(bus, Role::Claim);
+                    make()
+                };
+                claim.push(event);
+                claim.publish();
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes many events with one claim per chunk (a chunk is at most the ring
+    /// capacity: a larger batch is split, never refused) and one publish per chunk
+    /// (single producer) — the cheapest way to publish.
+    ///
+    /// The chunk size comes from the iterator's `size_hint` (exact for vectors,
+    /// arrays, ranges and maps over them). Waits while the ring is full.
+    ///
+    /// # Errors
+    /// If the bus shuts down part-way, the events already published will be
+    /// delivered; the error hands back the events taken from the iterator but not
+    /// published, in order. The rest of the iterator is **not consumed** (an
+    /// endless or blocking iterator is never drained): pass `iter.by_ref()` to keep
+    /// it.
+    ///
+    /// If the iterator panics, the events it yielded before are published and
+    /// the panic propagates.
+    pub fn publish_batch<I>(&mut self, events: I) -> Result<(), PublishBatchError<P>>
+    where
+        I: IntoIterator<Item = Event<P>>,
+    {
+        let mut iter = events.into_iter();
+        let ring = &self.shared.ring;
+        let cap = ring.capacity();
+        let bus = self.shared.id();
+        let mut published = 0usize;
+        loop {
+            // One event in hand proves the batch is not done; the hint sizes the claim.
+            let Some(first) = iter.next() else {
+                return Ok(());
+            };
+            let n = (iter.size_hint().0 as u64).saturating_add(1).min(cap);
+            let refused = |published, first| {
+                Err(PublishBatchError {
+                    published,
+                    unpublished: vec![first],
+                })
+            };
+            match &mut self.cursor {
+                Cursor::Single(cursor) => {
+                    let Ok(mut claim) = ring.claim_single(cursor, n, true, None) else {
+                        return refused(published, first);
+                    };
+                    claim.push(first);
+                    for event in iter.by_ref().take(claim.remaining() as usize) {
+                        claim.push(event);
+                    }
+                    match claim.publish() {
+                        Ok(written) => published += written as usize,
+                        Err(unpublished) => {
+                            return Err(PublishBatchError {
+                                published,
+                                unpublished,
+                            })
+                        }
+                    }
+                }
+                Cursor::Multi(cursor) => {
+                    let Ok(mut claim) = ring.claim_multi(cursor, n) else {
+                        return refused(published, first);
+                    };
+                    {
+                        // The iterator is user code, run while this claim is held.
+                        let _inside = Inside::enter(bus, Role::Claim);
+                        claim.push(first);
+                        for event in iter.by_ref().take(claim.remaining() as usize) {
+                            claim.push(event);
+                        }
+                    }
+                    // Publishes what was written, skips what the iterator did not fill.
+                    published += claim.publish() as usize;
+                }
+            }
+        }
+    }
+}
