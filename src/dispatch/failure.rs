@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::handler::HandlerError;
-use crate::Event;
+use crate::event::Event;
 
 /// Identifies a subscription (one handler, or one partitioned handler's lanes).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::failure::SubscriptionId;
 use super::slot::FlowEntry;
-use crate::{EventId, EventType, Timestamp};
+use crate::event::{EventId, EventType, Timestamp};
 
 /// One handler call on one event.
 #[derive(Clone, Debug, PartialEq, Eq)]

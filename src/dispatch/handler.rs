@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::Event;
+use crate::event::Event;
 
 /// Receives the events it subscribed to, in publish order.
 ///

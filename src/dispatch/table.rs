@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use super::pattern::Pattern;
-use crate::{Event, EventType};
+use crate::event::{Event, EventType};
 
 /// Where one subscription's handler instances live: slots `first .. first + lanes`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

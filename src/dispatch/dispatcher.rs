@@ -1,0 +1,635 @@
+//! The dispatcher loop: [`Dispatcher`] takes batches from the ring, applies
+//! control messages between them, routes and runs each batch (see the steps in
+//! the [module docs](super)), and on shutdown drains the retries and reports.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
+
+use super::control::{Ack, Control, Redrive, Reply, SubscribeSpec};
+use super::execution::Executor;
+use super::failure::{Failure, FailurePolicy, SubscriptionId};
+use super::flow::FlowLog;
+use super::inside::{Inside, Role};
+use super::shared::{HandlerInfo, Shared, ShutdownReport, Undelivered};
+use super::slot::{Failed, HandlerSlot, Services};
+use super::table::{Route, Table, Target};
+use crate::event::Event;
+use crate::resilience::{Attempt, DeadLetter};
+use crate::ring::{Batch, Consumer, Next, Ring};
+use crate::sync::{Arc, Ordering};
+use crate::unwind::{drop_quietly, panic_message};
+
+fn call_hook(name: &str, hook: &str, f: impl FnOnce()) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+        eprintln!("ringbus: handler {name} panicked in {hook}");
+        drop_quietly(p);
+    }
+}
+
+/// Where a subscription lives in `slots`.
+struct SubInfo {
+    id: SubscriptionId,
+    target: Target,
+}
+
+/// What one [`Dispatcher::step`] did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Dispatched or skipped a batch, or ran due retries.
+    Worked,
+    /// Nothing published; the ring is open.
+    Idle,
+    /// The ring is closed and every event published before the close is dispatched.
+    Drained,
+}
+
+/// Dispatcher settings beyond the ring.
+pub(crate) struct DispatchConfig<P> {
+    pub(crate) max_batch: u64,
+    pub(crate) exec: Executor,
+    pub(crate) policy: Box<dyn FailurePolicy<P>>,
+    pub(crate) services: Services<P>,
+    pub(crate) flow_log: Option<StdArc<FlowLog>>,
+    /// How long shutdown keeps running due retries before it gives up on them.
+    pub(crate) retry_drain: Duration,
+}
+
+/// An `unsubscribe` waiting for the dispatcher to reach `until`.
+struct Removal {
+    id: SubscriptionId,
+    until: u64,
+    ack: Arc<Ack>,
+}
+
+/// The consumer side of a bus. Runs on its own thread ([`Dispatcher::run`]), or is
+/// stepped inline ([`Dispatcher::step`]).
+pub(crate) struct Dispatcher<P> {
+    shared: Arc<Shared<P>>,
+    next: u64,
+    table: Table,
+    routes: Vec<Route>,
+    subs: Vec<SubInfo>,
+    slots: Vec<Option<HandlerSlot<P>>>,
+    /// Unsubscribes waiting for their last event to be dispatched.
+    removals: Vec<Removal>,
+    config: DispatchConfig<P>,
+    // Local counters, published to `shared.stats` once per batch.
+    dispatched: u64,
+    delivered: u64,
+    failed: u64,
+    panicked: u64,
+    retried: u64,
+    dead_lettered: u64,
+    batches: u64,
+    skipped: u64,
+}
+
+impl<P> std::fmt::Debug for Dispatcher<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("next", &self.next)
+            .field("subscriptions", &self.subs.len())
+            .field("exec", &self.config.exec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Send + Sync + 'static> Dispatcher<P> {
+    pub(crate) fn new(shared: Arc<Shared<P>>, config: DispatchConfig<P>) -> Self {
+        Dispatcher {
+            shared,
+            next: 0,
+            table: Table::default(),
+            routes: Vec::new(),
+            subs: Vec::new(),
+            slots: Vec::new(),
+            removals: Vec::new(),
+            config,
+            dispatched: 0,
+            delivered: 0,
+            failed: 0,
+            panicked: 0,
+            retried: 0,
+            dead_lettered: 0,
+            batches: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Runs until the ring is closed and drained, then shuts the handlers down.
+    ///
+    /// Every call into user code is guarded where it is made; should the loop
+    /// panic anyway (a bug in ringbus), the ring is closed at once (by `Drop`), so
+    /// that no later publish returns `Ok` for an event nobody will deliver, and the
+    /// panic's message is returned.
+    pub(crate) fn run(self) -> Result<ShutdownReport, String> {
+        let bus = self.shared.id();
+        let shared = self.shared.clone();
+        catch_unwind(AssertUnwindSafe(move || {
+            let _inside = Inside::enter(bus, Role::Dispatch);
+            let mut consumer = shared
+                .ring
+                .consumer()
+                .expect("the dispatcher is its ring's only consumer");
+            let mut me = self;
+            loop {
+                match me.step(&shared.ring, &mut consumer) {
+                    Step::Worked => {}
+                    Step::Idle => me.wait(),
+                    Step::Drained => break,
+                }
+            }
+            me.finish()
+        }))
+        .map_err(|p| {
+            let message = panic_message(&*p);
+            drop_quietly(p);
+            message
+        })
+    }
+
+    /// The real-time instant at which the earliest queued retry falls due, if
+    /// that is representable.
+    fn next_timer(&self) -> Option<Instant> {
+        let due = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.next_due())
+            .min()?;
+        let now = self.config.services.clock.now();
+        Instant::now().checked_add(due.saturating_sub(now))
+    }
+
+    fn wait(&self) {
+        let (shared, next) = (&*self.shared, self.next);
+        let timer = self.next_timer();
+        let ready = || {
+            shared.control.is_pending()
+                || shared.ring.has_next()
+                || shared.ring.closed_at() == Some(next)
+                || shared.timer_kick.load(Ordering::Acquire)
+        };
+        match timer {
+            None => shared.ring.consumer_wait_until(ready),
+            Some(deadline) => shared.ring.consumer_wait_deadline(deadline, ready),
+        }
+        shared.timer_kick.store(false, Ordering::Relaxed);
+    }
+
+    /// One iteration: control messages, then at most one batch (or the due
+    /// retries, when no event is waiting). Never blocks (except inside handlers).
+    pub(crate) fn step(&mut self, ring: &Ring<Event<P>>, consumer: &mut Consumer) -> Step {
+        if self.shared.control.is_pending() {
+            self.apply_control();
+        }
+        if !self.removals.is_empty() {
+            self.apply_removals();
+        }
+        let lo = self.next;
+        // A pending unsubscribe ends its handler's events at its `until`: the batch
+        // stops there, and the removal happens before the next one.
+        let max = match self.removals.iter().map(|r| r.until).min() {
+            Some(until) => self.config.max_batch.min(until - lo),
+            None => self.config.max_batch,
+        };
+        match ring.next_batch(consumer, max) {
+            Next::Batch(batch) => {
+                self.dispatch(Some(&batch));
+                self.next = batch.end();
+                // Every handler task has returned: drop the events, free the slots.
+                // A payload `Drop` that panics is contained there.
+                let _drop_panics = batch.release();
+                #[cfg(feature = "tracing")]
+                if _drop_panics > 0 {
+                    tracing::warn!(count = _drop_panics, "ringbus: payload Drop panicked");
+                }
+                Step::Worked
+            }
+            Next::Skipped(hi) => {
+                self.skipped += hi - lo;
+                self.shared
+                    .stats
+                    .skipped
+                    .store(self.skipped, Ordering::Relaxed);
+                self.next = hi;
+                Step::Worked
+            }
+            Next::Empty => {
+                if self.retries_due() {
+                    self.dispatch(None);
+                    return Step::Worked;
+                }
+                if ring.closed_at() == Some(lo) {
+                    Step::Drained
+                } else {
+                    Step::Idle
+                }
+            }
+        }
+    }
+
+    /// Removes the subscriptions whose last event has been dispatched.
+    fn apply_removals(&mut self) {
+        let next = self.next;
+        let (done, waiting): (Vec<Removal>, Vec<Removal>) =
+            self.removals.drain(..).partition(|r| r.until <= next);
+        self.removals = waiting;
+        for r in done {
+            let found = self.remove(r.id);
+            r.ack.complete(Reply::Done(usize::from(found)));
+        }
+    }
+
+    /// Whether some queued event can be tried now.
+    fn retries_due(&self) -> bool {
+        let now = self.config.services.clock.now();
+        self.slots
+            .iter()
+            .flatten()
+            .any(|s| s.next_due().is_some_and(|d| d <= now))
+    }
+
+    /// Applies pending control messages, runs due retries until every queue is
+    /// empty or the drain deadline passes (the rest go to the dead-letter queue and
+    /// the report), runs every handler's shutdown hook, and refuses later control
+    /// messages. Call once the ring is drained.
+    pub(crate) fn finish(mut self) -> ShutdownReport {
+        self.apply_control();
+        // Every event is dispatched: every pending unsubscribe can complete.
+        for r in &mut self.removals {
+            r.until = 0;
+        }
+        self.apply_removals();
+        // A drain timeout too large for an `Instant` is no timeout.
+        let deadline = Instant::now().checked_add(self.config.retry_drain);
+        let before = |deadline: Option<Instant>| deadline.is_none_or(|d| Instant::now() < d);
+        while self.slots.iter().flatten().any(|s| s.has_queue()) && before(deadline) {
+            if self.retries_due() {
+                self.dispatch(None);
+            } else {
+                let until = match (self.next_timer(), deadline) {
+                    (Some(t), Some(d)) => Some(t.min(d)),
+                    (t, d) => t.or(d),
+                };
+                let kick = &self.shared.timer_kick;
+                let ready = || kick.load(Ordering::Acquire);
+                match until {
+                    Some(until) => self.shared.ring.consumer_wait_deadline(until, ready),
+                    None => self.shared.ring.consumer_wait_until(ready),
+                }
+                kick.store(false, Ordering::Relaxed);
+            }
+        }
+        let mut undelivered = Vec::new();
+        for slot in self.slots.iter_mut().flatten() {
+            for w in slot.drain_queue() {
+                undelivered.push(Undelivered {
+                    event_id: w.event.id,
+                    event_type: w.event.event_type,
+                    subscription: slot.sub,
+                    handler: slot.name.to_string(),
+                    attempts: w.attempts.len(),
+                });
+                let mut attempts = w.attempts;
+                attempts.push(Attempt {
+                    at: self.config.services.clock.now(),
+                    error: "undelivered at shutdown: retry drain deadline passed".into(),
+                    panicked: false,
+                });
+                self.dead_lettered += 1;
+                dead_letter(
+                    &self.config.services,
+                    w.event,
+                    slot.sub,
+                    &slot.name,
+                    attempts,
+                );
+            }
+        }
+        self.shared.control.close();
+        for slot in self.slots.iter_mut().flatten() {
+            let handler = &mut slot.handler;
+            call_hook(&slot.name, "on_shutdown", || handler.on_shutdown());
+        }
+        for slot in self.slots.drain(..) {
+            drop_quietly(slot);
+        }
+        self.publish_stats();
+        let published = self.shared.ring.closed_at().unwrap_or(self.next) - self.skipped;
+        let report = ShutdownReport {
+            published,
+            dispatched: self.dispatched,
+            delivered: self.delivered,
+            failed: self.failed,
+            panicked: self.panicked,
+            retried: self.retried,
+            dead_lettered: self.dead_lettered,
+            undelivered,
+        };
+        // The failure policy, the clock, listeners: user code may run in their `Drop`.
+        drop_quietly(self);
+        report
+    }
+
+    /// Dispatches a batch (or, with `None`, only the due retries). The caller
+    /// releases the batch afterwards.
+    fn dispatch(&mut self, batch: Option<&Batch<'_, Event<P>>>) {
+        let len = batch.map_or(0, |b| b.len());
+        #[cfg(feature = "tracing")]
+        let _span = tracing::trace_span!("ringbus.batch", len).entered();
+        if let Some(batch) = batch {
+            for off in 0..len {
+                let event = batch.get(off);
+                for target in self.table.route(event.event_type, &self.routes) {
+                    let i = target.slot_for(event);
+                    debug_assert!(self.slots[i].is_some(), "route to an empty slot");
+                    if let Some(slot) = self.slots[i].as_mut() {
+                        slot.work.push(off);
+                    }
+                }
+            }
+        }
+
+        let busy = |s: &HandlerSlot<P>| !s.work.is_empty() || s.has_queue();
+        let active = self.slots.iter().flatten().filter(|s| busy(s)).count();
+        let services = &self.config.services;
+        match &self.config.exec {
+            Executor::Pool(pool) if active > 1 => {
+                pool.in_place_scope(|scope| {
+                    let mut it = self.slots.iter_mut().flatten().filter(|s| busy(s));
+                    let mine = it.next();
+                    for slot in it {
+                        scope.spawn(move |_| slot.run(batch, services));
+                    }
+                    if let Some(slot) = mine {
+                        slot.run(batch, services);
+                    }
+                });
+            }
+            _ => {
+                for slot in self.slots.iter_mut().flatten().filter(|s| busy(s)) {
+                    slot.run(batch, services);
+                }
+            }
+        }
+
+        let mut flow = Vec::new();
+        for slot in self.slots.iter_mut().flatten() {
+            self.delivered += slot.run_ok;
+            self.failed += slot.run_failed;
+            self.panicked += slot.run_panicked;
+            self.retried += slot.run_retried;
+            self.dead_lettered += slot.run_dead_lettered;
+            slot.run_ok = 0;
+            slot.run_failed = 0;
+            slot.run_panicked = 0;
+            slot.run_retried = 0;
+            slot.run_dead_lettered = 0;
+            if self.config.flow_log.is_some() && !slot.flow.is_empty() {
+                flow.extend(
+                    slot.flow
+                        .drain(..)
+                        .map(|e| (slot.sub, slot.name.clone(), slot.lane, e)),
+                );
+            }
+            for (failed, reason) in slot.failures.drain(..) {
+                let (event, sequence) = match &failed {
+                    Failed::Fresh(off) => {
+                        let batch = batch.expect("a fresh failure comes from a batch");
+                        (batch.get(*off), batch.sequence(*off))
+                    }
+                    Failed::Queued(Some(e), seq) => (&**e, *seq),
+                    // The payload's `clone` panicked: no copy to show the policy.
+                    Failed::Queued(None, _) => continue,
+                };
+                let failure = Failure {
+                    event,
+                    sequence,
+                    subscription: slot.sub,
+                    handler: &slot.name,
+                    lane: slot.lane,
+                    reason: &reason,
+                };
+                let policy = &mut self.config.policy;
+                call_hook("failure policy", "on_failure", || {
+                    policy.on_failure(&failure)
+                });
+                drop_quietly(failed);
+            }
+            slot.work.clear();
+        }
+        if let Some(log) = &self.config.flow_log {
+            log.append(flow);
+        }
+
+        if len > 0 {
+            self.dispatched += u64::from(len);
+            self.batches += 1;
+            if self.config.services.metrics {
+                // One uncontended lock per batch.
+                let mut h = self
+                    .shared
+                    .batch_sizes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                h.record(u64::from(len));
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn publish_stats(&self) {
+        let stats = &self.shared.stats;
+        stats.dispatched.store(self.dispatched, Ordering::Relaxed);
+        stats.delivered.store(self.delivered, Ordering::Relaxed);
+        stats.failed.store(self.failed, Ordering::Relaxed);
+        stats.panicked.store(self.panicked, Ordering::Relaxed);
+        stats.batches.store(self.batches, Ordering::Relaxed);
+        stats.retried.store(self.retried, Ordering::Relaxed);
+        stats
+            .dead_lettered
+            .store(self.dead_lettered, Ordering::Relaxed);
+    }
+
+    fn apply_control(&mut self) {
+        for msg in self.shared.control.take() {
+            match msg {
+                Control::Subscribe(spec, ack) => {
+                    self.install(spec);
+                    ack.complete(Reply::Done(1));
+                }
+                Control::Unsubscribe { id, until, ack } => {
+                    if self.subs.iter().any(|s| s.id == id) {
+                        self.removals.push(Removal { id, until, ack });
+                    } else {
+                        ack.complete(Reply::Done(0));
+                    }
+                }
+                Control::Redrive(which, ack) => {
+                    let n = self.redrive(&which);
+                    ack.complete(Reply::Done(n));
+                }
+            }
+        }
+    }
+
+    /// Takes the selected dead letters that can be redriven — their subscription
+    /// is still here and keeps a retry queue — out of the dead-letter queue and
+    /// queues each at its handler again. Letters that cannot be redriven stay in
+    /// the dead-letter queue untouched. Returns how many were redriven.
+    fn redrive(&mut self, which: &Redrive) -> usize {
+        let (subs, slots) = (&self.subs, &self.slots);
+        let target = |letter: &DeadLetter<P>| {
+            let sub = subs.iter().find(|s| s.id == letter.subscription)?;
+            let i = sub.target.slot_for(&letter.event);
+            slots[i].as_ref().filter(|s| s.can_queue()).map(|_| i)
+        };
+        let letters = self
+            .config
+            .services
+            .dlq
+            .take_where(|l| which.selects(l) && target(l).is_some());
+        let targets: Vec<usize> = letters.iter().filter_map(target).collect();
+        debug_assert_eq!(targets.len(), letters.len(), "selected above");
+        let n = letters.len();
+        for (letter, i) in letters.into_iter().zip(targets) {
+            if let Some(slot) = self.slots[i].as_mut() {
+                slot.enqueue_redrive(letter.event, u64::MAX);
+            }
+        }
+        n
+    }
+
+    fn install(&mut self, spec: SubscribeSpec<P>) {
+        let lanes = spec.handlers.len();
+        // First run of `lanes` free slots, or the end.
+        let mut first = self.slots.len();
+        let mut run = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            run = if s.is_none() { run + 1 } else { 0 };
+            if run == lanes {
+                first = i + 1 - lanes;
+                break;
+            }
+        }
+        if first + lanes > self.slots.len() {
+            self.slots.resize_with(first + lanes, || None);
+        }
+        let mut infos = Vec::with_capacity(lanes);
+        for (lane, mut handler) in spec.handlers.into_iter().enumerate() {
+            call_hook(&spec.name, "on_start", || handler.on_start());
+            let slot = HandlerSlot::new(
+                handler,
+                spec.id,
+                spec.name.clone(),
+                lane as u32,
+                spec.resilience.clone(),
+            );
+            infos.push(HandlerInfo {
+                sub: spec.id,
+                name: spec.name.clone(),
+                lane: lane as u32,
+                metrics: slot.metrics.clone(),
+            });
+            self.slots[first + lane] = Some(slot);
+        }
+        self.shared
+            .handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(infos);
+        let target = Target {
+            first: first as u32,
+            lanes: lanes as u32,
+        };
+        self.routes.push(Route {
+            patterns: spec.patterns,
+            target,
+        });
+        self.subs.push(SubInfo {
+            id: spec.id,
+            target,
+        });
+        self.table.clear();
+    }
+
+    fn remove(&mut self, id: SubscriptionId) -> bool {
+        let Some(i) = self.subs.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        let info = self.subs.remove(i);
+        self.routes.remove(i);
+        let first = info.target.first as usize;
+        for slot in &mut self.slots[first..first + info.target.lanes as usize] {
+            if let Some(mut s) = slot.take() {
+                // Queued events of a removed subscription are not lost: they go to
+                // the dead-letter queue, from where they can be redriven elsewhere.
+                for w in s.drain_queue() {
+                    let mut attempts = w.attempts;
+                    attempts.push(Attempt {
+                        at: self.config.services.clock.now(),
+                        error: "unsubscribed while waiting for a retry".into(),
+                        panicked: false,
+                    });
+                    self.dead_lettered += 1;
+                    dead_letter(&self.config.services, w.event, s.sub, &s.name, attempts);
+                }
+                let handler = &mut s.handler;
+                call_hook(&s.name, "on_shutdown", || handler.on_shutdown());
+                drop_quietly(s);
+            }
+        }
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        self.shared
+            .handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|h| h.sub != id);
+        self.table.clear();
+        self.publish_stats();
+        true
+    }
+}
+
+impl<P> Drop for Dispatcher<P> {
+    fn drop(&mut self) {
+        // Normal exit or unwinding: either way no one will consume again. Close
+        // first, so that no publish succeeds from now on; then release producers
+        // waiting for space and every caller waiting on a control message.
+        self.shared.ring.close();
+        self.shared.control.close();
+        for r in self.removals.drain(..) {
+            r.ack.complete(Reply::Refused);
+        }
+        self.shared.ring.terminate();
+        self.config.services.dlq.close();
+    }
+}
+
+/// Moves `event` to the dead-letter queue. A queue closed by then (only past the
+/// end of shutdown) hands the letter back; it is dropped, as is an evicted one —
+/// quietly, since a payload's `Drop` is user code.
+pub(crate) fn dead_letter<P>(
+    services: &Services<P>,
+    event: Event<P>,
+    sub: SubscriptionId,
+    name: &StdArc<str>,
+    attempts: Vec<Attempt>,
+) {
+    let dlq = &services.dlq;
+    let pushed = catch_unwind(AssertUnwindSafe(|| {
+        dlq.push(event, sub, name.clone(), attempts)
+    }));
+    match pushed {
+        Ok(Ok(_)) => {}
+        Ok(Err(closed)) => {
+            eprintln!("ringbus: dead-letter queue closed; event of {name} lost to it");
+            drop_quietly(closed);
+        }
+        Err(p) => drop_quietly(p),
+    }
+}
