@@ -180,7 +180,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = bus.shutdown().unwrap();
     println!(
         "shutdown: published {}, dispatched {}, delivered {}, failed {}",
-        report.published, report.dispatched, report.delivered, report.failed
+        report.counters.published,
+        report.counters.dispatched,
+        report.counters.delivered,
+        report.counters.failed
     );
     assert_eq!(sent.lock().unwrap().len(), 3);
     assert_eq!(audit.lock().unwrap().len(), 3);

@@ -32,8 +32,9 @@ mod unwind;
 mod bus;
 pub mod codec;
 mod dispatch;
-pub mod event;
+mod event;
 pub mod metrics;
+mod outcome;
 pub mod resilience;
 // The ring owns every `unsafe` of the crate: producers write through its claims,
 // the dispatcher reads through its batches.
@@ -44,20 +45,36 @@ mod ring;
 #[doc(hidden)]
 pub mod loom_api;
 
+// The root holds the bus, the publisher, the event, the handler and the errors a
+// user matches on; each area beyond that is a module.
 pub use bus::{
     BuildError, BuildErrorKind, Bus, BusBuilder, DeadLetters, Multi, ProducerMode,
     PublishBatchError, PublishError, PublishTimeoutError, Publisher, ShutdownError, Single,
-    SingleProducerBus, SubscribeError, SubscribeOptions, TryPublishError, MAX_CAPACITY, MAX_LANES,
-    MAX_POOL_THREADS,
+    SubscribeError, SubscribeOptions, TryPublishError,
 };
-pub use dispatch::{
-    BreakerListener, BusStats, ErrorKind, Execution, Failure, FailurePolicy, FailureReason,
-    FlowLog, FlowRecord, FlowTrace, Handler, HandlerError, IntoPatterns, LogFailures, Pattern,
-    PatternError, ShutdownReport, SubscriptionId, Undelivered,
-};
+pub use dispatch::{Execution, Handler, ShutdownReport};
+pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
+pub use outcome::{HandlerError, SubscriptionId};
 pub use ring::WaitStrategy;
 
-pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
+/// Subscription patterns: exact event types, `*` (one token), `>` (one or more
+/// trailing tokens), as in NATS subjects.
+pub mod pattern {
+    pub use crate::dispatch::{IntoPatterns, Pattern, PatternError};
+}
+
+/// What happens when a handler fails: the failure record, the policy hook that
+/// sees every failure, why a call failed and whether retrying could help.
+pub mod failure {
+    pub use crate::dispatch::{Failure, FailurePolicy, LogFailures};
+    pub use crate::outcome::{ErrorKind, FailureReason};
+}
+
+/// The limits the bus and the name table enforce.
+pub mod limits {
+    pub use crate::bus::{MAX_CAPACITY, MAX_LANES, MAX_POOL_THREADS};
+    pub use crate::event::{MAX_NAMES, MAX_NAME_LEN};
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

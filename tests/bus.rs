@@ -93,7 +93,7 @@ fn batch_larger_than_capacity_is_split_not_refused() {
             bus.publisher().publish_batch(events).unwrap();
             bus.shutdown().unwrap()
         };
-        assert_eq!(report.published, n as u64);
+        assert_eq!(report.counters.published, n as u64);
         assert_eq!(*seen.lock().unwrap(), (0..n as u64).collect::<Vec<_>>());
     }
 }
@@ -195,7 +195,7 @@ fn try_publish_on_full_ring_returns_the_same_event() {
         release.store(true, Ordering::SeqCst);
         drop(publish);
         let report = bus.shutdown();
-        assert_eq!(report.published, 4);
+        assert_eq!(report.counters.published, 4);
         assert_eq!(handled.load(Ordering::SeqCst), 4);
     }
 }
@@ -259,7 +259,7 @@ fn publish_timeout_gives_the_event_back() {
     release.store(true, Ordering::SeqCst);
     p.publish_timeout(event("t.x", 3), Duration::from_secs(10))
         .unwrap();
-    assert_eq!(bus.shutdown().unwrap().published, 3);
+    assert_eq!(bus.shutdown().unwrap().counters.published, 3);
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn publish_after_shutdown_returns_closed_with_the_event() {
     let bus = Bus::<u32>::builder().build().unwrap();
     let mut p = bus.publisher();
     let report = bus.shutdown().unwrap();
-    assert_eq!(report.published, 0);
+    assert_eq!(report.counters.published, 0);
     assert!(p.is_closed());
 
     let e = event("late.x", 7);
@@ -392,7 +392,7 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
             }
             (ok, returned, report)
         };
-        assert_eq!(report.published, ok, "round {round}");
+        assert_eq!(report.counters.published, ok, "round {round}");
         assert_eq!(delivered.load(Ordering::Relaxed), ok, "round {round}");
         let mut ids = seen_ids.lock().unwrap().clone();
         let len = ids.len();
@@ -439,7 +439,7 @@ fn panicking_publish_with_does_not_stall_the_bus() {
     assert!(r.is_err());
     p.publish(event("pw.x", 2)).unwrap();
     let report = bus.shutdown().unwrap();
-    assert_eq!(report.published, 2);
+    assert_eq!(report.counters.published, 2);
     assert_eq!(*seen.lock().unwrap(), [1, 2]);
 }
 

@@ -26,13 +26,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::event;
+use ringbus::failure::Failure;
 use ringbus::resilience::{
     BreakerConfig, BreakerTransition, Clock, DlqFilter, DlqFullPolicy, ManualClock, RetryPolicy,
 };
 use ringbus::{
-    Bus, BusBuilder, Event, Execution, Failure, Handler, HandlerError, ProducerMode,
-    PublishTimeoutError, Publisher, ShutdownReport, SubscribeError, SubscribeOptions,
-    SubscriptionId, WaitStrategy,
+    Bus, BusBuilder, Event, Execution, Handler, HandlerError, ProducerMode, PublishTimeoutError,
+    Publisher, ShutdownReport, SubscribeError, SubscribeOptions, SubscriptionId, WaitStrategy,
 };
 
 // ---- helpers ---------------------------------------------------------------------
@@ -465,8 +465,11 @@ fn d04_shutdown_returns_with_a_full_blocking_dead_letter_queue() {
     let mut failures = Vec::new();
     match shutdown_within(bus, Duration::from_secs(5)) {
         Ok(report) => {
-            if report.dispatched != 2 {
-                failures.push(format!("report.dispatched {} != 2", report.dispatched));
+            if report.counters.dispatched != 2 {
+                failures.push(format!(
+                    "report.counters.dispatched {} != 2",
+                    report.counters.dispatched
+                ));
             }
         }
         Err(e) => {
@@ -1183,15 +1186,15 @@ fn d10a_published_and_occupancy_count_only_returned_publishes() {
     }
     // A window for the other producers to reach their (waiting) claims.
     let _ = eventually(Duration::from_millis(500), || {
-        bus.metrics().bus.published > returned.load(SeqCst) as u64
+        bus.metrics().bus.counters.published > returned.load(SeqCst) as u64
     });
     let m = bus.metrics();
     let ret = returned.load(SeqCst) as u64;
-    if m.bus.published > ret {
+    if m.bus.counters.published > ret {
         failures.push(format!(
-            "metrics.bus.published = {} while only {ret} publishes have returned (claims still \
+            "metrics.bus.counters.published = {} while only {ret} publishes have returned (claims still \
              waiting for a slot are counted)",
-            m.bus.published
+            m.bus.counters.published
         ));
     }
     if m.bus.ring_occupancy > ret {
@@ -1210,10 +1213,10 @@ fn d10a_published_and_occupancy_count_only_returned_publishes() {
         failures.push(format!("{} of 9 events handled", calls.load(SeqCst)));
     }
     let m = bus.metrics();
-    if m.bus.published != 9 {
+    if m.bus.counters.published != 9 {
         failures.push(format!(
-            "in the end metrics.bus.published = {} != 9",
-            m.bus.published
+            "in the end metrics.bus.counters.published = {} != 9",
+            m.bus.counters.published
         ));
     }
     drop(p);
@@ -1252,20 +1255,22 @@ fn d10b_retry_counters_count_scheduled_retries_as_documented() {
             // The bus totals are published after the batch, the handler's during
             // it: wait for both.
             let m = bus.metrics();
-            m.handlers[0].pending == 1 && m.handlers[0].errors == 1 && m.bus.failed == 1
+            m.handlers[0].pending == 1 && m.handlers[0].errors == 1 && m.bus.counters.failed == 1
         }),
         "the retry was never scheduled"
     );
     // The bus totals are Relaxed counters published after each batch: give them
     // the time to arrive rather than racing them.
-    eventually(Duration::from_secs(5), || bus.metrics().bus.retried == 1);
+    eventually(Duration::from_secs(5), || {
+        bus.metrics().bus.counters.retried == 1
+    });
     let m = bus.metrics();
     let mut failures = Vec::new();
-    if m.bus.retried != 1 {
+    if m.bus.counters.retried != 1 {
         failures.push(format!(
             "one retry scheduled (pending, clock not advanced): BusMetrics::retried = {}, \
              documented as \"Retries scheduled\" → expected 1",
-            m.bus.retried
+            m.bus.counters.retried
         ));
     }
     if m.handlers[0].retries != 1 {
@@ -1278,15 +1283,15 @@ fn d10b_retry_counters_count_scheduled_retries_as_documented() {
     clock.advance(Duration::from_secs(1));
     if !eventually(Duration::from_secs(5), || {
         let m = bus.metrics();
-        m.handlers[0].handled == 1 && m.bus.delivered == 1
+        m.handlers[0].handled == 1 && m.bus.counters.delivered == 1
     }) {
         failures.push("the retry never ran".into());
     }
     let m = bus.metrics();
-    if m.bus.retried != 1 || m.handlers[0].retries != 1 {
+    if m.bus.counters.retried != 1 || m.handlers[0].retries != 1 {
         failures.push(format!(
             "after the one retry ran: retried {} / retries {}, expected 1 / 1",
-            m.bus.retried, m.handlers[0].retries
+            m.bus.counters.retried, m.handlers[0].retries
         ));
     }
     drop(p);
@@ -1436,7 +1441,7 @@ fn d13b_retry_drain_timeout_duration_max_shuts_down_cleanly() {
     let mut failures = Vec::new();
     match shutdown_within(bus, Duration::from_secs(5)) {
         Ok(report) => {
-            if (report.published, report.dispatched) != (1, 1) {
+            if (report.counters.published, report.counters.dispatched) != (1, 1) {
                 failures.push(format!("report: {report:?}"));
             }
         }

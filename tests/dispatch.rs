@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{event, log, recorder, wait_for};
-use ringbus::{
-    Bus, Event, Execution, Failure, FailureReason, Handler, HandlerError, Subject, SubscribeError,
-};
+use ringbus::failure::{Failure, FailureReason};
+use ringbus::{Bus, Event, Execution, Handler, HandlerError, Subject, SubscribeError};
 
 fn names(l: &common::Log<String>) -> Vec<String> {
     l.lock().unwrap().clone()
@@ -267,9 +266,9 @@ fn failing_handlers_do_not_affect_others_and_are_counted() {
         1000,
         "panicking handler continued"
     );
-    assert_eq!(report.failed, 200);
-    assert_eq!(report.panicked, 100);
-    assert_eq!(report.delivered, 3000 - 200);
+    assert_eq!(report.counters.failed, 200);
+    assert_eq!(report.counters.panicked, 100);
+    assert_eq!(report.counters.delivered, 3000 - 200);
     let failures = failures.lock().unwrap();
     assert_eq!(failures.len(), 200);
     assert_eq!(failures.iter().filter(|f| f.2).count(), 100);

@@ -93,9 +93,9 @@ fn transient_failure_retried_until_success_keeping_subject_order() {
         "handler saw event 1 three times, then S in order"
     );
     let report = bus.shutdown().unwrap();
-    assert_eq!(report.retried, 2);
-    assert_eq!(report.failed, 2);
-    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(report.counters.retried, 2);
+    assert_eq!(report.counters.failed, 2);
+    assert_eq!(report.counters.dead_lettered, 0);
     assert!(report.undelivered.is_empty());
 }
 
@@ -232,7 +232,11 @@ fn circuit_breaker_opens_holds_events_then_half_opens_and_closes() {
     }
     wait_for(10, "events held", || bus.metrics().handlers[0].pending == 5);
     assert_eq!(seen.lock().unwrap().len(), 3, "not called while open");
-    assert_eq!(bus.metrics().bus.failed, 3, "held events are not failures");
+    assert_eq!(
+        bus.metrics().bus.counters.failed,
+        3,
+        "held events are not failures"
+    );
 
     broken.store(false, Ordering::SeqCst);
     clock.advance(Duration::from_secs(1));
@@ -255,7 +259,7 @@ fn circuit_breaker_opens_holds_events_then_half_opens_and_closes() {
     );
     let report = bus.shutdown().unwrap();
     assert_eq!(
-        report.dead_lettered, 3,
+        report.counters.dead_lettered, 3,
         "the three failures had no retries left"
     );
 }
@@ -315,7 +319,7 @@ fn full_dead_letter_queue_drops_oldest_and_counts() {
     }
     let dlq = bus.dead_letters();
     wait_for(10, "five dead letters", || {
-        bus.metrics().bus.dead_lettered == 5
+        bus.metrics().bus.counters.dead_lettered == 5
     });
     assert_eq!(dlq.len(), 2);
     assert_eq!(dlq.evicted(), 3);
@@ -357,17 +361,18 @@ fn metrics_are_exact_and_render_as_prometheus() {
     }
     wait_for(10, "all dispatched, dispatcher idle", || {
         let m = bus.metrics().bus;
-        m.dispatched == 400 && (m.batch_size.mean * m.batch_size.count as f64).round() as u64 == 400
+        m.counters.dispatched == 400
+            && (m.batch_size.mean * m.batch_size.count as f64).round() as u64 == 400
     });
     let m = bus.metrics();
-    assert_eq!(m.bus.published, 400);
-    assert_eq!(m.bus.delivered, 200 + 400);
-    assert_eq!(m.bus.failed, 200);
-    assert_eq!(m.bus.panicked, 100);
-    assert_eq!(m.bus.dead_lettered, 200);
+    assert_eq!(m.bus.counters.published, 400);
+    assert_eq!(m.bus.counters.delivered, 200 + 400);
+    assert_eq!(m.bus.counters.failed, 200);
+    assert_eq!(m.bus.counters.panicked, 100);
+    assert_eq!(m.bus.counters.dead_lettered, 200);
     assert_eq!(m.bus.ring_occupancy, 0);
     assert!(m.bus.batch_size.count >= 1 && m.bus.batch_size.max <= 400);
-    let mixed = m.handlers.iter().find(|h| h.handler == "mixed").unwrap();
+    let mixed = m.handlers.iter().find(|h| &*h.handler == "mixed").unwrap();
     assert_eq!(
         (
             mixed.handled,

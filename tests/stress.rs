@@ -90,10 +90,10 @@ fn run_multi(capacity: usize, wait: WaitStrategy, batch: bool) {
     });
     let report = bus.shutdown().unwrap();
     let total = PER_PRODUCER * PRODUCERS as u64;
-    assert_eq!(report.published, total);
-    assert_eq!(report.dispatched, total);
-    assert_eq!(report.delivered, total * 3);
-    assert_eq!(report.failed, 0);
+    assert_eq!(report.counters.published, total);
+    assert_eq!(report.counters.dispatched, total);
+    assert_eq!(report.counters.delivered, total * 3);
+    assert_eq!(report.counters.failed, 0);
     for (v, s) in counters {
         assert_eq!(v.load(Ordering::Relaxed), 0, "order/duplication violations");
         assert_eq!(s.load(Ordering::Relaxed), total);
@@ -142,8 +142,8 @@ fn single_producer_three_handlers() {
     });
     producer.join().unwrap();
     let report = bus.shutdown().unwrap();
-    assert_eq!(report.published, n);
-    assert_eq!(report.delivered, n * 3);
+    assert_eq!(report.counters.published, n);
+    assert_eq!(report.counters.delivered, n * 3);
     for (v, s) in counters {
         assert_eq!(v.load(Ordering::Relaxed), 0);
         assert_eq!(s.load(Ordering::Relaxed), n);

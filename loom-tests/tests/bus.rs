@@ -50,7 +50,7 @@ fn shutdown_races_publish() {
         });
         let report = bus.shutdown().unwrap();
         let ok = producer.join().unwrap();
-        assert_eq!(report.published, ok as u64);
+        assert_eq!(report.counters.published, ok as u64);
         assert_eq!(count.load(Ordering::Relaxed), ok);
     });
 }
@@ -78,7 +78,7 @@ fn shutdown_races_single_producer() {
         });
         let report = bus.shutdown().unwrap();
         let ok = producer.join().unwrap();
-        assert_eq!(report.published, ok as u64);
+        assert_eq!(report.counters.published, ok as u64);
         assert_eq!(count.load(Ordering::Relaxed), ok);
     });
 }
@@ -114,7 +114,7 @@ fn runtime_subscribe() {
         p.publish(ev(1)).unwrap();
         concurrent.join().unwrap();
         let report = bus.shutdown().unwrap();
-        assert_eq!(report.published, 2);
+        assert_eq!(report.counters.published, 2);
         assert_eq!(seen_after.load(Ordering::Relaxed), 1);
         let n = count.load(Ordering::Relaxed);
         assert!(n == 1 || n == 2, "delivered {n}");
@@ -169,8 +169,8 @@ fn values_bus() -> (Bus<u64>, Values) {
 /// Checks a shutdown report against the values whose publish returned `Ok`:
 /// each delivered exactly once, in publish order (one publisher), nothing else.
 fn check_delivered(report: &ringbus::ShutdownReport, values: &Values, ok: &[u64]) {
-    assert_eq!(report.published, ok.len() as u64);
-    assert_eq!(report.dispatched, ok.len() as u64);
+    assert_eq!(report.counters.published, ok.len() as u64);
+    assert_eq!(report.counters.dispatched, ok.len() as u64);
     assert_eq!(*values.lock().unwrap(), ok);
 }
 
@@ -412,10 +412,10 @@ fn redrive_races_shutdown() {
         let report = bus.shutdown().unwrap();
         let redriven = redriver.join().unwrap();
         let calls = calls.load(Ordering::Relaxed);
-        assert_eq!(report.published, 1);
-        assert_eq!(report.failed, 1, "only the first call fails");
+        assert_eq!(report.counters.published, 1);
+        assert_eq!(report.counters.failed, 1, "only the first call fails");
         assert_eq!(
-            report.dead_lettered,
+            report.counters.dead_lettered,
             1 + report.undelivered.len() as u64,
             "the first failure, plus any redriven event left undelivered"
         );
@@ -427,12 +427,12 @@ fn redrive_races_shutdown() {
         match redriven {
             Ok(true) if report.undelivered.is_empty() => {
                 assert_eq!(calls, 2, "a redriven event is delivered once more");
-                assert_eq!(report.delivered, 1);
+                assert_eq!(report.counters.delivered, 1);
                 assert!(in_queue.is_empty(), "taken out, delivered: {in_queue:?}");
             }
             Ok(true) => {
                 assert_eq!(calls, 1, "undelivered, yet the handler got it");
-                assert_eq!(report.delivered, 0);
+                assert_eq!(report.counters.delivered, 0);
                 let undelivered: Vec<_> = report.undelivered.iter().map(|u| u.event_id).collect();
                 assert_eq!(undelivered, [event_id]);
                 assert_eq!(in_queue.len(), 1, "undelivered goes back to the queue");
@@ -440,7 +440,7 @@ fn redrive_races_shutdown() {
             }
             Err(SubscribeError::Closed) => {
                 assert_eq!(calls, 1, "a refused redrive delivered the event");
-                assert_eq!(report.delivered, 0);
+                assert_eq!(report.counters.delivered, 0);
                 assert!(report.undelivered.is_empty());
                 assert_eq!(in_queue, [(id, event_id)], "left where it was, same id");
             }

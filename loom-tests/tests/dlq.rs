@@ -105,9 +105,9 @@ fn shutdown_releases_dispatcher_blocked_on_full_dlq() {
     loom::model(|| {
         let (bus, letters) = failing_bus_with_full_dlq();
         let report = bus.shutdown().unwrap();
-        assert_eq!(report.published, 2);
-        assert_eq!(report.failed, 2);
-        assert_eq!(report.dead_lettered, 2);
+        assert_eq!(report.counters.published, 2);
+        assert_eq!(report.counters.failed, 2);
+        assert_eq!(report.counters.dead_lettered, 2);
         assert!(report.undelivered.is_empty());
         check_both_letters(&letters);
     });

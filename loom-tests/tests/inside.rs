@@ -248,7 +248,7 @@ fn handler_of_one_bus_drops_another() {
         .unwrap();
         a.publisher().publish(ev(0)).unwrap();
         let report = a.shutdown().unwrap();
-        assert_eq!(report.delivered, 1);
+        assert_eq!(report.counters.delivered, 1);
         match after_drop.load(Ordering::Acquire) {
             1 => {}
             2 => panic!("dropping B from A's handler returned before B's on_shutdown"),

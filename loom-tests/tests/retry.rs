@@ -46,15 +46,30 @@ fn queued_behind_a_retry_goes_idle_and_shuts_down() {
         p.publish(a).unwrap();
         p.publish(b).unwrap();
         let report = bus.shutdown().unwrap();
-        assert_eq!(report.published, 2);
-        assert_eq!(report.dispatched, 2);
-        assert_eq!(report.failed, 1, "A's first call");
-        assert_eq!(report.delivered, 0);
-        assert_eq!(report.retried, 1, "A's retry was scheduled, never made");
-        assert_eq!(report.dead_lettered, 2);
+        assert_eq!(report.counters.published, 2);
+        assert_eq!(report.counters.dispatched, 2);
+        assert_eq!(report.counters.failed, 1, "A's first call");
+        assert_eq!(report.counters.delivered, 0);
+        assert_eq!(
+            report.counters.retried, 1,
+            "A's retry was scheduled, never made"
+        );
+        assert_eq!(report.counters.dead_lettered, 2);
         let undelivered: Vec<_> = report.undelivered.iter().map(|u| u.event_id).collect();
         assert_eq!(undelivered, ids);
-        let attempts: Vec<_> = report.undelivered.iter().map(|u| u.attempts).collect();
-        assert_eq!(attempts, [1, 0]);
+        // Each letter lists its failed calls (A: 1, B: none) and, last, why it was
+        // dead-lettered at shutdown.
+        let attempts: Vec<_> = report
+            .undelivered
+            .iter()
+            .map(|u| u.attempts.len())
+            .collect();
+        assert_eq!(attempts, [2, 1]);
+        assert!(report.undelivered.iter().all(|u| u
+            .attempts
+            .last()
+            .unwrap()
+            .error
+            .contains("retry drain deadline")));
     });
 }

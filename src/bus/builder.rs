@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use crate::dispatch::{
     BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, FailurePolicy,
-    FlowLog, LogFailures, Services, Shared, ShutdownReport, Stats, SubscriptionId,
+    LogFailures, Services, Shared, ShutdownReport, Stats,
 };
+use crate::metrics::FlowLog;
 use crate::metrics::LocalHistogram;
+use crate::outcome::SubscriptionId;
 use crate::resilience::{
     BreakerTransition, Clock, DeadLetterQueue, DlqFullPolicy, GuardedClock, SystemClock,
 };
@@ -439,12 +441,11 @@ impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
     }
 }
 
-/// What a single-producer build returns: the bus and its only publisher.
-pub type SingleProducerBus<P> = (Bus<P, Single>, Publisher<P, Single>);
-
 impl<P: Send + Sync + 'static> BusBuilder<P, Single> {
     /// Starts the dispatcher and returns the bus with its only publisher.
-    pub fn build(self) -> Result<SingleProducerBus<P>, BuildError> {
+    // The pair is the API: the bus and its only publisher.
+    #[allow(clippy::type_complexity)]
+    pub fn build(self) -> Result<(Bus<P, Single>, Publisher<P, Single>), BuildError> {
         let bus = self.start()?;
         let publisher = Publisher::new(bus.shared.clone());
         Ok((bus, publisher))

@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-use crate::dispatch::{PatternError, SubscriptionId};
+use crate::dispatch::PatternError;
 use crate::event::Event;
+use crate::outcome::SubscriptionId;
 
 #[cfg(doc)]
 use super::Bus;

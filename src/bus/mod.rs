@@ -13,9 +13,7 @@ mod mode;
 mod publisher;
 mod subscribe;
 
-pub use builder::{
-    BuildError, BuildErrorKind, BusBuilder, SingleProducerBus, MAX_CAPACITY, MAX_POOL_THREADS,
-};
+pub use builder::{BuildError, BuildErrorKind, BusBuilder, MAX_CAPACITY, MAX_POOL_THREADS};
 pub use dead_letters::DeadLetters;
 pub use error::{
     PublishBatchError, PublishError, PublishTimeoutError, ShutdownError, SubscribeError,
@@ -29,10 +27,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc as StdArc;
 
-use crate::dispatch::{breaker_from_code, BusStats, FlowLog, Inside, Shared, ShutdownReport};
+use crate::dispatch::{breaker_from_code, Inside, Shared, ShutdownReport};
 #[cfg(doc)]
 use crate::dispatch::{Execution, LogFailures};
 use crate::metrics::{BusMetrics, HandlerMetrics, MetricsSnapshot};
+use crate::metrics::{Counters, FlowLog};
 use crate::resilience::DeadLetterQueue;
 use crate::sync::{Arc, AtomicU64, Ordering};
 
@@ -62,7 +61,7 @@ use builder::JoinHandle;
 /// publisher.publish(Event::new(event_type!("user.registered"), source!("shop"), json!({}))).unwrap();
 ///
 /// let report = bus.shutdown().unwrap();
-/// assert_eq!(report.published, 2);
+/// assert_eq!(report.counters.published, 2);
 /// assert_eq!(orders.load(Ordering::Relaxed), 1);
 /// ```
 pub struct Bus<P = serde_json::Value, M = Multi> {
@@ -112,13 +111,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// A snapshot of every counter and histogram, per bus and per handler.
     /// `snapshot.to_prometheus()` renders it in the Prometheus text format.
     pub fn metrics(&self) -> MetricsSnapshot {
-        let stats = &self.shared.stats;
         let ring = &self.shared.ring;
         // Only publishes that completed: a producer still waiting for a slot has
         // claimed a sequence but published nothing.
-        let published = ring.published_relaxed();
-        let skipped = stats.skipped.load(Ordering::Relaxed);
-        let consumed = ring.consumed_relaxed();
+        let counters = self.stats();
+        let skipped = self.shared.stats.skipped.load(Ordering::Relaxed);
+        let consumed = ring.consumed_relaxed().saturating_sub(skipped);
         let batch_size = {
             let h = self
                 .shared
@@ -128,17 +126,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             h.summary()
         };
         let bus = BusMetrics {
-            published: published.saturating_sub(skipped),
-            dispatched: stats.dispatched.load(Ordering::Relaxed),
-            delivered: stats.delivered.load(Ordering::Relaxed),
-            failed: stats.failed.load(Ordering::Relaxed),
-            panicked: stats.panicked.load(Ordering::Relaxed),
-            retried: stats.retried.load(Ordering::Relaxed),
-            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            counters,
             dlq_len: self.dlq.len() as u64,
             dlq_evicted: self.dlq.evicted(),
             ring_capacity: ring.capacity(),
-            ring_occupancy: published.saturating_sub(consumed),
+            ring_occupancy: counters.published.saturating_sub(consumed),
             batch_size,
         };
         let infos = self
@@ -154,7 +146,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
                 let (handler_time_ns, latency_ns) = m.summaries();
                 HandlerMetrics {
                     subscription: h.sub,
-                    handler: h.name.to_string(),
+                    handler: h.name.clone(),
                     lane: h.lane,
                     handled: m.handled.load(std::sync::atomic::Ordering::Relaxed),
                     errors: m.errors.load(std::sync::atomic::Ordering::Relaxed),
@@ -174,8 +166,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     }
 
     /// The dispatcher's counters now.
-    pub fn stats(&self) -> BusStats {
-        self.shared.stats.snapshot()
+    pub fn stats(&self) -> Counters {
+        self.shared.stats.snapshot(&self.shared.ring)
     }
 
     /// Ring slots.

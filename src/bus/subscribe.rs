@@ -3,9 +3,9 @@
 
 use crate::dispatch::{
     Ack, Control, Handler, Inside, IntoPatterns, Reply, ResilienceSpec, Role, SubscribeSpec,
-    SubscriptionId,
 };
 use crate::event::Event;
+use crate::outcome::SubscriptionId;
 use crate::resilience::{BreakerConfig, RetryPolicy};
 use crate::sync::Ordering;
 
@@ -18,7 +18,7 @@ pub const MAX_LANES: usize = 1024;
 
 impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// Subscribes `handler` to the event types matching `patterns` (one pattern or
-    /// several; see [`Pattern`](crate::Pattern) for the syntax). A handler matched by
+    /// several; see [`Pattern`](crate::pattern::Pattern) for the syntax). A handler matched by
     /// several of its patterns gets each event once.
     ///
     /// Returns once the dispatcher has installed the handler (between two batches):

@@ -11,7 +11,7 @@ use super::names::{intern_event_type, intern_source};
 use super::payload::ContentType;
 use super::varint::{unzigzag, Reader};
 use super::Limits;
-use crate::{Event, EventId, EventType, Source, Timestamp};
+use crate::event::{Event, EventId, EventType, Source, Timestamp};
 
 /// The fewest bytes one batch event takes: flags, id, two indices, delta,
 /// version, content type, payload length.

@@ -14,7 +14,7 @@ use super::names::{source_name, type_name};
 use super::payload::{self, ContentType};
 use super::varint::{patch_placeholder, put_u64, zigzag};
 use super::Limits;
-use crate::{Event, EventType, Source};
+use crate::event::{Event, EventType, Source};
 use crc32c::crc32c;
 
 /// Writes event and batch frames. [`encode`](super::encode) and

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::ContentType;
-use crate::NameError;
+use crate::event::NameError;
 
 /// The part of a frame an error is about.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

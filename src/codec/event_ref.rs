@@ -12,7 +12,7 @@ use super::names::{intern_event_type, intern_source};
 use super::payload::{self, ContentType};
 use super::varint::Reader;
 use super::Limits;
-use crate::{Event, EventId, EventType, Source, Subject, Timestamp};
+use crate::event::{Event, EventId, EventType, Source, Subject, Timestamp};
 
 /// A decoded event that borrows its names, subject and payload from the frame.
 ///

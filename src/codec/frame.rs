@@ -4,7 +4,7 @@
 use super::error::{DecodeError, Field, FrameKind, Limit};
 use super::varint::Reader;
 use super::Limits;
-use crate::NameError;
+use crate::event::NameError;
 use crc32c::crc32c;
 
 /// The first two bytes of every frame.
@@ -224,7 +224,7 @@ pub(crate) fn read_str<'a>(r: &mut Reader<'a>, field: Field) -> Result<&'a str, 
     std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field, offset })
 }
 
-/// Reads an event-type name and checks it is one [`crate::EventType::try_new`]
+/// Reads an event-type name and checks it is one [`crate::event::EventType::try_new`]
 /// accepts.
 #[inline]
 pub(crate) fn read_event_type<'a>(
@@ -236,7 +236,7 @@ pub(crate) fn read_event_type<'a>(
     super::names::event_type_name(bytes, offset, field)
 }
 
-/// Reads a source name and checks it is one [`crate::Source::try_new`] accepts.
+/// Reads a source name and checks it is one [`crate::event::Source::try_new`] accepts.
 #[inline]
 pub(crate) fn read_source<'a>(r: &mut Reader<'a>, field: Field) -> Result<&'a str, DecodeError> {
     let offset = r.offset();
@@ -313,12 +313,12 @@ mod tests {
         for n in names {
             assert_eq!(
                 check_event_type(n).is_ok(),
-                crate::EventType::try_new(n).is_ok(),
+                crate::event::EventType::try_new(n).is_ok(),
                 "event type {n:?}"
             );
             assert_eq!(
                 check_source(n).is_ok(),
-                crate::Source::try_new(n).is_ok(),
+                crate::event::Source::try_new(n).is_ok(),
                 "source {n:?}"
             );
         }

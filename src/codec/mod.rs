@@ -75,7 +75,7 @@ pub use reader::{Frame, FrameReader, Frames};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::Event;
+use crate::event::Event;
 
 /// Bounds a decoder enforces on untrusted input.
 ///

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 
 use super::error::{DecodeError, Field};
-use crate::{EventType, Source};
+use crate::event::{EventType, Source};
 
 const WAYS: usize = 8;
 const SLOTS: usize = 64;

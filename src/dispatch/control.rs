@@ -4,10 +4,10 @@
 
 use std::sync::Arc as StdArc;
 
-use super::failure::SubscriptionId;
 use super::handler::Handler;
 use super::pattern::Pattern;
 use super::waiting::ResilienceSpec;
+use crate::outcome::SubscriptionId;
 use crate::resilience::{DeadLetter, DlqFilter};
 use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering};
 use crate::unwind::drop_quietly;

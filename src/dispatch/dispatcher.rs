@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::control::{Ack, Control, Redrive, Reply, SubscribeSpec};
 use super::execution::Executor;
-use super::failure::{Failure, FailurePolicy, SubscriptionId};
-use super::flow::FlowLog;
+use super::failure::{Failure, FailurePolicy};
 use super::inside::{Inside, Role};
-use super::shared::{HandlerInfo, Shared, ShutdownReport, Undelivered};
+use super::shared::{HandlerInfo, Shared, ShutdownReport};
 use super::slot::{Failed, HandlerSlot, Services};
 use super::table::{Route, Table, Target};
 use crate::event::Event;
+use crate::metrics::{Counters, FlowLog};
+use crate::outcome::SubscriptionId;
+use crate::resilience::DeadLetterInfo;
 use crate::resilience::{Attempt, DeadLetter};
 use crate::ring::{Batch, Consumer, Next, Ring};
 use crate::sync::{Arc, Ordering};
@@ -285,27 +287,32 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         let mut undelivered = Vec::new();
         for slot in self.slots.iter_mut().flatten() {
             for w in slot.drain_queue() {
-                undelivered.push(Undelivered {
-                    event_id: w.event.id,
-                    event_type: w.event.event_type,
-                    subscription: slot.sub,
-                    handler: slot.name.to_string(),
-                    attempts: w.attempts.len(),
-                });
                 let mut attempts = w.attempts;
                 attempts.push(Attempt {
                     at: self.config.services.clock.now(),
                     error: "undelivered at shutdown: retry drain deadline passed".into(),
                     panicked: false,
                 });
+                let mut info = DeadLetterInfo {
+                    id: 0,
+                    event_id: w.event.id,
+                    event_type: w.event.event_type,
+                    subject: w.event.subject.clone(),
+                    subscription: slot.sub,
+                    handler: slot.name.clone(),
+                    attempts: attempts.clone(),
+                };
                 self.dead_lettered += 1;
-                dead_letter(
+                if let Some(id) = dead_letter(
                     &self.config.services,
                     w.event,
                     slot.sub,
                     &slot.name,
                     attempts,
-                );
+                ) {
+                    info.id = id;
+                }
+                undelivered.push(info);
             }
         }
         self.shared.control.close();
@@ -318,7 +325,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
         self.publish_stats();
         let published = self.shared.ring.closed_at().unwrap_or(self.next) - self.skipped;
-        let report = ShutdownReport {
+        let counters = Counters {
             published,
             dispatched: self.dispatched,
             delivered: self.delivered,
@@ -326,6 +333,10 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             panicked: self.panicked,
             retried: self.retried,
             dead_lettered: self.dead_lettered,
+            batches: self.batches,
+        };
+        let report = ShutdownReport {
+            counters,
             undelivered,
         };
         // The failure policy, the clock, listeners: user code may run in their `Drop`.
@@ -610,26 +621,31 @@ impl<P> Drop for Dispatcher<P> {
     }
 }
 
-/// Moves `event` to the dead-letter queue. A queue closed by then (only past the
-/// end of shutdown) hands the letter back; it is dropped, as is an evicted one —
-/// quietly, since a payload's `Drop` is user code.
+/// Moves `event` to the dead-letter queue; returns the letter's id there, if
+/// known. A queue closed by then (only past the end of shutdown) hands the letter
+/// back; it is dropped, as is an evicted one — quietly, since a payload's `Drop`
+/// is user code (a panic there leaves the letter queued, its id unknown).
 pub(crate) fn dead_letter<P>(
     services: &Services<P>,
     event: Event<P>,
     sub: SubscriptionId,
     name: &StdArc<str>,
     attempts: Vec<Attempt>,
-) {
+) -> Option<u64> {
     let dlq = &services.dlq;
     let pushed = catch_unwind(AssertUnwindSafe(|| {
         dlq.push(event, sub, name.clone(), attempts)
     }));
     match pushed {
-        Ok(Ok(_)) => {}
+        Ok(Ok(id)) => Some(id),
         Ok(Err(closed)) => {
             eprintln!("ringbus: dead-letter queue closed; event of {name} lost to it");
             drop_quietly(closed);
+            None
         }
-        Err(p) => drop_quietly(p),
+        Err(p) => {
+            drop_quietly(p);
+            None
+        }
     }
 }

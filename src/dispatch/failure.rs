@@ -1,58 +1,7 @@
 //! What happens when a handler fails: the record of the failure and the policy hook.
 
-use std::fmt;
-
-use super::handler::HandlerError;
 use crate::event::Event;
-
-/// Identifies a subscription (one handler, or one partitioned handler's lanes).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(pub(crate) u64);
-
-impl SubscriptionId {
-    /// An id from its raw number — for tools and tests that build dead letters by
-    /// hand; a bus hands out its own ids from `subscribe`.
-    pub const fn from_raw(n: u64) -> Self {
-        SubscriptionId(n)
-    }
-
-    /// The raw number (unique within a bus).
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sub#{}", self.0)
-    }
-}
-
-/// Why a handler call failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum FailureReason {
-    /// The handler returned an error.
-    Error(HandlerError),
-    /// The handler panicked; the panic message, if it was a string.
-    Panic(String),
-}
-
-impl FailureReason {
-    /// Whether a retry may help: transient errors yes; permanent errors and panics no.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, FailureReason::Error(e) if e.is_transient())
-    }
-}
-
-impl fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FailureReason::Error(e) => fmt::Display::fmt(e, f),
-            FailureReason::Panic(msg) => write!(f, "panicked: {msg}"),
-        }
-    }
-}
+use crate::outcome::{FailureReason, SubscriptionId};
 
 /// One failed handler call, as the failure policy sees it.
 #[derive(Debug)]
@@ -94,7 +43,7 @@ where
 
 /// The default policy: writes failures to standard error — every one of the
 /// first 100, then one in every 10 000, so a handler failing on every event cannot
-/// flood the log. Counting is done by the bus itself (see [`BusStats`](crate::BusStats)).
+/// flood the log. Counting is done by the bus itself (see [`Counters`](crate::metrics::Counters)).
 #[derive(Debug, Default)]
 pub struct LogFailures {
     seen: u64,

@@ -1,9 +1,7 @@
 //! What a handler is, and how it fails.
 
-use std::borrow::Cow;
-use std::fmt;
-
 use crate::event::Event;
+use crate::outcome::HandlerError;
 
 /// Receives the events it subscribed to, in publish order.
 ///
@@ -13,7 +11,7 @@ use crate::event::Event;
 /// handlers.
 ///
 /// An `Err` or a panic is caught, recorded with the event and handed to the bus's
-/// [`FailurePolicy`](crate::FailurePolicy); the handler then goes on with its next
+/// [`FailurePolicy`](crate::failure::FailurePolicy); the handler then goes on with its next
 /// event, and no other handler notices.
 ///
 /// # Examples
@@ -57,94 +55,5 @@ where
     #[inline]
     fn handle(&mut self, event: &Event<P>) -> Result<(), HandlerError> {
         self(event)
-    }
-}
-
-/// Whether retrying could help.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A passing condition (a timeout, a busy dependency): a retry may succeed.
-    Transient,
-    /// The event cannot be handled (invalid data): retrying is pointless.
-    Permanent,
-}
-
-/// A handler's failure: a message, whether it is worth retrying, and the cause.
-///
-/// Any `std::error::Error + Send + Sync + 'static` converts into it (as a
-/// transient error), so `?` works inside handlers.
-pub struct HandlerError {
-    kind: ErrorKind,
-    message: Cow<'static, str>,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-}
-
-impl HandlerError {
-    /// A transient error with this message.
-    pub fn transient(message: impl Into<Cow<'static, str>>) -> Self {
-        HandlerError {
-            kind: ErrorKind::Transient,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// A permanent error with this message.
-    pub fn permanent(message: impl Into<Cow<'static, str>>) -> Self {
-        HandlerError {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Whether a retry may help.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// Whether the error is transient.
-    pub fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The underlying error, if this one was converted from one.
-    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.source.as_deref()
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
-    fn from(e: E) -> Self {
-        HandlerError {
-            kind: ErrorKind::Transient,
-            message: e.to_string().into(),
-            source: Some(Box::new(e)),
-        }
-    }
-}
-
-impl fmt::Debug for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerError")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            ErrorKind::Transient => "transient",
-            ErrorKind::Permanent => "permanent",
-        };
-        write!(f, "{kind} error: {}", self.message)
     }
 }

@@ -28,14 +28,14 @@
 //! * `slot` — one handler instance and its run over a batch; `waiting` — its
 //!   per-subject queue of retries and events held by an open breaker;
 //!   `slot_metrics` — its counters and histograms;
-//! * `handler`, `failure`, `flow` — the handler trait, failures and their policy,
-//!   the flow log.
+//! * `handler`, `failure` — the handler trait, failures and their policy (the
+//!   outcome vocabulary — `HandlerError`, `FailureReason`, `SubscriptionId` — is
+//!   the leaf module `crate::outcome`; the flow log is `crate::metrics::flow`).
 
 mod control;
 mod dispatcher;
 mod execution;
 mod failure;
-mod flow;
 mod handler;
 mod inside;
 mod pattern;
@@ -46,19 +46,17 @@ mod table;
 mod waiting;
 
 pub use execution::Execution;
-pub use failure::{Failure, FailurePolicy, FailureReason, LogFailures, SubscriptionId};
-pub use flow::{FlowLog, FlowRecord, FlowTrace};
-pub use handler::{ErrorKind, Handler, HandlerError};
+pub use failure::{Failure, FailurePolicy, LogFailures};
+pub use handler::Handler;
 pub use pattern::{IntoPatterns, Pattern, PatternError};
-pub use shared::{BusStats, ShutdownReport, Undelivered};
-pub use slot::BreakerListener;
+pub use shared::ShutdownReport;
 
 pub(crate) use control::{Ack, Control, ControlQueue, Redrive, Reply, SubscribeSpec};
 pub(crate) use dispatcher::{DispatchConfig, Dispatcher};
 pub(crate) use execution::Executor;
 pub(crate) use inside::{Inside, Role};
 pub(crate) use shared::{Shared, Stats};
-pub(crate) use slot::Services;
+pub(crate) use slot::{BreakerListener, Services};
 pub(crate) use slot_metrics::breaker_from_code;
 pub(crate) use waiting::ResilienceSpec;
 

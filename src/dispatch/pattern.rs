@@ -45,7 +45,7 @@ impl Pattern {
     /// Parses `text`.
     ///
     /// ```
-    /// use ringbus::Pattern;
+    /// use ringbus::pattern::Pattern;
     /// let p = Pattern::parse("order.*").unwrap();
     /// assert!(p.matches("order.placed"));
     /// assert!(!p.matches("order.item.added"));

@@ -1,15 +1,15 @@
 //! State shared by the bus handle, its publishers and the dispatcher: the ring,
-//! the control queue, the counters and the live handler list — and what the bus
-//! reports from them ([`BusStats`], [`ShutdownReport`]).
+//! the control queue, the counters and the live handler list — and the report the
+//! bus returns at shutdown ([`ShutdownReport`]).
 
 use std::sync::{Arc as StdArc, Mutex as StdMutex};
 
 use super::control::{Control, ControlQueue};
-use super::failure::SubscriptionId;
 use super::slot_metrics::SlotMetrics;
-use crate::event::{Event, EventId, EventType};
-use crate::metrics::LocalHistogram;
-use crate::resilience::Wake;
+use crate::event::Event;
+use crate::metrics::{Counters, LocalHistogram};
+use crate::outcome::SubscriptionId;
+use crate::resilience::{DeadLetterInfo, Wake};
 use crate::ring::Ring;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
@@ -26,73 +26,39 @@ pub(crate) struct Stats {
     pub(crate) dead_lettered: AtomicU64,
 }
 
-/// A snapshot of a bus's counters.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BusStats {
-    /// Events taken from the ring and routed (whether or not any handler wanted them).
-    pub dispatched: u64,
-    /// Handler calls that returned `Ok`.
-    pub delivered: u64,
-    /// Handler calls that returned an error or panicked.
-    pub failed: u64,
-    /// Of `failed`, the calls that panicked.
-    pub panicked: u64,
-    /// Batches dispatched.
-    pub batches: u64,
-}
-
 impl Stats {
-    pub(crate) fn snapshot(&self) -> BusStats {
-        BusStats {
+    /// The counters now; `published` is the ring's (completed publishes, holes
+    /// not counted).
+    pub(crate) fn snapshot<P>(&self, ring: &Ring<Event<P>>) -> Counters {
+        Counters {
+            published: ring
+                .published_relaxed()
+                .saturating_sub(self.skipped.load(Ordering::Relaxed)),
             dispatched: self.dispatched.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             panicked: self.panicked.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
         }
     }
-}
-
-/// An event still waiting for a retry (or behind an open breaker) when the bus
-/// shut down and the retry drain deadline passed. It was moved to the dead-letter
-/// queue, where it can be inspected, redriven on another bus, or discarded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Undelivered {
-    /// The event.
-    pub event_id: EventId,
-    /// Its type.
-    pub event_type: EventType,
-    /// The subscription it was waiting at.
-    pub subscription: SubscriptionId,
-    /// That subscription's handler name.
-    pub handler: String,
-    /// Calls made so far.
-    pub attempts: usize,
 }
 
 /// What `Bus::shutdown` returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Events whose publish returned `Ok`.
-    pub published: u64,
-    /// Events the dispatcher routed: equal to `published` after a clean shutdown.
-    pub dispatched: u64,
-    /// Handler calls that returned `Ok`.
-    pub delivered: u64,
-    /// Handler calls that failed (error or panic).
-    pub failed: u64,
-    /// Of `failed`, the calls that panicked.
-    pub panicked: u64,
-    /// Retries scheduled: failed calls given another attempt. Each was made, or
-    /// its event is listed in `undelivered`.
-    pub retried: u64,
-    /// Events moved to the dead-letter queue (including `undelivered`).
-    pub dead_lettered: u64,
-    /// Events still waiting for a retry when the drain deadline passed; they are in
-    /// the dead-letter queue. Empty after a clean shutdown.
-    pub undelivered: Vec<Undelivered>,
+    /// The bus's counters at the end: after a clean shutdown `dispatched ==
+    /// published`, and `retried` counts retries that were made or whose event is
+    /// listed in `undelivered`.
+    pub counters: Counters,
+    /// Events still waiting for a retry (or behind an open breaker) when the
+    /// retry drain deadline passed: moved to the dead-letter queue, where they
+    /// can be inspected, redriven on another bus, or discarded. Each entry is the
+    /// letter as the queue lists it (its `id` is the letter's id there). Empty
+    /// after a clean shutdown.
+    pub undelivered: Vec<DeadLetterInfo>,
 }
 
 /// Everything the bus handle, its publishers and the dispatcher share.

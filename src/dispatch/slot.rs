@@ -9,18 +9,20 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering as StdOrdering;
 use std::sync::Arc as StdArc;
 
-use super::failure::{FailureReason, SubscriptionId};
 use super::handler::Handler;
 use super::inside::{Inside, Role};
 use super::slot_metrics::{breaker_code, record_sample, SlotMetrics, SAMPLE_EVERY};
 use super::waiting::{Resilience, ResilienceSpec};
-use crate::event::{Event, EventId, EventType, Timestamp};
+use crate::event::{Event, Timestamp};
+use crate::metrics::FlowEntry;
+use crate::outcome::{FailureReason, SubscriptionId};
 use crate::resilience::{BreakerTransition, DeadLetterQueue, GuardedClock};
 use crate::ring::Batch;
 use crate::unwind::{drop_quietly, panic_message};
 
 /// Called on every breaker state change: (subscription, handler name, transition).
-pub type BreakerListener = StdArc<dyn Fn(SubscriptionId, &str, BreakerTransition) + Send + Sync>;
+pub(crate) type BreakerListener =
+    StdArc<dyn Fn(SubscriptionId, &str, BreakerTransition) + Send + Sync>;
 
 /// Bus-wide services a slot's failure handling uses.
 pub(crate) struct Services<P> {
@@ -40,18 +42,6 @@ pub(crate) enum Failed<P> {
     /// A queued event (a retry): a copy, since the original stays queued or moved
     /// on (`None` if the payload's `clone` panicked).
     Queued(Option<Box<Event<P>>>, u64),
-}
-
-/// One handled call, for the flow log.
-#[derive(Clone, Debug)]
-pub(crate) struct FlowEntry {
-    pub(crate) event_id: EventId,
-    pub(crate) event_type: EventType,
-    pub(crate) correlation_id: Option<EventId>,
-    pub(crate) causation_id: Option<EventId>,
-    pub(crate) at: Timestamp,
-    /// `None`: the call succeeded.
-    pub(crate) error: Option<String>,
 }
 
 /// One handler instance (a lane, for a partitioned subscription).

@@ -20,9 +20,9 @@ use std::sync::atomic::Ordering as StdOrdering;
 use std::time::Duration;
 
 use super::dispatcher;
-use super::failure::{FailureReason, SubscriptionId};
 use super::slot::{flow_entry, Failed, HandlerSlot, Services};
 use crate::event::{Event, Subject};
+use crate::outcome::{FailureReason, SubscriptionId};
 use crate::resilience::{Attempt, BreakerConfig, CircuitBreaker, RetryPolicy};
 use crate::unwind::{drop_quietly, panic_message};
 

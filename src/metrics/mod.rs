@@ -6,12 +6,17 @@
 //! bus fills one in on request; [`MetricsSnapshot::to_prometheus`] renders it in
 //! the Prometheus text exposition format, version 0.0.4.
 
+mod flow;
 mod prometheus;
+
+pub(crate) use flow::FlowEntry;
+pub use flow::{FlowLog, FlowRecord, FlowTrace};
 
 use hdrhistogram::Histogram;
 
+use crate::outcome::SubscriptionId;
 use crate::resilience::BreakerState;
-use crate::SubscriptionId;
+use std::sync::Arc;
 
 /// A distribution summarised: count, extremes, mean and four quantiles.
 ///
@@ -82,12 +87,18 @@ impl HistogramSummary {
     }
 }
 
-/// The bus's own counters and gauges. Counters count since the bus started.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct BusMetrics {
-    /// Events published into the ring.
+/// The bus's counters, since it started: the one counters type of
+/// [`Bus::stats`](crate::Bus::stats), the metrics snapshot
+/// ([`BusMetrics::counters`]) and the shutdown report
+/// ([`ShutdownReport::counters`](crate::ShutdownReport::counters)).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Events whose publish completed (returned `Ok`); a producer still waiting
+    /// for a slot is not counted.
     pub published: u64,
-    /// Events the dispatcher took from the ring.
+    /// Events the dispatcher took from the ring and routed (whether or not any
+    /// handler wanted them): equal to `published` after a clean shutdown.
     pub dispatched: u64,
     /// Successful handler calls (one event delivered to one handler).
     pub delivered: u64,
@@ -98,8 +109,19 @@ pub struct BusMetrics {
     /// Retries scheduled: failed calls given another attempt (counted when
     /// scheduled, so a retry still waiting is included).
     pub retried: u64,
-    /// Events sent to the dead-letter queue.
+    /// Events sent to the dead-letter queue (at shutdown: including the report's
+    /// `undelivered`).
     pub dead_lettered: u64,
+    /// Batches the dispatcher took from the ring.
+    pub batches: u64,
+}
+
+/// The bus's own counters and gauges.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct BusMetrics {
+    /// Counters since the bus started.
+    pub counters: Counters,
     /// Letters in the dead-letter queue now.
     pub dlq_len: u64,
     /// Letters the dead-letter queue evicted because it was full.
@@ -118,7 +140,7 @@ pub struct HandlerMetrics {
     /// The subscription.
     pub subscription: SubscriptionId,
     /// The handler's name.
-    pub handler: String,
+    pub handler: Arc<str>,
     /// The lane (0 unless partitioned).
     pub lane: u32,
     /// Successful calls.
@@ -144,7 +166,7 @@ pub struct HandlerMetrics {
 
 impl HandlerMetrics {
     /// All-zero metrics for one handler lane, with a closed breaker.
-    pub fn new(subscription: SubscriptionId, handler: impl Into<String>, lane: u32) -> Self {
+    pub fn new(subscription: SubscriptionId, handler: impl Into<Arc<str>>, lane: u32) -> Self {
         HandlerMetrics {
             subscription,
             handler: handler.into(),
@@ -198,7 +220,7 @@ impl MetricsSnapshot {
     /// ```
     /// use ringbus::metrics::MetricsSnapshot;
     /// let mut snapshot = MetricsSnapshot::default();
-    /// snapshot.bus.published = 3;
+    /// snapshot.bus.counters.published = 3;
     /// let text = snapshot.to_prometheus();
     /// assert!(text.contains("# TYPE ringbus_events_published_total counter\n"));
     /// assert!(text.contains("\nringbus_events_published_total 3\n"));

@@ -21,33 +21,37 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
         (
             "ringbus_events_published_total",
             "Events published to the bus.",
-            b.published,
+            b.counters.published,
         ),
         (
             "ringbus_events_dispatched_total",
             "Events the dispatcher took from the ring.",
-            b.dispatched,
+            b.counters.dispatched,
         ),
         (
             "ringbus_deliveries_total",
             "Successful handler calls (one event to one handler).",
-            b.delivered,
+            b.counters.delivered,
         ),
         (
             "ringbus_failures_total",
             "Failed handler calls, errors and panics.",
-            b.failed,
+            b.counters.failed,
         ),
         (
             "ringbus_panics_total",
             "Handler calls that panicked (included in ringbus_failures_total).",
-            b.panicked,
+            b.counters.panicked,
         ),
-        ("ringbus_retries_total", "Retries scheduled.", b.retried),
+        (
+            "ringbus_retries_total",
+            "Retries scheduled.",
+            b.counters.retried,
+        ),
         (
             "ringbus_dead_letters_total",
             "Events sent to the dead-letter queue.",
-            b.dead_lettered,
+            b.counters.dead_lettered,
         ),
         (
             "ringbus_dlq_evicted_total",
@@ -173,7 +177,7 @@ impl HandlerLabels {
     fn of(h: &HandlerMetrics) -> Self {
         HandlerLabels {
             subscription: h.subscription.get().to_string(),
-            handler: h.handler.clone(),
+            handler: h.handler.to_string(),
             lane: h.lane.to_string(),
         }
     }
@@ -284,9 +288,9 @@ fn escape_into(out: &mut String, s: &str, label_value: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::BusMetrics;
+    use crate::metrics::{BusMetrics, Counters};
+    use crate::outcome::SubscriptionId;
     use crate::resilience::BreakerState;
-    use crate::SubscriptionId;
     use std::collections::{BTreeMap, HashMap};
 
     /// A sample's key: metric name and its labels, sorted.
@@ -509,13 +513,16 @@ mod tests {
         odd.breaker = BreakerState::HalfOpen;
         MetricsSnapshot {
             bus: BusMetrics {
-                published: 100,
-                dispatched: 99,
-                delivered: 45,
-                failed: 3,
-                panicked: 1,
-                retried: 2,
-                dead_lettered: 1,
+                counters: Counters {
+                    published: 100,
+                    dispatched: 99,
+                    delivered: 45,
+                    failed: 3,
+                    panicked: 1,
+                    retried: 2,
+                    dead_lettered: 1,
+                    batches: 10,
+                },
                 dlq_len: 1,
                 dlq_evicted: 0,
                 ring_capacity: 1024,

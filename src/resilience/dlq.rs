@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::error::{ResilienceConfigError, ResilienceConfigErrorKind as Kind};
 use super::retry::unwrap_config;
+use crate::event::{Event, EventId, EventType, Subject};
+use crate::outcome::{FailureReason, SubscriptionId};
 use crate::sync::{Arc, Condvar, Mutex};
-use crate::{Event, EventId, EventType, FailureReason, Subject, SubscriptionId};
 
 /// One failed call of a dead-lettered event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,7 +327,8 @@ struct Shared<P> {
 /// # Examples
 /// ```
 /// use std::time::Duration;
-/// use ringbus::{event_type, source, Bus, Event, FailureReason, HandlerError};
+/// use ringbus::failure::FailureReason;
+/// use ringbus::{event_type, source, Bus, Event, HandlerError};
 /// use ringbus::resilience::{Attempt, DeadLetterQueue, DlqFilter, DlqFullPolicy};
 ///
 /// # let bus = Bus::<u32>::builder().build().unwrap();
@@ -659,11 +661,11 @@ impl<P> fmt::Debug for DeadLetterQueue<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::HandlerError;
+    use crate::outcome::HandlerError;
     use std::thread;
 
     fn event(t: &str, n: u32) -> Event<u32> {
-        Event::new(EventType::new(t), crate::Source::new("test"), n)
+        Event::new(EventType::new(t), crate::event::Source::new("test"), n)
     }
 
     fn attempt(secs: u64) -> Attempt {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::clock::duration_to_nanos;
 use super::error::{ResilienceConfigError, ResilienceConfigErrorKind as Kind};
-use crate::FailureReason;
+use crate::outcome::FailureReason;
 
 /// Which failures a policy retries. A plain `std` `Arc` so that `RetryPolicy` is a
 /// cheap `Clone` of an immutable closure.
@@ -46,7 +46,8 @@ enum Backoff {
 /// # Examples
 /// ```
 /// use std::time::Duration;
-/// use ringbus::{FailureReason, HandlerError};
+/// use ringbus::failure::FailureReason;
+/// use ringbus::HandlerError;
 /// use ringbus::resilience::RetryPolicy;
 ///
 /// let policy = RetryPolicy::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(1), 5);
@@ -188,7 +189,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use ringbus::FailureReason;
+    /// use ringbus::failure::FailureReason;
     /// use ringbus::resilience::RetryPolicy;
     ///
     /// // Retry panics too (say, a flaky dependency that panics on timeouts).
@@ -351,7 +352,7 @@ impl fmt::Debug for RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::HandlerError;
+    use crate::outcome::HandlerError;
 
     fn transient() -> FailureReason {
         FailureReason::Error(HandlerError::transient("busy"))

@@ -5,9 +5,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use super::failure::SubscriptionId;
-use super::slot::FlowEntry;
 use crate::event::{EventId, EventType, Timestamp};
+use crate::outcome::SubscriptionId;
 
 /// One handler call on one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,4 +137,16 @@ impl FlowLog {
     pub fn dropped(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).dropped
     }
+}
+
+/// One handled call, for the flow log.
+#[derive(Clone, Debug)]
+pub(crate) struct FlowEntry {
+    pub(crate) event_id: EventId,
+    pub(crate) event_type: EventType,
+    pub(crate) correlation_id: Option<EventId>,
+    pub(crate) causation_id: Option<EventId>,
+    pub(crate) at: Timestamp,
+    /// `None`: the call succeeded.
+    pub(crate) error: Option<String>,
 }
