@@ -28,15 +28,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         patterns: impl IntoPatterns,
         handler: H,
     ) -> Result<SubscriptionId, SubscribeError> {
-        let patterns = patterns.into_patterns()?;
-        if patterns.is_empty() {
-            return Err(SubscribeError::NoPatterns);
-        }
-        self.install(
-            Some(patterns),
-            vec![Box::new(handler)],
-            std::any::type_name::<H>(),
-        )
+        let mut handler = Some(handler);
+        self.subscribe_partitioned(patterns, 1, |_| handler.take().expect("one lane"))
     }
 
     /// Subscribes `handler` to every event — the seed's `SubscribeToAll` (its
@@ -88,16 +81,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     where
         P: Clone,
     {
-        let patterns = patterns.into_patterns()?;
-        if patterns.is_empty() {
-            return Err(SubscribeError::NoPatterns);
-        }
-        let name = options
-            .name
-            .clone()
-            .unwrap_or_else(|| std::any::type_name::<H>().to_owned());
-        let spec = options.into_spec()?;
-        self.install_with(Some(patterns), vec![Box::new(handler)], &name, Some(spec))
+        let mut handler = Some(handler);
+        self.subscribe_partitioned_with(patterns, 1, |_| handler.take().expect("one lane"), options)
     }
 
     /// [`Bus::subscribe_partitioned`] with failure handling (see

@@ -8,7 +8,6 @@ use super::error::{DecodeError, Field, FrameKind, Limit};
 use super::event_ref::{parse_tail, EventRef};
 use super::frame::{parse_header, read_event_type, read_source, EVENT_FLAGS};
 use super::names::{intern_event_type, intern_source};
-use super::payload::ContentType;
 use super::varint::{unzigzag, Reader};
 use super::Limits;
 use crate::event::{Event, EventId, EventType, Source, Timestamp};
@@ -234,20 +233,14 @@ impl<'a> Records<'_, 'a> {
         let ts = self.prev.wrapping_add(delta as u64);
         self.prev = ts;
         let version = r.varint_u32(Field::Version)?;
-        let mut e = EventRef {
+        let mut e = EventRef::head(
             id,
-            event_type: self.batch.types[t],
-            source: self.batch.sources[s],
-            timestamp: Timestamp::from_nanos(ts),
+            self.batch.types[t],
+            self.batch.sources[s],
+            Timestamp::from_nanos(ts),
             version,
-            subject: None,
-            correlation_id: None,
-            causation_id: None,
-            content_type: ContentType::RAW,
-            payload: &[],
-            extensions: &[],
-            max_depth: self.batch.max_depth,
-        };
+            self.batch.max_depth,
+        );
         parse_tail(r, flags, &mut e)?;
         Ok(Some((e, t, s)))
     }

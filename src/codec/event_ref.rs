@@ -208,22 +208,38 @@ fn parse_event_body<'a>(
     let source = read_source(r, Field::Source)?;
     let timestamp = Timestamp::from_nanos(r.u64_le(Field::Timestamp)?);
     let version = r.varint_u32(Field::Version)?;
-    let mut e = EventRef {
-        id,
-        event_type,
-        source,
-        timestamp,
-        version,
-        subject: None,
-        correlation_id: None,
-        causation_id: None,
-        content_type: ContentType::RAW,
-        payload: &[],
-        extensions: &[],
-        max_depth,
-    };
+    let mut e = EventRef::head(id, event_type, source, timestamp, version, max_depth);
     parse_tail(r, flags, &mut e)?;
     Ok(e)
+}
+
+impl<'a> EventRef<'a> {
+    /// The fields before the version, in both frame kinds; the optional rest
+    /// (`parse_tail`) starts empty.
+    #[inline(always)]
+    pub(crate) fn head(
+        id: EventId,
+        event_type: &'a str,
+        source: &'a str,
+        timestamp: Timestamp,
+        version: u32,
+        max_depth: u32,
+    ) -> Self {
+        EventRef {
+            id,
+            event_type,
+            source,
+            timestamp,
+            version,
+            subject: None,
+            correlation_id: None,
+            causation_id: None,
+            content_type: ContentType::RAW,
+            payload: &[],
+            extensions: &[],
+            max_depth,
+        }
+    }
 }
 
 /// The fields every event has after its version, in both frame kinds: optional

@@ -13,6 +13,7 @@ use super::inside::{Inside, Role};
 use super::shared::{HandlerInfo, Shared, ShutdownReport};
 use super::slot::{Failed, HandlerSlot, Services};
 use super::table::{Route, Table, Target};
+use super::waiting::Waiting;
 use crate::event::Event;
 use crate::metrics::{Counters, FlowLog};
 use crate::outcome::SubscriptionId;
@@ -287,32 +288,20 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         let mut undelivered = Vec::new();
         for slot in self.slots.iter_mut().flatten() {
             for w in slot.drain_queue() {
-                let mut attempts = w.attempts;
-                attempts.push(Attempt {
-                    at: self.config.services.clock.now(),
-                    error: "undelivered at shutdown: retry drain deadline passed".into(),
-                    panicked: false,
-                });
-                let mut info = DeadLetterInfo {
-                    id: 0,
-                    event_id: w.event.id,
-                    event_type: w.event.event_type,
-                    subject: w.event.subject.clone(),
+                let note = "undelivered at shutdown: retry drain deadline passed";
+                let (event_id, event_type) = (w.event.id, w.event.event_type);
+                let subject = w.event.subject.clone();
+                let (id, attempts) = give_up(&self.config.services, w, slot.sub, &slot.name, note);
+                self.dead_lettered += 1;
+                undelivered.push(DeadLetterInfo {
+                    id: id.unwrap_or(0),
+                    event_id,
+                    event_type,
+                    subject,
                     subscription: slot.sub,
                     handler: slot.name.clone(),
-                    attempts: attempts.clone(),
-                };
-                self.dead_lettered += 1;
-                if let Some(id) = dead_letter(
-                    &self.config.services,
-                    w.event,
-                    slot.sub,
-                    &slot.name,
                     attempts,
-                ) {
-                    info.id = id;
-                }
-                undelivered.push(info);
+                });
             }
         }
         self.shared.control.close();
@@ -578,14 +567,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 // Queued events of a removed subscription are not lost: they go to
                 // the dead-letter queue, from where they can be redriven elsewhere.
                 for w in s.drain_queue() {
-                    let mut attempts = w.attempts;
-                    attempts.push(Attempt {
-                        at: self.config.services.clock.now(),
-                        error: "unsubscribed while waiting for a retry".into(),
-                        panicked: false,
-                    });
+                    let note = "unsubscribed while waiting for a retry";
+                    give_up(&self.config.services, w, s.sub, &s.name, note);
                     self.dead_lettered += 1;
-                    dead_letter(&self.config.services, w.event, s.sub, &s.name, attempts);
                 }
                 let handler = &mut s.handler;
                 call_hook(&s.name, "on_shutdown", || handler.on_shutdown());
@@ -619,6 +603,25 @@ impl<P> Drop for Dispatcher<P> {
         self.shared.ring.terminate();
         self.config.services.dlq.close();
     }
+}
+
+/// Dead-letters an event that was still waiting at a handler, with `note` as its
+/// last attempt; returns the letter's id (if known) and its attempts.
+fn give_up<P>(
+    services: &Services<P>,
+    w: Waiting<P>,
+    sub: SubscriptionId,
+    name: &StdArc<str>,
+    note: &str,
+) -> (Option<u64>, Vec<Attempt>) {
+    let mut attempts = w.attempts;
+    attempts.push(Attempt {
+        at: services.clock.now(),
+        error: note.into(),
+        panicked: false,
+    });
+    let id = dead_letter(services, w.event, sub, name, attempts.clone());
+    (id, attempts)
 }
 
 /// Moves `event` to the dead-letter queue; returns the letter's id there, if
