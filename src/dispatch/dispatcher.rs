@@ -77,14 +77,10 @@ pub(crate) struct Dispatcher<P> {
     /// Unsubscribes waiting for their last event to be dispatched.
     removals: Vec<Removal>,
     config: DispatchConfig<P>,
-    // Local counters, published to `shared.stats` once per batch.
-    dispatched: u64,
-    delivered: u64,
-    failed: u64,
-    panicked: u64,
-    retried: u64,
-    dead_lettered: u64,
-    batches: u64,
+    /// Local counters, published to `shared.stats` once per batch (`published`
+    /// is the ring's and filled in only for the shutdown report).
+    counters: Counters,
+    /// Sequences skipped as holes so far.
     skipped: u64,
 }
 
@@ -109,13 +105,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             slots: Vec::new(),
             removals: Vec::new(),
             config,
-            dispatched: 0,
-            delivered: 0,
-            failed: 0,
-            panicked: 0,
-            retried: 0,
-            dead_lettered: 0,
-            batches: 0,
+            counters: Counters::default(),
             skipped: 0,
         }
     }
@@ -292,7 +282,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 let (event_id, event_type) = (w.event.id, w.event.event_type);
                 let subject = w.event.subject.clone();
                 let (id, attempts) = give_up(&self.config.services, w, slot.sub, &slot.name, note);
-                self.dead_lettered += 1;
+                self.counters.dead_lettered += 1;
                 undelivered.push(DeadLetterInfo {
                     id: id.unwrap_or(0),
                     event_id,
@@ -314,18 +304,11 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
         self.publish_stats();
         let published = self.shared.ring.closed_at().unwrap_or(self.next) - self.skipped;
-        let counters = Counters {
-            published,
-            dispatched: self.dispatched,
-            delivered: self.delivered,
-            failed: self.failed,
-            panicked: self.panicked,
-            retried: self.retried,
-            dead_lettered: self.dead_lettered,
-            batches: self.batches,
-        };
         let report = ShutdownReport {
-            counters,
+            counters: Counters {
+                published,
+                ..self.counters
+            },
             undelivered,
         };
         // The failure policy, the clock, listeners: user code may run in their `Drop`.
@@ -377,11 +360,11 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
 
         let mut flow = Vec::new();
         for slot in self.slots.iter_mut().flatten() {
-            self.delivered += slot.run_ok;
-            self.failed += slot.run_failed;
-            self.panicked += slot.run_panicked;
-            self.retried += slot.run_retried;
-            self.dead_lettered += slot.run_dead_lettered;
+            self.counters.delivered += slot.run_ok;
+            self.counters.failed += slot.run_failed;
+            self.counters.panicked += slot.run_panicked;
+            self.counters.retried += slot.run_retried;
+            self.counters.dead_lettered += slot.run_dead_lettered;
             slot.run_ok = 0;
             slot.run_failed = 0;
             slot.run_panicked = 0;
@@ -425,8 +408,8 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
 
         if len > 0 {
-            self.dispatched += u64::from(len);
-            self.batches += 1;
+            self.counters.dispatched += u64::from(len);
+            self.counters.batches += 1;
             if self.config.services.metrics {
                 // One uncontended lock per batch.
                 let mut h = self
@@ -441,16 +424,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     }
 
     fn publish_stats(&self) {
-        let stats = &self.shared.stats;
-        stats.dispatched.store(self.dispatched, Ordering::Relaxed);
-        stats.delivered.store(self.delivered, Ordering::Relaxed);
-        stats.failed.store(self.failed, Ordering::Relaxed);
-        stats.panicked.store(self.panicked, Ordering::Relaxed);
-        stats.batches.store(self.batches, Ordering::Relaxed);
-        stats.retried.store(self.retried, Ordering::Relaxed);
-        stats
-            .dead_lettered
-            .store(self.dead_lettered, Ordering::Relaxed);
+        self.shared.stats.counters.store(&self.counters);
     }
 
     fn apply_control(&mut self) {
@@ -569,7 +543,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 for w in s.drain_queue() {
                     let note = "unsubscribed while waiting for a retry";
                     give_up(&self.config.services, w, s.sub, &s.name, note);
-                    self.dead_lettered += 1;
+                    self.counters.dead_lettered += 1;
                 }
                 let handler = &mut s.handler;
                 call_hook(&s.name, "on_shutdown", || handler.on_shutdown());

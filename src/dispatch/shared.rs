@@ -7,7 +7,7 @@ use std::sync::{Arc as StdArc, Mutex as StdMutex};
 use super::control::{Control, ControlQueue};
 use super::slot_metrics::SlotMetrics;
 use crate::event::Event;
-use crate::metrics::{Counters, LocalHistogram};
+use crate::metrics::{Counters, LocalHistogram, SharedCounters};
 use crate::outcome::SubscriptionId;
 use crate::resilience::{DeadLetterInfo, Wake};
 use crate::ring::Ring;
@@ -16,14 +16,9 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 /// Counters kept by the dispatcher, readable from any thread.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub(crate) dispatched: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) panicked: AtomicU64,
-    pub(crate) batches: AtomicU64,
+    pub(crate) counters: SharedCounters,
+    /// Sequences skipped as holes (claims given up by their producers).
     pub(crate) skipped: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
 }
 
 impl Stats {
@@ -34,13 +29,7 @@ impl Stats {
             published: ring
                 .published_relaxed()
                 .saturating_sub(self.skipped.load(Ordering::Relaxed)),
-            dispatched: self.dispatched.load(Ordering::Relaxed),
-            delivered: self.delivered.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            panicked: self.panicked.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
+            ..self.counters.load()
         }
     }
 }

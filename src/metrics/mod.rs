@@ -116,6 +116,61 @@ pub struct Counters {
     pub batches: u64,
 }
 
+impl Counters {
+    /// Every counter, in field order; with [`Counters::from_array`] the one place
+    /// that lists the fields (so adding a counter touches this module, plus the
+    /// code that counts it).
+    fn to_array(self) -> [u64; 8] {
+        [
+            self.published,
+            self.dispatched,
+            self.delivered,
+            self.failed,
+            self.panicked,
+            self.retried,
+            self.dead_lettered,
+            self.batches,
+        ]
+    }
+
+    fn from_array(a: [u64; 8]) -> Self {
+        let [published, dispatched, delivered, failed, panicked, retried, dead_lettered, batches] =
+            a;
+        Counters {
+            published,
+            dispatched,
+            delivered,
+            failed,
+            panicked,
+            retried,
+            dead_lettered,
+            batches,
+        }
+    }
+}
+
+/// [`Counters`] published by their one writer (the dispatcher) for readers on any
+/// thread. Relaxed stores and loads: a statistic, never used to order other
+/// memory, so a snapshot may mix two batches' values.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCounters {
+    values: [std::sync::atomic::AtomicU64; 8],
+}
+
+impl SharedCounters {
+    pub(crate) fn store(&self, c: &Counters) {
+        for (slot, v) in self.values.iter().zip(c.to_array()) {
+            slot.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn load(&self) -> Counters {
+        Counters::from_array(std::array::from_fn(|i| {
+            self.values[i].load(std::sync::atomic::Ordering::Relaxed)
+        }))
+    }
+}
+
 /// The bus's own counters and gauges.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
