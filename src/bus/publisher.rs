@@ -240,10 +240,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                     let Ok(mut claim) = ring.claim_single(cursor, n, true, None) else {
                         return refused(published, first);
                     };
-                    claim.push(first);
-                    for event in iter.by_ref().take(claim.remaining() as usize) {
-                        claim.push(event);
-                    }
+                    claim.fill(&mut std::iter::once(first).chain(iter.by_ref()));
                     match claim.publish() {
                         Ok(written) => published += written as usize,
                         Err(unpublished) => {
@@ -261,10 +258,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                     {
                         // The iterator is user code, run while this claim is held.
                         let _inside = Inside::enter(bus, Role::Claim);
-                        claim.push(first);
-                        for event in iter.by_ref().take(claim.remaining() as usize) {
-                            claim.push(event);
-                        }
+                        claim.fill(&mut std::iter::once(first).chain(iter.by_ref()));
                     }
                     // Publishes what was written, skips what the iterator did not fill.
                     published += claim.publish() as usize;

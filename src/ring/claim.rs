@@ -131,10 +131,18 @@ impl<T> SpClaim<'_, T> {
         self.written += 1;
     }
 
-    /// Slots left to push.
+    /// Pushes values from `values` until the claim is full or `values` ends. The
+    /// bound is checked before each value is taken, so each goes straight from
+    /// the iterator into its slot (no panic path keeps it on the stack first).
     #[inline]
-    pub(crate) fn remaining(&self) -> u64 {
-        self.len - self.written
+    pub(crate) fn fill(&mut self, values: &mut impl Iterator<Item = T>) {
+        while self.written < self.len {
+            let Some(value) = values.next() else { return };
+            let seq = self.cursor.next + self.written;
+            // SAFETY: as in `push`: `seq` is below `next + len` (checked above).
+            unsafe { self.ring.write(seq, value) };
+            self.written += 1;
+        }
     }
 
     /// Publishes the pushed values; returns how many. If the ring closed first,
@@ -228,10 +236,16 @@ impl<'a, T> MpClaim<'a, T> {
         self.written_to += 1;
     }
 
-    /// Slots left to push.
+    /// Pushes values from `values` until the claim is full or `values` ends (see
+    /// [`SpClaim::fill`]).
     #[inline]
-    pub(crate) fn remaining(&self) -> u64 {
-        self.end - self.written_to
+    pub(crate) fn fill(&mut self, values: &mut impl Iterator<Item = T>) {
+        while self.written_to < self.end {
+            let Some(value) = values.next() else { return };
+            // SAFETY: as in `push`: `written_to` is below `end` (checked above).
+            unsafe { self.ring.write(self.written_to, value) };
+            self.written_to += 1;
+        }
     }
 
     /// Publishes the pushed values and marks the rest as holes (as `Drop` does);
