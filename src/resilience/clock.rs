@@ -20,7 +20,8 @@ use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 /// ignores wakers.
 ///
 /// The bus calls `now` on its dispatcher and handler threads. If it panics, the
-/// bus uses the last reading it got (or zero) and goes on.
+/// bus uses the last reading it got (to within a millisecond; zero before any)
+/// and goes on.
 pub trait Clock: Send + Sync + 'static {
     /// The current time, as a duration since this clock's fixed origin.
     fn now(&self) -> Duration;
@@ -140,13 +141,19 @@ impl GuardedClock {
         }
     }
 
-    /// The clock's reading, or the last good one if `now` panicked.
+    /// The clock's reading, or (if `now` panicked) the last good one, to within
+    /// a millisecond.
     #[inline]
     pub(crate) fn now(&self) -> Duration {
         use std::sync::atomic::Ordering::Relaxed;
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.clock.now())) {
             Ok(t) => {
-                self.last.fetch_max(duration_to_nanos(t), Relaxed);
+                // Kept to the millisecond: the fallback need not be exact, and a
+                // write per reading would bounce this line between handler threads.
+                let nanos = duration_to_nanos(t);
+                if nanos.saturating_sub(self.last.load(Relaxed)) >= 1_000_000 {
+                    self.last.fetch_max(nanos, Relaxed);
+                }
                 t
             }
             Err(p) => {
