@@ -81,8 +81,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     }
 
     /// Publishes one event, waiting (per the producer wait strategy) while the ring
-    /// is full. `Err` only when the bus is shut down, with the event — at once,
-    /// also while waiting for space.
+    /// is full. `Err` only when the bus is shut down, with the event. A publish that
+    /// starts after the close is refused at once; a single producer already waiting
+    /// for space gives up when the bus closes; a multi-producer publish that claimed
+    /// its slot before the close keeps waiting and is delivered (`Ok`).
     #[inline]
     pub fn publish(&mut self, event: Event<P>) -> Result<(), PublishError<P>> {
         self.publish_inner(event, true, None)
