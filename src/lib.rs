@@ -48,11 +48,11 @@ pub mod loom_api;
 // The root holds the bus, the publisher, the event, the handler and the errors a
 // user matches on; each area beyond that is a module.
 pub use bus::{
-    BuildError, BuildErrorKind, Bus, BusBuilder, DeadLetters, Multi, ProducerMode,
-    PublishBatchError, PublishError, PublishTimeoutError, Publisher, ShutdownError, Single,
-    SubscribeError, SubscribeOptions, TryPublishError,
+    BuildError, BuildErrorKind, Bus, BusBuilder, DeadLetters, FlushError, Multi, ProducerMode,
+    PublishBatchError, PublishError, PublishTimeoutError, Publisher, Refusal, ShutdownError,
+    Single, SubscribeError, SubscribeOptions, TryPublishError,
 };
-pub use dispatch::{Execution, Handler, ShutdownReport};
+pub use dispatch::{Execution, Handler, ShutdownReport, StuckHandler};
 pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
 pub use outcome::{HandlerError, SubscriptionId};
 pub use ring::WaitStrategy;

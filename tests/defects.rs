@@ -1060,6 +1060,7 @@ fn d08_publish_timeout_succeeds_beside_batch_publishers() {
             }
             Err(PublishTimeoutError::Timeout(_)) => outcomes.push("Timeout"),
             Err(PublishTimeoutError::Closed(_)) => outcomes.push("Closed"),
+            Err(_) => outcomes.push("other"),
         }
     }
     let progressed = delivered.load(SeqCst) - before;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::dispatch::{
     BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, FailurePolicy,
-    LogFailures, Services, Shared, ShutdownReport, Stats,
+    FollowUps, LogFailures, Progress, Services, Shared, ShutdownReport, Stats,
 };
 use crate::metrics::FlowLog;
 use crate::metrics::LocalHistogram;
@@ -52,6 +52,8 @@ pub enum BuildErrorKind {
     ZeroDeadLetterCapacity,
     /// `flow_log(0)`.
     ZeroFlowLogCapacity,
+    /// `max_follow_ups(0)`.
+    ZeroFollowUps,
     /// The thread name contains a NUL byte (threads cannot be named so).
     InvalidThreadName(String),
     /// The rayon pool could not be built.
@@ -88,6 +90,9 @@ impl fmt::Display for BuildError {
             }
             BuildErrorKind::ZeroFlowLogCapacity => {
                 f.write_str("the flow log needs a capacity of at least 1")
+            }
+            BuildErrorKind::ZeroFollowUps => {
+                f.write_str("max_follow_ups must be at least 1")
             }
             BuildErrorKind::InvalidThreadName(n) => {
                 write!(f, "thread name {n:?} contains a NUL byte")
@@ -137,6 +142,7 @@ struct Extras {
     flow_log: Option<usize>,
     retry_drain: Duration,
     on_breaker: Option<BreakerListener>,
+    max_follow_ups: usize,
 }
 
 impl Default for Extras {
@@ -149,6 +155,7 @@ impl Default for Extras {
             flow_log: None,
             retry_drain: Duration::from_secs(5),
             on_breaker: None,
+            max_follow_ups: 1 << 20,
         }
     }
 }
@@ -270,11 +277,24 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         self
     }
 
-    /// How long `shutdown` keeps running due retries after the ring is drained.
-    /// Events still waiting then go to the dead-letter queue and are listed in the
-    /// report's `undelivered`. Default 5 s.
+    /// How long [`Bus::shutdown`] keeps running retries once every accepted event
+    /// and follow-up is dispatched. Events still waiting then — or whose next
+    /// retry cannot come due before this deadline — go to the dead-letter queue
+    /// at once and are listed in the report's `undelivered`. Default 5 s.
+    /// ([`Bus::shutdown_timeout`] bounds the whole stop instead.)
     pub fn retry_drain_timeout(mut self, timeout: Duration) -> Self {
         self.extras.retry_drain = timeout;
+        self
+    }
+
+    /// The most follow-ups — events published from inside the bus, by its
+    /// handlers and hooks — that may wait to be dispatched (default 2^20). A
+    /// publish from inside never waits for ring space (that would deadlock: the
+    /// dispatcher frees the ring only when the handler returns); beyond this
+    /// bound it is refused with [`Refusal::FollowUpLimit`](crate::Refusal), the
+    /// event handed back. See [`Handler`](crate::Handler) for the rule.
+    pub fn max_follow_ups(mut self, n: usize) -> Self {
+        self.extras.max_follow_ups = n;
         self
     }
 
@@ -312,6 +332,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         if self.extras.flow_log == Some(0) {
             return Err(Self::err(BuildErrorKind::ZeroFlowLogCapacity));
         }
+        if self.extras.max_follow_ups == 0 {
+            return Err(Self::err(BuildErrorKind::ZeroFollowUps));
+        }
         if self.thread_name.contains('\0') {
             return Err(Self::err(BuildErrorKind::InvalidThreadName(
                 self.thread_name,
@@ -346,6 +369,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             handlers: StdMutex::new(Vec::new()),
             batch_sizes: StdMutex::new(LocalHistogram::new()),
             timer_kick: AtomicBool::new(false),
+            follow_ups: FollowUps::new(self.extras.max_follow_ups),
+            progress: Progress::default(),
+            stop_by: StdMutex::new(None),
         });
         let extras = self.extras;
         // A clock that jumps (a manual clock) wakes the dispatcher's retry timer.

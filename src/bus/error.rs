@@ -88,37 +88,84 @@ impl fmt::Display for ShutdownError {
 
 impl std::error::Error for ShutdownError {}
 
-/// `publish` failed: the bus is shut down. The event is handed back.
-pub struct PublishError<P>(pub Event<P>);
+/// Why a publish was refused (the event is always handed back).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The bus is shut down (or shutting down: after `shutdown` starts, only
+    /// follow-ups — publishes from inside the bus — are still accepted).
+    Closed,
+    /// A publish from inside the bus (a handler or hook — a follow-up) found
+    /// [`max_follow_ups`](crate::BusBuilder::max_follow_ups) follow-ups already
+    /// waiting. A publish from inside never waits: waiting would deadlock.
+    FollowUpLimit,
+}
+
+/// `publish` failed; the event is handed back.
+#[non_exhaustive]
+pub enum PublishError<P> {
+    /// The bus is shut down.
+    Closed(Event<P>),
+    /// A follow-up (a publish from inside the bus) beyond
+    /// [`max_follow_ups`](crate::BusBuilder::max_follow_ups).
+    FollowUpLimit(Event<P>),
+}
 
 /// `try_publish` failed; the event is handed back.
+#[non_exhaustive]
 pub enum TryPublishError<P> {
     /// The ring is full right now.
     Full(Event<P>),
     /// The bus is shut down.
     Closed(Event<P>),
+    /// A follow-up (a publish from inside the bus) beyond
+    /// [`max_follow_ups`](crate::BusBuilder::max_follow_ups).
+    FollowUpLimit(Event<P>),
 }
 
 /// `publish_timeout` failed; the event is handed back.
+#[non_exhaustive]
 pub enum PublishTimeoutError<P> {
     /// The ring stayed full until the deadline.
     Timeout(Event<P>),
     /// The bus is shut down.
     Closed(Event<P>),
+    /// A follow-up (a publish from inside the bus) beyond
+    /// [`max_follow_ups`](crate::BusBuilder::max_follow_ups): refused at once.
+    FollowUpLimit(Event<P>),
 }
 
-/// `publish_batch` stopped because the bus shut down.
+/// `publish_batch` stopped part-way.
 pub struct PublishBatchError<P> {
     /// How many events of the batch were published (and will be delivered).
     pub published: usize,
-    /// The rest of the batch, in order, not published.
+    /// The events taken from the iterator but not published, in order.
     pub unpublished: Vec<Event<P>>,
+    /// Why it stopped.
+    pub reason: Refusal,
 }
 
 impl<P> PublishError<P> {
+    pub(crate) fn new(event: Event<P>, reason: Refusal) -> Self {
+        match reason {
+            Refusal::Closed => PublishError::Closed(event),
+            Refusal::FollowUpLimit => PublishError::FollowUpLimit(event),
+        }
+    }
+
     /// The event that was not published.
     pub fn into_inner(self) -> Event<P> {
-        self.0
+        match self {
+            PublishError::Closed(e) | PublishError::FollowUpLimit(e) => e,
+        }
+    }
+
+    /// Why.
+    pub fn reason(&self) -> Refusal {
+        match self {
+            PublishError::Closed(_) => Refusal::Closed,
+            PublishError::FollowUpLimit(_) => Refusal::FollowUpLimit,
+        }
     }
 }
 
@@ -126,7 +173,9 @@ impl<P> TryPublishError<P> {
     /// The event that was not published.
     pub fn into_inner(self) -> Event<P> {
         match self {
-            TryPublishError::Full(e) | TryPublishError::Closed(e) => e,
+            TryPublishError::Full(e)
+            | TryPublishError::Closed(e)
+            | TryPublishError::FollowUpLimit(e) => e,
         }
     }
     /// Whether the ring was full (as opposed to closed).
@@ -139,10 +188,37 @@ impl<P> PublishTimeoutError<P> {
     /// The event that was not published.
     pub fn into_inner(self) -> Event<P> {
         match self {
-            PublishTimeoutError::Timeout(e) | PublishTimeoutError::Closed(e) => e,
+            PublishTimeoutError::Timeout(e)
+            | PublishTimeoutError::Closed(e)
+            | PublishTimeoutError::FollowUpLimit(e) => e,
         }
     }
 }
+
+/// Why [`Bus::flush`] returned without everything settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// Called from inside the bus (a handler or hook of it, or a claim of one of
+    /// its publishers): waiting there would wait for this very call.
+    FromInside,
+    /// `flush_timeout`'s deadline passed first.
+    Timeout,
+    /// The dispatcher stopped without finishing (it panicked: a bug in ringbus).
+    Stopped,
+}
+
+impl fmt::Display for FlushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FlushError::FromInside => "flush called from inside the bus would wait for itself",
+            FlushError::Timeout => "the flush deadline passed before every event was settled",
+            FlushError::Stopped => "the dispatcher stopped without finishing",
+        })
+    }
+}
+
+impl std::error::Error for FlushError {}
 
 macro_rules! error_impls {
     ($ty:ident, |$s:ident, $f:ident| $display:expr, |$d:ident, $g:ident| $debug:expr) => {
@@ -162,20 +238,32 @@ macro_rules! error_impls {
     };
 }
 
+const FOLLOW_UP_LIMIT: &str = "publishing a follow-up beyond max_follow_ups";
+
 error_impls!(
     PublishError,
-    |_s, f| f.write_str("publishing on a closed bus"),
-    |d, f| write!(f, "PublishError::Closed({})", d.0.id)
+    |s, f| f.write_str(match s {
+        PublishError::Closed(_) => "publishing on a closed bus",
+        PublishError::FollowUpLimit(_) => FOLLOW_UP_LIMIT,
+    }),
+    |d, f| match d {
+        PublishError::Closed(e) => write!(f, "PublishError::Closed({})", e.id),
+        PublishError::FollowUpLimit(e) => write!(f, "PublishError::FollowUpLimit({})", e.id),
+    }
 );
 error_impls!(
     TryPublishError,
     |s, f| f.write_str(match s {
         TryPublishError::Full(_) => "publishing on a full ring",
         TryPublishError::Closed(_) => "publishing on a closed bus",
+        TryPublishError::FollowUpLimit(_) => FOLLOW_UP_LIMIT,
     }),
     |d, f| match d {
         TryPublishError::Full(e) => write!(f, "TryPublishError::Full({})", e.id),
         TryPublishError::Closed(e) => write!(f, "TryPublishError::Closed({})", e.id),
+        TryPublishError::FollowUpLimit(e) => {
+            write!(f, "TryPublishError::FollowUpLimit({})", e.id)
+        }
     }
 );
 error_impls!(
@@ -183,17 +271,25 @@ error_impls!(
     |s, f| f.write_str(match s {
         PublishTimeoutError::Timeout(_) => "the ring stayed full until the deadline",
         PublishTimeoutError::Closed(_) => "publishing on a closed bus",
+        PublishTimeoutError::FollowUpLimit(_) => FOLLOW_UP_LIMIT,
     }),
     |d, f| match d {
         PublishTimeoutError::Timeout(e) => write!(f, "PublishTimeoutError::Timeout({})", e.id),
         PublishTimeoutError::Closed(e) => write!(f, "PublishTimeoutError::Closed({})", e.id),
+        PublishTimeoutError::FollowUpLimit(e) => {
+            write!(f, "PublishTimeoutError::FollowUpLimit({})", e.id)
+        }
     }
 );
 error_impls!(
     PublishBatchError,
     |s, f| write!(
         f,
-        "the bus closed after {} events of the batch; {} were not published",
+        "{} after {} events of the batch; {} were not published",
+        match s.reason {
+            Refusal::Closed => "the bus closed",
+            Refusal::FollowUpLimit => "the follow-up limit was reached",
+        },
         s.published,
         s.unpublished.len()
     ),
@@ -201,5 +297,6 @@ error_impls!(
         .debug_struct("PublishBatchError")
         .field("published", &d.published)
         .field("unpublished", &d.unpublished.len())
+        .field("reason", &d.reason)
         .finish()
 );

@@ -16,8 +16,8 @@ mod subscribe;
 pub use builder::{BuildError, BuildErrorKind, BusBuilder, MAX_CAPACITY, MAX_POOL_THREADS};
 pub use dead_letters::DeadLetters;
 pub use error::{
-    PublishBatchError, PublishError, PublishTimeoutError, ShutdownError, SubscribeError,
-    TryPublishError,
+    FlushError, PublishBatchError, PublishError, PublishTimeoutError, Refusal, ShutdownError,
+    SubscribeError, TryPublishError,
 };
 pub use mode::{Multi, ProducerMode, Single};
 pub use publisher::Publisher;
@@ -26,11 +26,12 @@ pub use subscribe::{SubscribeOptions, MAX_LANES};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
 
-use crate::dispatch::{breaker_from_code, Inside, Shared, ShutdownReport};
+use crate::dispatch::{Inside, Shared, ShutdownReport};
 #[cfg(doc)]
 use crate::dispatch::{Execution, LogFailures};
-use crate::metrics::{BusMetrics, HandlerMetrics, MetricsSnapshot};
+use crate::metrics::{BusMetrics, MetricsSnapshot};
 use crate::metrics::{Counters, FlowLog};
 use crate::resilience::DeadLetterQueue;
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -139,29 +140,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let handlers = infos
-            .iter()
-            .map(|h| {
-                let m = &h.metrics;
-                let (handler_time_ns, latency_ns) = m.summaries();
-                HandlerMetrics {
-                    subscription: h.sub,
-                    handler: h.name.clone(),
-                    lane: h.lane,
-                    handled: m.handled.load(std::sync::atomic::Ordering::Relaxed),
-                    errors: m.errors.load(std::sync::atomic::Ordering::Relaxed),
-                    panics: m.panics.load(std::sync::atomic::Ordering::Relaxed),
-                    retries: m.retries.load(std::sync::atomic::Ordering::Relaxed),
-                    dead_lettered: m.dead_lettered.load(std::sync::atomic::Ordering::Relaxed),
-                    pending: m.pending.load(std::sync::atomic::Ordering::Relaxed),
-                    breaker: breaker_from_code(
-                        m.breaker.load(std::sync::atomic::Ordering::Relaxed),
-                    ),
-                    handler_time_ns,
-                    latency_ns,
-                }
-            })
-            .collect();
+        let handlers = infos.iter().map(|h| h.snapshot()).collect();
         MetricsSnapshot { bus, handlers }
     }
 
@@ -175,22 +154,133 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         self.shared.ring.capacity() as usize
     }
 
-    /// Shuts down gracefully: publishes from now on fail with `Closed` (returning
-    /// the event); every event whose publish returned `Ok` is dispatched; handlers'
-    /// `on_shutdown` hooks run; threads are joined. A publish racing with this is
-    /// either delivered or returned to its caller, never lost and never both.
+    /// Waits until every event published before this call — every follow-up it
+    /// caused, transitively, and every retry of them — has been handled or
+    /// dead-lettered. Other threads may go on publishing meanwhile; their events
+    /// are not waited for (except follow-ups dispatched together with the
+    /// awaited ones, which may be counted in with them).
+    ///
+    /// A retry waits for its due time, and an open breaker holds its events
+    /// until it lets them through: use [`Bus::flush_timeout`] to bound the wait.
+    ///
+    /// # Errors
+    /// [`FlushError::FromInside`] from inside the bus (a handler or hook of it,
+    /// or a `publish_with` closure / `publish_batch` iterator of one of its
+    /// publishers): it would wait for itself. [`FlushError::Stopped`] if the
+    /// dispatcher died (a bug in ringbus).
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{event_type, source, Bus, Event};
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    ///
+    /// let bus = Bus::<u64>::builder().capacity(16).build().unwrap();
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let (s, mut follow) = (seen.clone(), bus.publisher());
+    /// bus.subscribe("order.placed", move |e: &Event<u64>| -> Result<(), ringbus::HandlerError> {
+    ///     // A follow-up, published from the handler: never blocks.
+    ///     follow.publish(Event::new(event_type!("order.paid"), source!("shop"), e.data)).ok();
+    ///     Ok(())
+    /// }).unwrap();
+    /// let s2 = seen.clone();
+    /// bus.subscribe("order.paid", move |_e: &Event<u64>| -> Result<(), ringbus::HandlerError> {
+    ///     s2.fetch_add(1, Ordering::Relaxed);
+    ///     Ok(())
+    /// }).unwrap();
+    ///
+    /// let mut p = bus.publisher();
+    /// for i in 0..100 {
+    ///     p.publish(Event::new(event_type!("order.placed"), source!("shop"), i)).unwrap();
+    /// }
+    /// bus.flush().unwrap();
+    /// assert_eq!(seen.load(Ordering::Relaxed), 100);
+    /// # drop(s);
+    /// ```
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.flush_until(None)
+    }
+
+    /// [`Bus::flush`], waiting at most `timeout` (one too large for an
+    /// [`Instant`] waits like `flush`): [`FlushError::Timeout`] if not
+    /// everything was settled by then.
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.flush_until(Instant::now().checked_add(timeout))
+    }
+
+    fn flush_until(&self, deadline: Option<Instant>) -> Result<(), FlushError> {
+        let shared = &*self.shared;
+        if Inside::any(shared.id()) {
+            return Err(FlushError::FromInside);
+        }
+        // Every publish that returned before this call holds a sequence below
+        // the claim count read now.
+        let mark = shared.ring.claimed();
+        let progress = &shared.progress;
+        progress.waiters.fetch_add(1, Ordering::AcqRel);
+        progress.kick.store(true, Ordering::Release);
+        shared.ring.data_signal.notify();
+        let settled = || progress.settled.load(Ordering::Acquire) >= mark;
+        let finished = || progress.finished.load(Ordering::Acquire);
+        progress.wait_for(deadline, || settled() || finished());
+        progress.waiters.fetch_sub(1, Ordering::AcqRel);
+        if settled() {
+            Ok(())
+        } else if finished() {
+            Err(FlushError::Stopped)
+        } else {
+            Err(FlushError::Timeout)
+        }
+    }
+
+    /// Shuts down gracefully, finishing what was started:
+    ///
+    /// 1. publishes from outside the bus fail with `Closed` from now on
+    ///    (returning the event);
+    /// 2. every event whose publish returned `Ok` is dispatched, and so is every
+    ///    follow-up its handlers publish — follow-ups are accepted until the bus
+    ///    is quiescent, so causal chains finish;
+    /// 3. retries run until none is left or the
+    ///    [retry drain timeout](BusBuilder::retry_drain_timeout) passes; a retry
+    ///    that cannot come due before it is dead-lettered at once (listed in the
+    ///    report's `undelivered`) instead of being waited for;
+    /// 4. handlers' `on_shutdown` hooks run (a follow-up published from there is
+    ///    refused); threads are joined.
+    ///
+    /// A publish racing with this is either delivered or returned to its caller,
+    /// never lost and never both. A handler that never returns makes this wait
+    /// forever: [`Bus::shutdown_timeout`] bounds it.
     ///
     /// # Errors
     /// [`ShutdownError::FromInside`] when called from inside this bus (a handler
-    /// or hook of it, or a `publish_with` closure / `publish_batch` iterator of one
-    /// of its publishers): the bus is closed and stops by itself once the call
+    /// or hook of it, or a `publish_with` closure / `publish_batch` iterator of
+    /// one of its publishers): the bus is closed and stops by itself once the call
     /// returns, but no report can be had there.
     /// [`ShutdownError::DispatcherPanicked`] if the dispatcher thread died.
     pub fn shutdown(mut self) -> Result<ShutdownReport, ShutdownError> {
-        self.close_and_join()
+        self.close_and_join(None)
     }
 
-    fn close_and_join(&mut self) -> Result<ShutdownReport, ShutdownError> {
+    /// [`Bus::shutdown`] within `timeout`: the same steps, with this deadline
+    /// for all of them. At the deadline, retries still waiting are dead-lettered
+    /// and the follow-up queue closes (follow-ups accepted before are still
+    /// dispatched). If a handler is still running at the deadline, the call
+    /// returns anyway: the report's `completed` is `false` and `stuck` names the
+    /// handler with the events it still held; the dispatcher finishes in the
+    /// background if that handler ever returns.
+    ///
+    /// # Errors
+    /// As [`Bus::shutdown`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        let deadline = Instant::now().checked_add(timeout);
+        *self
+            .shared
+            .stop_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = deadline;
+        self.close_and_join(deadline)
+    }
+
+    fn close_and_join(&mut self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
         self.shared.ring.close();
         // A full `Block` dead-letter queue must not hold shutdown up.
         self.dlq.stop_blocking();
@@ -198,6 +288,15 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         // the dispatcher drains and exits by itself.
         if Inside::any(self.shared.id()) {
             return Err(ShutdownError::FromInside);
+        }
+        if deadline.is_some() {
+            let progress = &self.shared.progress;
+            let finished = || progress.finished.load(Ordering::Acquire);
+            if !progress.wait_for(deadline, finished) {
+                // Stuck in user code: report what is known, leave the thread.
+                drop(self.thread.take());
+                return Ok(self.report_unfinished());
+            }
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(Ok(report))) => Ok(report),
@@ -208,6 +307,23 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
                 "the dispatcher thread panicked".into(),
             )),
             None => Err(ShutdownError::FromInside),
+        }
+    }
+
+    /// The report of a stop whose deadline passed with a handler still running.
+    fn report_unfinished(&self) -> ShutdownReport {
+        let infos = self
+            .shared
+            .handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        ShutdownReport {
+            counters: self.stats(),
+            undelivered: Vec::new(),
+            handlers: infos.iter().map(|h| h.snapshot()).collect(),
+            completed: false,
+            stuck: infos.iter().filter_map(|h| h.stuck()).collect(),
         }
     }
 }

@@ -5,12 +5,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{Inside, Role, Shared};
+use crate::dispatch::{Inside, Refused, Role, Shared};
 use crate::event::Event;
 use crate::ring::{ClaimError, MpCursor, Producers, SpCursor};
 use crate::sync::Arc;
 
-use super::error::{PublishBatchError, PublishError, PublishTimeoutError, TryPublishError};
+use super::error::{
+    PublishBatchError, PublishError, PublishTimeoutError, Refusal, TryPublishError,
+};
 #[cfg(doc)]
 use super::mode::Single;
 use super::mode::{producers, Multi, ProducerMode};
@@ -22,6 +24,17 @@ use super::Bus;
 /// In [`Multi`] mode publishers are `Clone`: give each producing thread its own
 /// (each keeps a private cache of the consumer position). In [`Single`] mode there is
 /// exactly one.
+///
+/// # Publishing from a handler (follow-ups)
+/// A publisher used inside the bus — by one of its handlers or hooks (the
+/// failure policy, `on_start`, …), on whatever thread the handler runs — never
+/// waits for ring space: the dispatcher frees the ring only after the handler
+/// returns, so waiting would deadlock. The event becomes a *follow-up*: it is
+/// queued for the dispatcher and delivered after the event that caused it, the
+/// follow-ups of one handler in their publish order. Every verb works this way
+/// from inside; none blocks. Beyond
+/// [`max_follow_ups`](crate::BusBuilder::max_follow_ups) waiting follow-ups it
+/// is refused with the `FollowUpLimit` error, the event handed back.
 pub struct Publisher<P = serde_json::Value, M = Multi> {
     shared: Arc<Shared<P>>,
     /// The producer's private ring state; its variant matches `M`.
@@ -85,10 +98,16 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     /// starts after the close is refused at once; a single producer already waiting
     /// for space gives up when the bus closes; a multi-producer publish that claimed
     /// its slot before the close keeps waiting and is delivered (`Ok`).
+    ///
+    /// From inside the bus (a handler) the event is a follow-up and this never
+    /// waits (see [the type docs](Publisher#publishing-from-a-handler-follow-ups)).
     #[inline]
     pub fn publish(&mut self, event: Event<P>) -> Result<(), PublishError<P>> {
         self.publish_inner(event, true, None)
-            .map_err(|(e, _)| PublishError(e))
+            .map_err(|(e, why)| match why {
+                Why::FollowUpLimit => PublishError::FollowUpLimit(e),
+                _ => PublishError::Closed(e),
+            })
     }
 
     /// Publishes one event if a slot is free now.
@@ -102,7 +121,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     pub fn try_publish(&mut self, event: Event<P>) -> Result<(), TryPublishError<P>> {
         self.publish_inner(event, false, None)
             .map_err(|(e, why)| match why {
-                ClaimError::Full => TryPublishError::Full(e),
+                Why::Claim(ClaimError::Full) => TryPublishError::Full(e),
+                Why::FollowUpLimit => TryPublishError::FollowUpLimit(e),
                 _ => TryPublishError::Closed(e),
             })
     }
@@ -122,9 +142,24 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         let deadline = Instant::now().checked_add(timeout);
         self.publish_inner(event, true, deadline)
             .map_err(|(e, why)| match why {
-                ClaimError::Closed => PublishTimeoutError::Closed(e),
+                Why::Claim(ClaimError::Closed) => PublishTimeoutError::Closed(e),
+                Why::FollowUpLimit => PublishTimeoutError::FollowUpLimit(e),
                 _ => PublishTimeoutError::Timeout(e),
             })
+    }
+
+    /// If this thread is inside this bus's dispatch (a handler or hook), the
+    /// root its follow-ups belong to: publishes from there are follow-ups.
+    #[inline]
+    fn follow_up_root(&self) -> Option<u64> {
+        Inside::dispatch_root(self.shared.id())
+    }
+
+    fn follow_up(&self, event: Event<P>, root: u64) -> Result<(), (Event<P>, Why)> {
+        self.shared
+            .follow_ups
+            .push(event, root)
+            .map_err(|(e, why)| (e, Why::from(why)))
     }
 
     #[inline]
@@ -133,16 +168,21 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         event: Event<P>,
         wait: bool,
         deadline: Option<Instant>,
-    ) -> Result<(), (Event<P>, ClaimError)> {
+    ) -> Result<(), (Event<P>, Why)> {
+        if let Some(root) = self.follow_up_root() {
+            return self.follow_up(event, root);
+        }
         let ring = &self.shared.ring;
         match &mut self.cursor {
             Cursor::Single(cursor) => {
                 let mut claim = match ring.claim_single(cursor, 1, wait, deadline) {
                     Ok(claim) => claim,
-                    Err(why) => return Err((event, why)),
+                    Err(why) => return Err((event, Why::Claim(why))),
                 };
                 claim.push(event);
-                claim.publish_one().map_err(|e| (e, ClaimError::Closed))
+                claim
+                    .publish_one()
+                    .map_err(|e| (e, Why::Claim(ClaimError::Closed)))
             }
             Cursor::Multi(cursor) => {
                 let claimed = match (wait, deadline) {
@@ -152,7 +192,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                 };
                 let mut claim = match claimed {
                     Ok(claim) => claim,
-                    Err(why) => return Err((event, why)),
+                    Err(why) => return Err((event, Why::Claim(why))),
                 };
                 claim.push(event);
                 claim.publish();
@@ -171,21 +211,29 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     /// down (drops the last [`Bus`]), the event is still delivered (multi
     /// producer: its slot was claimed before the close) or handed back (single
     /// producer), and the bus stops by itself after this call.
+    ///
+    /// From inside the bus (a handler), `make` runs first and its event is a
+    /// follow-up (see [the type docs](Publisher#publishing-from-a-handler-follow-ups)).
     #[inline]
     pub fn publish_with(&mut self, make: impl FnOnce() -> Event<P>) -> Result<(), PublishError<P>> {
+        if let Some(root) = self.follow_up_root() {
+            return self
+                .follow_up(make(), root)
+                .map_err(|(e, why)| PublishError::new(e, why.refusal()));
+        }
         let ring = &self.shared.ring;
         let bus = self.shared.id();
         match &mut self.cursor {
             Cursor::Single(cursor) => {
                 let Ok(mut claim) = ring.claim_single(cursor, 1, true, None) else {
-                    return Err(PublishError(make()));
+                    return Err(PublishError::Closed(make()));
                 };
                 claim.push(make());
-                claim.publish_one().map_err(PublishError)
+                claim.publish_one().map_err(PublishError::Closed)
             }
             Cursor::Multi(cursor) => {
                 let Ok(mut claim) = ring.claim_multi(cursor, 1) else {
-                    return Err(PublishError(make()));
+                    return Err(PublishError::Closed(make()));
                 };
                 // User code runs while this thread holds the claim: a shutdown from
                 // in there must not wait for the dispatcher (which waits for us).
@@ -216,11 +264,25 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     ///
     /// If the iterator panics, the events it yielded before are published and
     /// the panic propagates.
+    ///
+    /// From inside the bus (a handler) the events are follow-ups, queued in order
+    /// up to [`max_follow_ups`](crate::BusBuilder::max_follow_ups) (see [the type
+    /// docs](Publisher#publishing-from-a-handler-follow-ups)).
     pub fn publish_batch<I>(&mut self, events: I) -> Result<(), PublishBatchError<P>>
     where
         I: IntoIterator<Item = Event<P>>,
     {
         let mut iter = events.into_iter();
+        if let Some(root) = self.follow_up_root() {
+            return match self.shared.follow_ups.push_all(&mut iter, root) {
+                (_, None) => Ok(()),
+                (published, Some((event, why))) => Err(PublishBatchError {
+                    published,
+                    unpublished: vec![event],
+                    reason: Why::from(why).refusal(),
+                }),
+            };
+        }
         let ring = &self.shared.ring;
         let cap = ring.capacity();
         let bus = self.shared.id();
@@ -235,6 +297,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                 Err(PublishBatchError {
                     published,
                     unpublished: vec![first],
+                    reason: Refusal::Closed,
                 })
             };
             match &mut self.cursor {
@@ -249,6 +312,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                             return Err(PublishBatchError {
                                 published,
                                 unpublished,
+                                reason: Refusal::Closed,
                             })
                         }
                     }
@@ -266,6 +330,31 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                     published += claim.publish() as usize;
                 }
             }
+        }
+    }
+}
+
+/// Why a publish failed, before it is put in the verb's error type.
+#[derive(Copy, Clone, Debug)]
+enum Why {
+    Claim(ClaimError),
+    FollowUpLimit,
+}
+
+impl From<Refused> for Why {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Full => Why::FollowUpLimit,
+            Refused::Closed => Why::Claim(ClaimError::Closed),
+        }
+    }
+}
+
+impl Why {
+    fn refusal(self) -> Refusal {
+        match self {
+            Why::FollowUpLimit => Refusal::FollowUpLimit,
+            Why::Claim(_) => Refusal::Closed,
         }
     }
 }

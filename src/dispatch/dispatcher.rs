@@ -9,17 +9,19 @@ use std::time::{Duration, Instant};
 use super::control::{Ack, Control, Redrive, Reply, SubscribeSpec};
 use super::execution::Executor;
 use super::failure::{Failure, FailurePolicy};
+use super::follow_ups::FollowUp;
 use super::inside::{Inside, Role};
 use super::shared::{HandlerInfo, Shared, ShutdownReport};
 use super::slot::{Failed, HandlerSlot, Services};
 use super::table::{Route, Table, Target};
 use super::waiting::Waiting;
+use super::work::Work;
 use crate::event::Event;
 use crate::metrics::{Counters, FlowLog};
 use crate::outcome::SubscriptionId;
 use crate::resilience::DeadLetterInfo;
 use crate::resilience::{Attempt, DeadLetter};
-use crate::ring::{Batch, Consumer, Next, Ring};
+use crate::ring::{Consumer, Next, Ring};
 use crate::sync::{Arc, Ordering};
 use crate::unwind::{drop_quietly, panic_message};
 
@@ -82,6 +84,13 @@ pub(crate) struct Dispatcher<P> {
     counters: Counters,
     /// Sequences skipped as holes so far.
     skipped: u64,
+    /// The follow-up batch being dispatched (kept for its capacity).
+    follow_ups: Vec<FollowUp<P>>,
+    /// Whether waiting follow-ups go before the next ring batch: ring batches
+    /// and follow-up batches alternate while both have work.
+    follow_ups_turn: bool,
+    /// Follow-ups dispatched so far.
+    follow_ups_dispatched: u64,
 }
 
 impl<P> std::fmt::Debug for Dispatcher<P> {
@@ -107,6 +116,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             config,
             counters: Counters::default(),
             skipped: 0,
+            follow_ups: Vec::new(),
+            follow_ups_turn: false,
+            follow_ups_dispatched: 0,
         }
     }
 
@@ -163,6 +175,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 || shared.ring.has_next()
                 || shared.ring.closed_at() == Some(next)
                 || shared.timer_kick.load(Ordering::Acquire)
+                || shared.progress.kick.load(Ordering::Acquire)
         };
         match timer {
             None => shared.ring.consumer_wait_until(ready),
@@ -171,26 +184,45 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         shared.timer_kick.store(false, Ordering::Relaxed);
     }
 
-    /// One iteration: control messages, then at most one batch (or the due
-    /// retries, when no event is waiting). Never blocks (except inside handlers).
+    /// One iteration: control messages, then at most one batch — from the ring,
+    /// or of follow-ups (the two alternate while both have work) — or the due
+    /// retries, when no event is waiting. Never blocks (except inside handlers).
     pub(crate) fn step(&mut self, ring: &Ring<Event<P>>, consumer: &mut Consumer) -> Step {
+        let step = self.step_inner(ring, consumer);
+        if self.shared.progress.waiters.load(Ordering::Acquire) > 0 {
+            self.report_progress();
+        }
+        step
+    }
+
+    fn step_inner(&mut self, ring: &Ring<Event<P>>, consumer: &mut Consumer) -> Step {
         if self.shared.control.is_pending() {
             self.apply_control();
         }
         if !self.removals.is_empty() {
             self.apply_removals();
         }
+        if self.follow_ups_turn && self.shared.follow_ups.is_pending() {
+            self.dispatch_follow_ups();
+            return Step::Worked;
+        }
         let lo = self.next;
         // A pending unsubscribe ends its handler's events at its `until`: the batch
         // stops there, and the removal happens before the next one.
         let max = match self.removals.iter().map(|r| r.until).min() {
-            Some(until) => self.config.max_batch.min(until - lo),
+            Some(until) => self.config.max_batch.min(until.saturating_sub(lo)),
             None => self.config.max_batch,
         };
-        match ring.next_batch(consumer, max) {
+        let next = if max == 0 {
+            Next::Empty
+        } else {
+            ring.next_batch(consumer, max)
+        };
+        match next {
             Next::Batch(batch) => {
                 self.dispatch(Some(&batch));
                 self.next = batch.end();
+                self.follow_ups_turn = true;
                 // Every handler task has returned: drop the events, free the slots.
                 // A payload `Drop` that panics is contained there.
                 let _drop_panics = batch.release();
@@ -210,8 +242,12 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 Step::Worked
             }
             Next::Empty => {
+                if self.shared.follow_ups.is_pending() {
+                    self.dispatch_follow_ups();
+                    return Step::Worked;
+                }
                 if self.retries_due() {
-                    self.dispatch(None);
+                    self.dispatch::<[FollowUp<P>]>(None);
                     return Step::Worked;
                 }
                 if ring.closed_at() == Some(lo) {
@@ -223,11 +259,50 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
     }
 
+    /// Takes every waiting follow-up and dispatches them as one batch.
+    fn dispatch_follow_ups(&mut self) {
+        let mut batch = std::mem::take(&mut self.follow_ups);
+        self.shared.follow_ups.take(&mut batch);
+        self.follow_ups_turn = false;
+        if !batch.is_empty() {
+            self.dispatch(Some(&batch[..]));
+            self.follow_ups_dispatched += batch.len() as u64;
+            self.counters.follow_ups = self.follow_ups_dispatched;
+            self.publish_stats();
+        }
+        // Every handler has returned: drop the events (a panicking `Drop` is
+        // contained, one event at a time), keep the vector's capacity.
+        for f in batch.drain(..) {
+            drop_quietly(f);
+        }
+        self.follow_ups = batch;
+    }
+
+    /// Publishes how far everything is settled (see `Progress::settled`) and
+    /// wakes the `flush` callers.
+    fn report_progress(&mut self) {
+        let progress = &self.shared.progress;
+        progress.kick.store(false, Ordering::Relaxed);
+        let settled = [self.next]
+            .into_iter()
+            .chain(self.shared.follow_ups.min_root())
+            .chain(self.slots.iter().flatten().filter_map(|s| s.queue_min_sequence()))
+            .min()
+            .unwrap_or(self.next);
+        // Never backwards: a conservative root may lie below an earlier mark.
+        progress.settled.fetch_max(settled, Ordering::AcqRel);
+        progress.notify();
+    }
+
     /// Removes the subscriptions whose last event has been dispatched.
     fn apply_removals(&mut self) {
         let next = self.next;
-        let (done, waiting): (Vec<Removal>, Vec<Removal>) =
-            self.removals.drain(..).partition(|r| r.until <= next);
+        // Follow-ups published before the call are dispatched too.
+        let follow_ups = self.shared.follow_ups.is_pending();
+        let (done, waiting): (Vec<Removal>, Vec<Removal>) = self
+            .removals
+            .drain(..)
+            .partition(|r| r.until <= next && !follow_ups);
         self.removals = waiting;
         for r in done {
             let found = self.remove(r.id);
@@ -244,41 +319,82 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             .any(|s| s.next_due().is_some_and(|d| d <= now))
     }
 
-    /// Applies pending control messages, runs due retries until every queue is
-    /// empty or the drain deadline passes (the rest go to the dead-letter queue and
-    /// the report), runs every handler's shutdown hook, and refuses later control
-    /// messages. Call once the ring is drained.
+    /// Finishes what was started, then stops: applies pending control messages;
+    /// dispatches follow-ups and runs due retries until nothing is left or the
+    /// deadline passes (`shutdown_timeout`'s, else the retry drain timeout).
+    /// Retries that cannot come due before the deadline — and those still
+    /// waiting at it — go to the dead-letter queue and the report. At the
+    /// deadline the follow-up queue closes (later follow-ups are refused), and
+    /// the follow-ups accepted before are still dispatched. Then every handler's
+    /// shutdown hook runs and later control messages are refused. Call once the
+    /// ring is drained.
     pub(crate) fn finish(mut self) -> ShutdownReport {
         self.apply_control();
         // Every event is dispatched: every pending unsubscribe can complete.
         for r in &mut self.removals {
             r.until = 0;
         }
+        while self.shared.follow_ups.is_pending() {
+            self.dispatch_follow_ups();
+        }
         self.apply_removals();
-        // A drain timeout too large for an `Instant` is no timeout.
-        let deadline = Instant::now().checked_add(self.config.retry_drain);
-        let before = |deadline: Option<Instant>| deadline.is_none_or(|d| Instant::now() < d);
-        while self.slots.iter().flatten().any(|s| s.has_queue()) && before(deadline) {
-            if self.retries_due() {
-                self.dispatch(None);
-            } else {
-                let until = match (self.next_timer(), deadline) {
-                    (Some(t), Some(d)) => Some(t.min(d)),
-                    (t, d) => t.or(d),
-                };
-                let kick = &self.shared.timer_kick;
-                let ready = || kick.load(Ordering::Acquire);
-                match until {
-                    Some(until) => self.shared.ring.consumer_wait_deadline(until, ready),
-                    None => self.shared.ring.consumer_wait_until(ready),
-                }
-                kick.store(false, Ordering::Relaxed);
+        // `shutdown_timeout`'s deadline, else the retry drain timeout (one too
+        // large for an `Instant` is no timeout).
+        let stop_by = *self.shared.stop_by.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = stop_by.or_else(|| Instant::now().checked_add(self.config.retry_drain));
+        let passed = |deadline: Option<Instant>| deadline.is_some_and(|d| Instant::now() >= d);
+        let mut open = true;
+        loop {
+            if self.shared.progress.waiters.load(Ordering::Acquire) > 0 {
+                self.report_progress();
             }
+            if open && passed(deadline) {
+                // Chains stop growing here; what they published before is still
+                // dispatched (it was accepted).
+                open = false;
+                self.follow_ups = self.shared.follow_ups.close();
+                let batch = std::mem::take(&mut self.follow_ups);
+                if !batch.is_empty() {
+                    self.dispatch(Some(&batch[..]));
+                    self.follow_ups_dispatched += batch.len() as u64;
+                    self.counters.follow_ups = self.follow_ups_dispatched;
+                }
+                batch.into_iter().for_each(drop_quietly);
+            }
+            if self.shared.follow_ups.is_pending() {
+                self.dispatch_follow_ups();
+                continue;
+            }
+            if !open || !self.slots.iter().flatten().any(|s| s.has_queue()) {
+                break;
+            }
+            if self.retries_due() {
+                self.dispatch::<[FollowUp<P>]>(None);
+                continue;
+            }
+            let timer = self.next_timer();
+            // Nothing can come due before the deadline: give up now, not at it.
+            if let (Some(t), Some(d)) = (timer, deadline) {
+                if t > d {
+                    break;
+                }
+            }
+            let until = match (timer, deadline) {
+                (Some(t), Some(d)) => Some(t.min(d)),
+                (t, d) => t.or(d),
+            };
+            let kick = &self.shared.timer_kick;
+            let ready = || kick.load(Ordering::Acquire);
+            match until {
+                Some(until) => self.shared.ring.consumer_wait_deadline(until, ready),
+                None => self.shared.ring.consumer_wait_until(ready),
+            }
+            kick.store(false, Ordering::Relaxed);
         }
         let mut undelivered = Vec::new();
         for slot in self.slots.iter_mut().flatten() {
             for w in slot.drain_queue() {
-                let note = "undelivered at shutdown: retry drain deadline passed";
+                let note = "undelivered at shutdown: no retry before the stop deadline";
                 let (event_id, event_type) = (w.event.id, w.event.event_type);
                 let subject = w.event.subject.clone();
                 let (id, attempts) = give_up(&self.config.services, w, slot.sub, &slot.name, note);
@@ -294,11 +410,32 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 });
             }
         }
+        // Quiescent: the follow-up queue closes before the hooks run (a
+        // follow-up published from `on_shutdown` is refused). Nothing is left in
+        // it: everything accepted was dispatched above.
+        let late = self.shared.follow_ups.close();
+        if !late.is_empty() {
+            self.dispatch(Some(&late[..]));
+            self.follow_ups_dispatched += late.len() as u64;
+            self.counters.follow_ups = self.follow_ups_dispatched;
+        }
+        late.into_iter().for_each(drop_quietly);
         self.shared.control.close();
         for slot in self.slots.iter_mut().flatten() {
             let handler = &mut slot.handler;
             call_hook(&slot.name, "on_shutdown", || handler.on_shutdown());
         }
+        for slot in self.slots.iter_mut().flatten() {
+            slot.publish_metrics();
+        }
+        let handlers = self
+            .shared
+            .handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(HandlerInfo::snapshot)
+            .collect();
         for slot in self.slots.drain(..) {
             drop_quietly(slot);
         }
@@ -310,7 +447,12 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 ..self.counters
             },
             undelivered,
+            handlers,
+            completed: true,
+            stuck: Vec::new(),
         };
+        // Everything is settled: `flush` callers return.
+        self.shared.progress.settled.store(u64::MAX, Ordering::Release);
         // The failure policy, the clock, listeners: user code may run in their `Drop`.
         drop_quietly(self);
         report
@@ -318,13 +460,13 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
 
     /// Dispatches a batch (or, with `None`, only the due retries). The caller
     /// releases the batch afterwards.
-    fn dispatch(&mut self, batch: Option<&Batch<'_, Event<P>>>) {
+    fn dispatch<W: Work<P> + ?Sized>(&mut self, batch: Option<&W>) {
         let len = batch.map_or(0, |b| b.len());
         #[cfg(feature = "tracing")]
         let _span = tracing::trace_span!("ringbus.batch", len).entered();
         if let Some(batch) = batch {
             for off in 0..len {
-                let event = batch.get(off);
+                let event = batch.event(off);
                 for target in self.table.route(event.event_type, &self.routes) {
                     let i = target.slot_for(event);
                     debug_assert!(self.slots[i].is_some(), "route to an empty slot");
@@ -377,11 +519,15 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                         .map(|e| (slot.sub, slot.name.clone(), slot.lane, e)),
                 );
             }
+            // Follow-ups the policy publishes belong to this slot's chains.
+            let _root = (!slot.failures.is_empty()).then(|| {
+                Inside::enter_at(self.config.services.bus, Role::Dispatch, slot.run_root)
+            });
             for (failed, reason) in slot.failures.drain(..) {
                 let (event, sequence) = match &failed {
                     Failed::Fresh(off) => {
                         let batch = batch.expect("a fresh failure comes from a batch");
-                        (batch.get(*off), batch.sequence(*off))
+                        (batch.event(*off), batch.sequence(*off))
                     }
                     Failed::Queued(Some(e), seq) => (&**e, *seq),
                     // The payload's `clone` panicked: no copy to show the policy.
@@ -408,7 +554,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
 
         if len > 0 {
-            self.counters.dispatched += u64::from(len);
+            if W::RING {
+                self.counters.dispatched += u64::from(len);
+            }
             self.counters.batches += 1;
             if self.config.services.metrics {
                 // One uncontended lock per batch.
@@ -470,7 +618,8 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         let n = letters.len();
         for (letter, i) in letters.into_iter().zip(targets) {
             if let Some(slot) = self.slots[i].as_mut() {
-                slot.enqueue_redrive(letter.event, u64::MAX);
+                // Flush waits for it like for an event published now.
+                slot.enqueue_redrive(letter.event, self.next);
             }
         }
         n
@@ -506,6 +655,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 name: spec.name.clone(),
                 lane: lane as u32,
                 metrics: slot.metrics.clone(),
+                activity: slot.activity.clone(),
             });
             self.slots[first + lane] = Some(slot);
         }
@@ -576,6 +726,12 @@ impl<P> Drop for Dispatcher<P> {
         }
         self.shared.ring.terminate();
         self.config.services.dlq.close();
+        // Late follow-ups are refused; `flush` and `shutdown_timeout` stop waiting.
+        for f in self.shared.follow_ups.close() {
+            drop_quietly(f);
+        }
+        self.shared.progress.finished.store(true, Ordering::Release);
+        self.shared.progress.notify();
     }
 }
 

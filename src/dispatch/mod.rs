@@ -23,6 +23,8 @@
 //! * `shared` — the state the bus handle, publishers and dispatcher share, the
 //!   counters, and the shutdown report;
 //! * `inside` — which bus (and in which [`Role`]) the current thread is inside;
+//! * `follow_ups` — events published from inside the bus, dispatched without
+//!   going through the ring;
 //! * `execution` — where handlers run;
 //! * `table`, `pattern` — routing;
 //! * `slot` — one handler instance and its run over a batch; `waiting` — its
@@ -36,6 +38,7 @@ mod control;
 mod dispatcher;
 mod execution;
 mod failure;
+mod follow_ups;
 mod handler;
 mod inside;
 mod pattern;
@@ -44,20 +47,21 @@ mod slot;
 mod slot_metrics;
 mod table;
 mod waiting;
+mod work;
 
 pub use execution::Execution;
 pub use failure::{Failure, FailurePolicy, LogFailures};
 pub use handler::Handler;
 pub use pattern::{IntoPatterns, Pattern, PatternError};
-pub use shared::ShutdownReport;
+pub use shared::{ShutdownReport, StuckHandler};
 
 pub(crate) use control::{Ack, Control, ControlQueue, Redrive, Reply, SubscribeSpec};
 pub(crate) use dispatcher::{DispatchConfig, Dispatcher};
 pub(crate) use execution::Executor;
+pub(crate) use follow_ups::{FollowUps, Refused};
 pub(crate) use inside::{Inside, Role};
-pub(crate) use shared::{Shared, Stats};
+pub(crate) use shared::{Progress, Shared, Stats};
 pub(crate) use slot::{BreakerListener, Services};
-pub(crate) use slot_metrics::breaker_from_code;
 pub(crate) use waiting::ResilienceSpec;
 
 // Not named outside `dispatch` today, but importable from here as they always were.

@@ -11,13 +11,14 @@ use std::sync::Arc as StdArc;
 
 use super::handler::Handler;
 use super::inside::{Inside, Role};
+use super::shared::Activity;
+use super::work::Work;
 use super::slot_metrics::{breaker_code, record_sample, SlotMetrics, SAMPLE_EVERY};
 use super::waiting::{Resilience, ResilienceSpec};
 use crate::event::{Event, Timestamp};
 use crate::metrics::FlowEntry;
 use crate::outcome::{FailureReason, SubscriptionId};
 use crate::resilience::{BreakerTransition, DeadLetterQueue, GuardedClock};
-use crate::ring::Batch;
 use crate::unwind::{drop_quietly, panic_message};
 
 /// Called on every breaker state change: (subscription, handler name, transition).
@@ -68,7 +69,11 @@ pub(crate) struct HandlerSlot<P> {
     pub(crate) run_dead_lettered: u64,
     sample: u32,
     pub(crate) metrics: StdArc<SlotMetrics>,
+    pub(crate) activity: StdArc<Activity>,
     pub(super) resilience: Option<Box<Resilience<P>>>,
+    /// The lowest root among the events of the last run (`u64::MAX` if none):
+    /// where follow-ups published by the failure policy for them belong.
+    pub(crate) run_root: u64,
 }
 
 impl<P: 'static> HandlerSlot<P> {
@@ -100,13 +105,31 @@ impl<P: 'static> HandlerSlot<P> {
             run_dead_lettered: 0,
             sample: 0,
             metrics: StdArc::new(SlotMetrics::default()),
+            activity: StdArc::default(),
             resilience,
+            run_root: u64::MAX,
         }
     }
 
     /// Runs the slot: due queued events first, then this batch's fresh events.
-    pub(crate) fn run(&mut self, batch: Option<&Batch<'_, Event<P>>>, services: &Services<P>) {
-        let _inside = Inside::enter(services.bus, Role::Dispatch);
+    pub(crate) fn run<W: Work<P> + ?Sized>(&mut self, batch: Option<&W>, services: &Services<P>) {
+        let work = std::mem::take(&mut self.work);
+        let fresh = batch.filter(|_| !work.is_empty());
+        let queued = self.resilience.as_ref().map_or(0, |r| r.queue.len());
+        // Follow-ups published from here belong to the oldest chain run here.
+        let root = fresh
+            .and_then(|b| b.min_sequence(&work))
+            .into_iter()
+            .chain(self.queue_min_sequence())
+            .min()
+            .unwrap_or(u64::MAX);
+        self.run_root = root;
+        let _inside = Inside::enter_at(services.bus, Role::Dispatch, root);
+        let activity = &self.activity;
+        activity
+            .held
+            .store((work.len() + queued) as u64, StdOrdering::Relaxed);
+        activity.running.store(true, StdOrdering::Relaxed);
         self.run_ok = 0;
         self.run_failed = 0;
         self.run_panicked = 0;
@@ -115,17 +138,17 @@ impl<P: 'static> HandlerSlot<P> {
         if self.resilience.is_some() {
             self.run_queue(services);
         }
-        let work = std::mem::take(&mut self.work);
-        if let Some(batch) = batch.filter(|_| !work.is_empty()) {
+        if let Some(batch) = fresh {
             self.run_fresh(&work, batch, services);
         }
         self.work = work;
         self.batch_end();
         self.publish_metrics();
+        self.activity.running.store(false, StdOrdering::Relaxed);
     }
 
     /// Runs this batch's events for this handler, in order.
-    fn run_fresh(&mut self, work: &[u32], batch: &Batch<'_, Event<P>>, services: &Services<P>) {
+    fn run_fresh<W: Work<P> + ?Sized>(&mut self, work: &[u32], batch: &W, services: &Services<P>) {
         #[cfg(not(feature = "tracing"))]
         if self.resilience.is_none() && !services.flow_log {
             self.run_plain(work, batch, services.metrics);
@@ -133,7 +156,7 @@ impl<P: 'static> HandlerSlot<P> {
         }
         for &off in work {
             let seq = batch.sequence(off);
-            let event = batch.get(off);
+            let event = batch.event(off);
             if self.resilience.is_some() && self.must_queue(event, services) {
                 self.queue_fresh(event, (off, seq), services);
                 continue;
@@ -166,7 +189,7 @@ impl<P: 'static> HandlerSlot<P> {
     /// the whole run of events rather than one per call; after a panic the run
     /// resumes with the next event.
     #[cfg(not(feature = "tracing"))]
-    fn run_plain(&mut self, work: &[u32], batch: &Batch<'_, Event<P>>, metrics: bool) {
+    fn run_plain<W: Work<P> + ?Sized>(&mut self, work: &[u32], batch: &W, metrics: bool) {
         let mut i = 0;
         let (mut ok, mut errors) = (0u64, 0u64);
         let mut sample = self.sample;
@@ -177,7 +200,7 @@ impl<P: 'static> HandlerSlot<P> {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 while i < work.len() {
                     let off = work[i];
-                    let event = batch.get(off);
+                    let event = batch.event(off);
                     sample = sample.wrapping_add(1);
                     let outcome = if metrics && sample.is_multiple_of(SAMPLE_EVERY) {
                         let started = std::time::Instant::now();
@@ -297,7 +320,7 @@ impl<P: 'static> HandlerSlot<P> {
         }
     }
 
-    fn publish_metrics(&mut self) {
+    pub(crate) fn publish_metrics(&mut self) {
         let m = &self.metrics;
         m.handled.store(self.ok, StdOrdering::Relaxed);
         m.errors.store(self.errors, StdOrdering::Relaxed);

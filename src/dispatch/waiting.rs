@@ -86,6 +86,12 @@ impl<P: 'static> HandlerSlot<P> {
             .is_some_and(|r| !r.queue.is_empty())
     }
 
+    /// The lowest sequence (root) among the queued events, if any.
+    pub(crate) fn queue_min_sequence(&self) -> Option<u64> {
+        let r = self.resilience.as_ref()?;
+        r.queue.iter().map(|w| w.sequence).min()
+    }
+
     /// The earliest clock time at which a queued event could be tried. Only the
     /// first waiting event of each subject counts: the events queued behind it
     /// cannot be tried before it, whatever their own due time.

@@ -112,15 +112,19 @@ pub struct Counters {
     /// Events sent to the dead-letter queue (at shutdown: including the report's
     /// `undelivered`).
     pub dead_lettered: u64,
-    /// Batches the dispatcher took from the ring.
+    /// Batches the dispatcher ran: from the ring, and of follow-ups.
     pub batches: u64,
+    /// Follow-ups dispatched: events published from inside the bus (by its
+    /// handlers and hooks), which go to the dispatcher without entering the
+    /// ring. Not counted in `published` or `dispatched`.
+    pub follow_ups: u64,
 }
 
 impl Counters {
     /// Every counter, in field order; with [`Counters::from_array`] the one place
     /// that lists the fields (so adding a counter touches this module, plus the
     /// code that counts it).
-    fn to_array(self) -> [u64; 8] {
+    fn to_array(self) -> [u64; 9] {
         [
             self.published,
             self.dispatched,
@@ -130,11 +134,12 @@ impl Counters {
             self.retried,
             self.dead_lettered,
             self.batches,
+            self.follow_ups,
         ]
     }
 
-    fn from_array(a: [u64; 8]) -> Self {
-        let [published, dispatched, delivered, failed, panicked, retried, dead_lettered, batches] =
+    fn from_array(a: [u64; 9]) -> Self {
+        let [published, dispatched, delivered, failed, panicked, retried, dead_lettered, batches, follow_ups] =
             a;
         Counters {
             published,
@@ -145,6 +150,7 @@ impl Counters {
             retried,
             dead_lettered,
             batches,
+            follow_ups,
         }
     }
 }
@@ -154,7 +160,7 @@ impl Counters {
 /// memory, so a snapshot may mix two batches' values.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCounters {
-    values: [std::sync::atomic::AtomicU64; 8],
+    values: [std::sync::atomic::AtomicU64; 9],
 }
 
 impl SharedCounters {

@@ -17,7 +17,7 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     let mut w = Writer::default();
     let b = &s.bus;
 
-    let bus_counters: [(&str, &str, u64); 8] = [
+    let bus_counters: [(&str, &str, u64); 9] = [
         (
             "ringbus_events_published_total",
             "Events published to the bus.",
@@ -27,6 +27,11 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
             "ringbus_events_dispatched_total",
             "Events the dispatcher took from the ring.",
             b.counters.dispatched,
+        ),
+        (
+            "ringbus_follow_ups_total",
+            "Events published from inside the bus (by handlers and hooks) and dispatched.",
+            b.counters.follow_ups,
         ),
         (
             "ringbus_deliveries_total",
@@ -522,6 +527,7 @@ mod tests {
                     retried: 2,
                     dead_lettered: 1,
                     batches: 10,
+                    follow_ups: 4,
                 },
                 dlq_len: 1,
                 dlq_evicted: 0,
@@ -620,9 +626,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing line {line:?} in\n{text}");
         }
-        // 11 bus families and 9 handler families, each with one HELP and one TYPE.
-        assert_eq!(text.matches("# HELP ").count(), 21);
-        assert_eq!(text.matches("# TYPE ").count(), 21);
+        // 12 bus families and 9 handler families, each with one HELP and one TYPE.
+        assert_eq!(text.matches("# HELP ").count(), 22);
+        assert_eq!(text.matches("# TYPE ").count(), 22);
+        assert_eq!(get("ringbus_follow_ups_total", &[]), 4.0);
     }
 
     #[test]
