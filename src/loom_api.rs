@@ -179,3 +179,48 @@ impl Signal {
         });
     }
 }
+
+/// The follow-up queue (`dispatch::follow_ups`) with `Box<u64>` payloads in
+/// events, driven directly: pushes from handler threads racing the dispatcher's
+/// take and close.
+pub struct FollowUpQueue {
+    inner: crate::dispatch::FollowUps<Box<u64>>,
+}
+
+impl FollowUpQueue {
+    pub fn new(limit: usize) -> Self {
+        FollowUpQueue {
+            inner: crate::dispatch::FollowUps::new(limit),
+        }
+    }
+
+    /// `Ok` if queued; `Err(value)` if refused (full or closed), the value handed back.
+    pub fn push(&self, value: u64) -> Result<(), u64> {
+        let event = crate::Event::new(
+            crate::EventType::new("loom.f"),
+            crate::Source::new("loom"),
+            Box::new(value),
+        );
+        self.inner.push(event, value).map_err(|(e, _)| *e.data)
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.inner.is_pending()
+    }
+
+    /// Takes everything queued, in order.
+    pub fn take(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.inner.take(&mut out);
+        out.into_iter().map(|f| *f.event.data).collect()
+    }
+
+    /// Closes; returns what was still queued.
+    pub fn close(&self) -> Vec<u64> {
+        self.inner
+            .close()
+            .into_iter()
+            .map(|f| *f.event.data)
+            .collect()
+    }
+}

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use ringbus::resilience::{ManualClock, RetryPolicy};
 use ringbus::{
-    event_type, source, Bus, Event, Execution, FlushError, HandlerError, Multi,
-    ProducerMode, PublishError, Publisher, Refusal, SubscribeOptions, TryPublishError,
-    WaitStrategy,
+    event_type, source, Bus, Event, Execution, FlushError, HandlerError, Multi, ProducerMode,
+    PublishError, Publisher, Refusal, SubscribeOptions, TryPublishError, WaitStrategy,
 };
 
 type R = Result<(), HandlerError>;
@@ -56,7 +55,11 @@ fn check(seen: &Seen, n: u64) -> Result<(), String> {
         }
     }
     if seen.audit.len() as u64 != 3 * n {
-        return Err(format!("audit saw {} events, want {}", seen.audit.len(), 3 * n));
+        return Err(format!(
+            "audit saw {} events, want {}",
+            seen.audit.len(),
+            3 * n
+        ));
     }
     // Causal order: a(i) before b(i) before c(i) at the audit handler.
     let mut pos = vec![[usize::MAX; 3]; n as usize];
@@ -214,7 +217,10 @@ fn single_producer_publisher_owned_by_a_handler_never_waits() {
         let report = bus.shutdown().unwrap();
         check(&seen.lock().unwrap(), n).unwrap_or_else(|e| panic!("{wait:?}: {e}"));
         assert_eq!(report.counters.follow_ups, 3 * n);
-        assert_eq!(report.counters.published, 0, "nothing went through the ring");
+        assert_eq!(
+            report.counters.published, 0,
+            "nothing went through the ring"
+        );
     }
 }
 
@@ -264,7 +270,9 @@ fn follow_ups_keep_publish_order_and_follow_their_cause() {
         .filter(|(s, _)| *s == b'b')
         .map(|&(_, i)| i)
         .collect();
-    let want: Vec<u64> = (0..n).flat_map(|i| (0..6).map(move |k| i * 10 + k)).collect();
+    let want: Vec<u64> = (0..n)
+        .flat_map(|i| (0..6).map(move |k| i * 10 + k))
+        .collect();
     assert_eq!(follow, want, "follow-ups in publish order");
     for (k, &(s, i)) in log.iter().enumerate() {
         if s == b'b' {

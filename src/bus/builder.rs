@@ -91,9 +91,7 @@ impl fmt::Display for BuildError {
             BuildErrorKind::ZeroFlowLogCapacity => {
                 f.write_str("the flow log needs a capacity of at least 1")
             }
-            BuildErrorKind::ZeroFollowUps => {
-                f.write_str("max_follow_ups must be at least 1")
-            }
+            BuildErrorKind::ZeroFollowUps => f.write_str("max_follow_ups must be at least 1"),
             BuildErrorKind::InvalidThreadName(n) => {
                 write!(f, "thread name {n:?} contains a NUL byte")
             }

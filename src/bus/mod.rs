@@ -28,9 +28,9 @@ use std::marker::PhantomData;
 use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{Inside, Shared, ShutdownReport};
 #[cfg(doc)]
 use crate::dispatch::{Execution, LogFailures};
+use crate::dispatch::{Inside, Shared, ShutdownReport};
 use crate::metrics::{BusMetrics, MetricsSnapshot};
 use crate::metrics::{Counters, FlowLog};
 use crate::resilience::DeadLetterQueue;
@@ -280,7 +280,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         self.close_and_join(deadline)
     }
 
-    fn close_and_join(&mut self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
+    fn close_and_join(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<ShutdownReport, ShutdownError> {
         self.shared.ring.close();
         // A full `Block` dead-letter queue must not hold shutdown up.
         self.dlq.stop_blocking();

@@ -189,7 +189,13 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     /// retries, when no event is waiting. Never blocks (except inside handlers).
     pub(crate) fn step(&mut self, ring: &Ring<Event<P>>, consumer: &mut Consumer) -> Step {
         let step = self.step_inner(ring, consumer);
-        if self.shared.progress.waiters.load(Ordering::Acquire) > 0 {
+        // A new flush caller kicks (after registering as a waiter): taking the
+        // kick with an acquiring swap both serves it and makes its registration
+        // visible, so a kick can neither be lost nor keep the loop awake.
+        let progress = &self.shared.progress;
+        let kicked =
+            progress.kick.load(Ordering::Relaxed) && progress.kick.swap(false, Ordering::AcqRel);
+        if kicked || progress.waiters.load(Ordering::Acquire) > 0 {
             self.report_progress();
         }
         step
@@ -282,11 +288,15 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     /// wakes the `flush` callers.
     fn report_progress(&mut self) {
         let progress = &self.shared.progress;
-        progress.kick.store(false, Ordering::Relaxed);
         let settled = [self.next]
             .into_iter()
             .chain(self.shared.follow_ups.min_root())
-            .chain(self.slots.iter().flatten().filter_map(|s| s.queue_min_sequence()))
+            .chain(
+                self.slots
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| s.queue_min_sequence()),
+            )
             .min()
             .unwrap_or(self.next);
         // Never backwards: a conservative root may lie below an earlier mark.
@@ -340,7 +350,11 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         self.apply_removals();
         // `shutdown_timeout`'s deadline, else the retry drain timeout (one too
         // large for an `Instant` is no timeout).
-        let stop_by = *self.shared.stop_by.lock().unwrap_or_else(|e| e.into_inner());
+        let stop_by = *self
+            .shared
+            .stop_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let deadline = stop_by.or_else(|| Instant::now().checked_add(self.config.retry_drain));
         let passed = |deadline: Option<Instant>| deadline.is_some_and(|d| Instant::now() >= d);
         let mut open = true;
@@ -452,7 +466,10 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             stuck: Vec::new(),
         };
         // Everything is settled: `flush` callers return.
-        self.shared.progress.settled.store(u64::MAX, Ordering::Release);
+        self.shared
+            .progress
+            .settled
+            .store(u64::MAX, Ordering::Release);
         // The failure policy, the clock, listeners: user code may run in their `Drop`.
         drop_quietly(self);
         report
@@ -520,9 +537,8 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 );
             }
             // Follow-ups the policy publishes belong to this slot's chains.
-            let _root = (!slot.failures.is_empty()).then(|| {
-                Inside::enter_at(self.config.services.bus, Role::Dispatch, slot.run_root)
-            });
+            let _root = (!slot.failures.is_empty())
+                .then(|| Inside::enter_at(self.config.services.bus, Role::Dispatch, slot.run_root));
             for (failed, reason) in slot.failures.drain(..) {
                 let (event, sequence) = match &failed {
                     Failed::Fresh(off) => {

@@ -140,7 +140,11 @@ impl Progress {
     }
 
     /// Waits until `done()` or the deadline; returns `done()`.
-    pub(crate) fn wait_for(&self, deadline: Option<Instant>, mut done: impl FnMut() -> bool) -> bool {
+    pub(crate) fn wait_for(
+        &self,
+        deadline: Option<Instant>,
+        mut done: impl FnMut() -> bool,
+    ) -> bool {
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if done() {
