@@ -33,6 +33,7 @@ mod bus;
 pub mod codec;
 mod dispatch;
 mod event;
+mod log;
 pub mod metrics;
 mod outcome;
 pub mod resilience;

@@ -25,7 +25,7 @@ use crate::unwind::{drop_quietly, panic_message};
 
 fn call_hook(name: &str, hook: &str, f: impl FnOnce()) {
     if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-        eprintln!("ringbus: handler {name} panicked in {hook}");
+        crate::log::warning!("ringbus: hook panicked", handler = name, hook = hook);
         drop_quietly(p);
     }
 }
@@ -616,7 +616,7 @@ pub(crate) fn dead_letter<P>(
     match pushed {
         Ok(Ok(id)) => Some(id),
         Ok(Err(closed)) => {
-            eprintln!("ringbus: dead-letter queue closed; event of {name} lost to it");
+            crate::log::error!("ringbus: dead-letter queue closed", handler = name);
             drop_quietly(closed);
             None
         }

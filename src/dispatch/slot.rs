@@ -157,7 +157,7 @@ impl<P: 'static> HandlerSlot<P> {
 
     fn batch_end(&mut self) {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.handler.on_batch_end())) {
-            eprintln!("ringbus: handler {} panicked in on_batch_end", self.name);
+            crate::log::warning!("ringbus: on_batch_end panicked", handler = self.name);
             drop_quietly(p);
         }
     }
@@ -291,7 +291,7 @@ impl<P: 'static> HandlerSlot<P> {
             let name = self.name.clone();
             let sub = self.sub;
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| listener(sub, &name, t))) {
-                eprintln!("ringbus: breaker listener panicked");
+                crate::log::warning!("ringbus: breaker listener panicked", handler = name);
                 drop_quietly(p);
             }
         }
