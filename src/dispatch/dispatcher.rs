@@ -325,7 +325,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         if let Some(batch) = batch {
             for off in 0..len {
                 let event = batch.get(off);
-                for target in self.table.route(event.event_type, &self.routes) {
+                let targets = self.table.route(event.event_type, &self.routes);
+                self.counters.unmatched += u64::from(targets.is_empty());
+                for target in targets {
                     let i = target.slot_for(event);
                     debug_assert!(self.slots[i].is_some(), "route to an empty slot");
                     if let Some(slot) = self.slots[i].as_mut() {

@@ -100,6 +100,14 @@ pub struct Counters {
     /// Events the dispatcher took from the ring and routed (whether or not any
     /// handler wanted them): equal to `published` after a clean shutdown.
     pub dispatched: u64,
+    /// Dispatched events that no subscription matched (included in
+    /// `dispatched`): nobody handled them. A growing count usually means a
+    /// pattern that does not say what was meant — `"*"` is one token, so it
+    /// matches `ping` but not `order.placed`; every event is `">"` or
+    /// [`Bus::subscribe_all`](crate::Bus::subscribe_all) (see
+    /// [`Pattern`](crate::pattern::Pattern)) — or events published before their
+    /// handler subscribed.
+    pub unmatched: u64,
     /// Successful handler calls (one event delivered to one handler).
     pub delivered: u64,
     /// Failed handler calls (errors and panics).
@@ -120,10 +128,11 @@ impl Counters {
     /// Every counter, in field order; with [`Counters::from_array`] the one place
     /// that lists the fields (so adding a counter touches this module, plus the
     /// code that counts it).
-    fn to_array(self) -> [u64; 8] {
+    fn to_array(self) -> [u64; 9] {
         [
             self.published,
             self.dispatched,
+            self.unmatched,
             self.delivered,
             self.failed,
             self.panicked,
@@ -133,12 +142,13 @@ impl Counters {
         ]
     }
 
-    fn from_array(a: [u64; 8]) -> Self {
-        let [published, dispatched, delivered, failed, panicked, retried, dead_lettered, batches] =
+    fn from_array(a: [u64; 9]) -> Self {
+        let [published, dispatched, unmatched, delivered, failed, panicked, retried, dead_lettered, batches] =
             a;
         Counters {
             published,
             dispatched,
+            unmatched,
             delivered,
             failed,
             panicked,
@@ -154,7 +164,7 @@ impl Counters {
 /// memory, so a snapshot may mix two batches' values.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCounters {
-    values: [std::sync::atomic::AtomicU64; 8],
+    values: [std::sync::atomic::AtomicU64; 9],
 }
 
 impl SharedCounters {

@@ -17,7 +17,7 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     let mut w = Writer::default();
     let b = &s.bus;
 
-    let bus_counters: [(&str, &str, u64); 8] = [
+    let bus_counters: [(&str, &str, u64); 9] = [
         (
             "ringbus_events_published_total",
             "Events published to the bus.",
@@ -27,6 +27,11 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
             "ringbus_events_dispatched_total",
             "Events the dispatcher took from the ring.",
             b.counters.dispatched,
+        ),
+        (
+            "ringbus_events_unmatched_total",
+            "Events dispatched that no subscription matched (nobody handled them).",
+            b.counters.unmatched,
         ),
         (
             "ringbus_deliveries_total",
@@ -516,6 +521,7 @@ mod tests {
                 counters: Counters {
                     published: 100,
                     dispatched: 99,
+                    unmatched: 2,
                     delivered: 45,
                     failed: 3,
                     panicked: 1,
@@ -553,6 +559,7 @@ mod tests {
         };
         assert_eq!(get("ringbus_events_published_total", &[]), 100.0);
         assert_eq!(get("ringbus_events_dispatched_total", &[]), 99.0);
+        assert_eq!(get("ringbus_events_unmatched_total", &[]), 2.0);
         assert_eq!(get("ringbus_deliveries_total", &[]), 45.0);
         assert_eq!(get("ringbus_failures_total", &[]), 3.0);
         assert_eq!(get("ringbus_panics_total", &[]), 1.0);
@@ -620,9 +627,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing line {line:?} in\n{text}");
         }
-        // 11 bus families and 9 handler families, each with one HELP and one TYPE.
-        assert_eq!(text.matches("# HELP ").count(), 21);
-        assert_eq!(text.matches("# TYPE ").count(), 21);
+        // 12 bus families and 9 handler families, each with one HELP and one TYPE.
+        assert_eq!(text.matches("# HELP ").count(), 22);
+        assert_eq!(text.matches("# TYPE ").count(), 22);
     }
 
     #[test]
