@@ -274,8 +274,9 @@ impl MetricsSnapshot {
     /// Distributions are summaries (quantiles 0.5, 0.9, 0.99, 0.999, plus `_sum`
     /// and `_count`); times are converted to seconds, as Prometheus expects, so
     /// `handler_time_ns` becomes `ringbus_handler_duration_seconds` and
-    /// `latency_ns` `ringbus_handler_latency_seconds`. The quantiles of an empty
-    /// distribution are `NaN`. The breaker state is the gauge
+    /// `latency_ns` `ringbus_handler_latency_seconds`. An empty distribution (nothing
+    /// recorded yet, or metrics off) is written as its `_sum` and `_count`, both 0,
+    /// without quantile samples: never `NaN`. The breaker state is the gauge
     /// `ringbus_handler_breaker_state`: 0 closed, 1 half-open, 2 open.
     ///
     /// Two entries for the same subscription and lane would produce duplicate

@@ -234,20 +234,19 @@ impl Writer {
         self.out.push('\n');
     }
 
-    /// The quantile, `_sum` and `_count` samples of a summary, values divided by
+    /// The quantile (unless empty), `_sum` and `_count` samples of a summary, values divided by
     /// `divisor` (1 for counts, 1e9 for nanoseconds → seconds; a division, not a
     /// multiplication by 1e-9, so 2000 ns prints as exactly `0.000002`).
     fn summary(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSummary, divisor: f64) {
-        for (q, v) in h.quantiles() {
-            let q = float(q);
-            let value = if h.count == 0 {
-                "NaN".to_string()
-            } else {
-                scaled(v, divisor)
-            };
-            let mut with_q: Vec<(&str, &str)> = labels.to_vec();
-            with_q.push(("quantile", &q));
-            self.sample(name, &with_q, &value);
+        // An empty distribution has no quantiles: none are written (rather than
+        // `NaN`, which dashboards and alert rules handle badly).
+        if h.count > 0 {
+            for (q, v) in h.quantiles() {
+                let q = float(q);
+                let mut with_q: Vec<(&str, &str)> = labels.to_vec();
+                with_q.push(("quantile", &q));
+                self.sample(name, &with_q, &scaled(v, divisor));
+            }
         }
         let sum = float(h.sum() / divisor);
         self.sample(&format!("{name}_sum"), labels, &sum);
@@ -599,14 +598,17 @@ mod tests {
             get("ringbus_handler_duration_seconds_count", &billing),
             44.0
         );
-        // Nothing recorded: NaN quantiles, zero sum and count.
-        let latency_q = {
-            let mut l = billing.to_vec();
-            l.push(("quantile", "0.99"));
-            get("ringbus_handler_latency_seconds", &l)
-        };
-        assert!(latency_q.is_nan());
+        // Nothing recorded: no quantiles (never NaN), zero sum and count.
+        assert!(
+            !samples
+                .keys()
+                .any(|(name, labels)| name == "ringbus_handler_latency_seconds"
+                    && labels.iter().any(|(k, v)| k == "handler" && v == "billing")),
+            "quantiles of an empty distribution in\n{text}"
+        );
+        assert_eq!(get("ringbus_handler_latency_seconds_sum", &billing), 0.0);
         assert_eq!(get("ringbus_handler_latency_seconds_count", &billing), 0.0);
+        assert!(!text.contains("NaN"), "NaN in\n{text}");
 
         // The escaped name reads back as the original.
         let odd = [
@@ -637,7 +639,11 @@ mod tests {
         let text = MetricsSnapshot::default().to_prometheus();
         let samples = validate(&text);
         assert_eq!(samples[&key("ringbus_events_published_total", &[])], 0.0);
-        assert!(samples[&key("ringbus_batch_size", &[("quantile", "0.5")])].is_nan());
+        // An empty summary: `_sum` and `_count` only, no quantile, no NaN.
+        assert!(!samples.contains_key(&key("ringbus_batch_size", &[("quantile", "0.5")])));
+        assert_eq!(samples[&key("ringbus_batch_size_sum", &[])], 0.0);
+        assert_eq!(samples[&key("ringbus_batch_size_count", &[])], 0.0);
+        assert!(!text.contains("NaN"), "NaN in\n{text}");
         assert!(!text.contains("subscription="), "no handler samples");
     }
 
