@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::dispatch::{
     BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, FailurePolicy,
-    LogFailures, Services, Shared, ShutdownReport, Stats,
+    LogFailures, Sampling, Services, Shared, ShutdownReport, Stats, DEFAULT_SAMPLE_EVERY,
 };
 use crate::metrics::FlowLog;
 use crate::metrics::LocalHistogram;
@@ -52,6 +52,9 @@ pub enum BuildErrorKind {
     ZeroDeadLetterCapacity,
     /// `flow_log(0)`.
     ZeroFlowLogCapacity,
+    /// `metrics_sample_every(n)` with an `n` that is not a power of two (0
+    /// included).
+    SampleEveryNotPowerOfTwo(u32),
     /// The thread name contains a NUL byte (threads cannot be named so).
     InvalidThreadName(String),
     /// The rayon pool could not be built.
@@ -89,6 +92,10 @@ impl fmt::Display for BuildError {
             BuildErrorKind::ZeroFlowLogCapacity => {
                 f.write_str("the flow log needs a capacity of at least 1")
             }
+            BuildErrorKind::SampleEveryNotPowerOfTwo(n) => write!(
+                f,
+                "metrics sampling must time one call in a power of two (1, 2, 4, …), got {n}"
+            ),
             BuildErrorKind::InvalidThreadName(n) => {
                 write!(f, "thread name {n:?} contains a NUL byte")
             }
@@ -134,6 +141,7 @@ struct Extras {
     dlq_capacity: usize,
     dlq_policy: DlqFullPolicy,
     metrics: bool,
+    sample_every: u32,
     flow_log: Option<usize>,
     retry_drain: Duration,
     on_breaker: Option<BreakerListener>,
@@ -146,6 +154,7 @@ impl Default for Extras {
             dlq_capacity: 10_000,
             dlq_policy: DlqFullPolicy::default(),
             metrics: true,
+            sample_every: DEFAULT_SAMPLE_EVERY,
             flow_log: None,
             retry_drain: Duration::from_secs(5),
             on_breaker: None,
@@ -263,6 +272,40 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         self
     }
 
+    /// How often a handler call is timed for the handler-time and latency
+    /// histograms: one call in every `n` per handler instance, `n` a power of two
+    /// (1 = every call). Default 256, so that the clock reads stay off most
+    /// calls; lower it for rarely called handlers, whose histograms otherwise
+    /// stay empty for a long time. `build` refuses any other `n`
+    /// ([`BuildErrorKind::SampleEveryNotPowerOfTwo`]; 0 too: to time nothing, turn
+    /// [`metrics`](BusBuilder::metrics) off). Batch sizes are recorded for every
+    /// batch regardless.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{Bus, BuildErrorKind, Event, EventType, HandlerError, Source};
+    ///
+    /// let bus: Bus<u32> = Bus::builder().metrics_sample_every(1).build()?;
+    /// let id = bus.subscribe("tick", |_: &Event<u32>| -> Result<(), HandlerError> { Ok(()) })?;
+    /// let mut publisher = bus.publisher();
+    /// for i in 0..3 {
+    ///     publisher.publish(Event::new(EventType::new("tick"), Source::new("clock"), i))?;
+    /// }
+    /// while bus.stats().delivered < 3 {
+    ///     std::thread::yield_now();
+    /// }
+    /// // Every call timed.
+    /// assert_eq!(bus.metrics().handler(id, 0).unwrap().handler_time_ns.count, 3);
+    ///
+    /// let refused = Bus::<u32>::builder().metrics_sample_every(100).build().unwrap_err();
+    /// assert!(matches!(refused.kind(), BuildErrorKind::SampleEveryNotPowerOfTwo(100)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn metrics_sample_every(mut self, n: u32) -> Self {
+        self.extras.sample_every = n;
+        self
+    }
+
     /// Keeps the last `capacity` handler calls in an in-memory [`FlowLog`]
     /// (off by default: it costs a record per call).
     pub fn flow_log(mut self, capacity: usize) -> Self {
@@ -312,6 +355,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         if self.extras.flow_log == Some(0) {
             return Err(Self::err(BuildErrorKind::ZeroFlowLogCapacity));
         }
+        let Some(sampling) = Sampling::one_in(self.extras.sample_every) else {
+            return Err(Self::err(BuildErrorKind::SampleEveryNotPowerOfTwo(
+                self.extras.sample_every,
+            )));
+        };
         if self.thread_name.contains('\0') {
             return Err(Self::err(BuildErrorKind::InvalidThreadName(
                 self.thread_name,
@@ -372,7 +420,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
                 clock: GuardedClock::new(extras.clock.clone()),
                 dlq: dlq.clone(),
                 on_breaker: extras.on_breaker.clone(),
-                metrics: extras.metrics,
+                metrics: if extras.metrics {
+                    sampling
+                } else {
+                    Sampling::OFF
+                },
                 flow_log: flow_log.is_some(),
             },
             flow_log: flow_log.clone(),

@@ -412,7 +412,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         if len > 0 {
             self.counters.dispatched += u64::from(len);
             self.counters.batches += 1;
-            if self.config.services.metrics {
+            if self.config.services.metrics.is_on() {
                 // One uncontended lock per batch.
                 let mut h = self
                     .shared

@@ -57,7 +57,7 @@ pub(crate) use execution::Executor;
 pub(crate) use inside::{Inside, Role};
 pub(crate) use shared::{Shared, Stats};
 pub(crate) use slot::{BreakerListener, Services};
-pub(crate) use slot_metrics::breaker_from_code;
+pub(crate) use slot_metrics::{breaker_from_code, Sampling, DEFAULT_SAMPLE_EVERY};
 pub(crate) use waiting::ResilienceSpec;
 
 // Not named outside `dispatch` today, but importable from here as they always were.

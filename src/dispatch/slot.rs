@@ -11,7 +11,7 @@ use std::sync::Arc as StdArc;
 
 use super::handler::Handler;
 use super::inside::{Inside, Role};
-use super::slot_metrics::{breaker_code, record_sample, SlotMetrics, SAMPLE_EVERY};
+use super::slot_metrics::{breaker_code, record_sample, Sampling, SlotMetrics};
 use super::waiting::{Resilience, ResilienceSpec};
 use crate::event::{Event, Timestamp};
 use crate::metrics::FlowEntry;
@@ -31,7 +31,7 @@ pub(crate) struct Services<P> {
     pub(crate) clock: GuardedClock,
     pub(crate) dlq: DeadLetterQueue<P>,
     pub(crate) on_breaker: Option<BreakerListener>,
-    pub(crate) metrics: bool,
+    pub(crate) metrics: Sampling,
     pub(crate) flow_log: bool,
 }
 
@@ -166,7 +166,7 @@ impl<P: 'static> HandlerSlot<P> {
     /// the whole run of events rather than one per call; after a panic the run
     /// resumes with the next event.
     #[cfg(not(feature = "tracing"))]
-    fn run_plain(&mut self, work: &[u32], batch: &Batch<'_, Event<P>>, metrics: bool) {
+    fn run_plain(&mut self, work: &[u32], batch: &Batch<'_, Event<P>>, metrics: Sampling) {
         let mut i = 0;
         let (mut ok, mut errors) = (0u64, 0u64);
         let mut sample = self.sample;
@@ -179,7 +179,7 @@ impl<P: 'static> HandlerSlot<P> {
                     let off = work[i];
                     let event = batch.get(off);
                     sample = sample.wrapping_add(1);
-                    let outcome = if metrics && sample.is_multiple_of(SAMPLE_EVERY) {
+                    let outcome = if metrics.hit(sample) {
                         let started = std::time::Instant::now();
                         let outcome = handler.handle(event);
                         record_sample(shared, started, event);
@@ -228,7 +228,7 @@ impl<P: 'static> HandlerSlot<P> {
             .as_ref()
             .is_some_and(|r| r.breaker.is_some());
         self.sample = self.sample.wrapping_add(1);
-        let sampled = services.metrics && self.sample.is_multiple_of(SAMPLE_EVERY);
+        let sampled = services.metrics.hit(self.sample);
         let started = sampled.then(std::time::Instant::now);
         #[cfg(feature = "tracing")]
         let _span = tracing::trace_span!(
