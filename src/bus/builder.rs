@@ -322,7 +322,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     }
 
     /// Called on every circuit-breaker state change, on the thread running the
-    /// handler.
+    /// handler, with the subscription, the handler's name and the transition —
+    /// whose [`lane`](BreakerTransition::lane) says which lane of a partitioned
+    /// subscription changed (each lane has its own breaker). A panic in the
+    /// listener is caught (and reported as a `tracing` warning with the `tracing`
+    /// feature); the bus goes on.
     pub fn on_breaker_change(
         mut self,
         listener: impl Fn(SubscriptionId, &str, BreakerTransition) + Send + Sync + 'static,

@@ -283,7 +283,8 @@ impl<P: 'static> HandlerSlot<P> {
         result
     }
 
-    pub(super) fn breaker_changed(&mut self, t: BreakerTransition, services: &Services<P>) {
+    pub(super) fn breaker_changed(&mut self, mut t: BreakerTransition, services: &Services<P>) {
+        t.lane = self.lane;
         self.metrics
             .breaker
             .store(breaker_code(t.to), StdOrdering::Relaxed);
