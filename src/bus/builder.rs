@@ -266,7 +266,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     }
 
     /// Whether to sample handler time and latency histograms and batch sizes.
-    /// Counters are always kept. Default: on.
+    /// Counters are always kept. Default: on. How often a call is timed:
+    /// [`metrics_sample_every`](BusBuilder::metrics_sample_every).
     pub fn metrics(mut self, on: bool) -> Self {
         self.extras.metrics = on;
         self

@@ -5,6 +5,14 @@
 //! distributions summarised as [`HistogramSummary`]s (from `hdrhistogram`). The
 //! bus fills one in on request; [`MetricsSnapshot::to_prometheus`] renders it in
 //! the Prometheus text exposition format, version 0.0.4.
+//!
+//! Nothing the bus does goes uncounted: an event no subscription matched is
+//! [`Counters::unmatched`], a failure is `failed` (and `panicked`), a dead letter
+//! `dead_lettered`. Handler time and latency are timed on one call in 256 per
+//! handler instance by default
+//! ([`BusBuilder::metrics_sample_every`](crate::BusBuilder::metrics_sample_every)
+//! changes it); until a call is timed their summaries are empty — all zero, never
+//! `NaN`, and rendered without quantiles.
 
 mod flow;
 mod prometheus;
@@ -22,7 +30,7 @@ use std::sync::Arc;
 ///
 /// Values are in the unit recorded (nanoseconds for times, events for batch
 /// sizes), with the precision of the source histogram (3 significant figures for
-/// the bus's). All zero when nothing was recorded.
+/// the bus's). All zero when nothing was recorded (the mean too: never `NaN`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistogramSummary {
     /// Values recorded.
