@@ -33,6 +33,7 @@ mod bus;
 pub mod codec;
 mod dispatch;
 mod event;
+mod log;
 pub mod metrics;
 mod outcome;
 pub mod resilience;
@@ -58,7 +59,8 @@ pub use outcome::{HandlerError, SubscriptionId};
 pub use ring::WaitStrategy;
 
 /// Subscription patterns: exact event types, `*` (one token), `>` (one or more
-/// trailing tokens), as in NATS subjects.
+/// trailing tokens), as in NATS subjects. Every event is `">"` — not `"*"`, which
+/// matches single-token types only (see [`Pattern`](pattern::Pattern)).
 pub mod pattern {
     pub use crate::dispatch::{IntoPatterns, Pattern, PatternError};
 }

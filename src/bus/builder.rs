@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::dispatch::{
     BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, FailurePolicy,
-    FollowUps, LogFailures, Progress, Services, Shared, ShutdownReport, Stats,
+    FollowUps, LogFailures, Progress, Sampling, Services, Shared, ShutdownReport, Stats,
+    DEFAULT_SAMPLE_EVERY,
 };
 use crate::metrics::FlowLog;
 use crate::metrics::LocalHistogram;
@@ -54,6 +55,9 @@ pub enum BuildErrorKind {
     ZeroFlowLogCapacity,
     /// `max_follow_ups(0)`.
     ZeroFollowUps,
+    /// `metrics_sample_every(n)` with an `n` that is not a power of two (0
+    /// included).
+    SampleEveryNotPowerOfTwo(u32),
     /// The thread name contains a NUL byte (threads cannot be named so).
     InvalidThreadName(String),
     /// The rayon pool could not be built.
@@ -92,6 +96,10 @@ impl fmt::Display for BuildError {
                 f.write_str("the flow log needs a capacity of at least 1")
             }
             BuildErrorKind::ZeroFollowUps => f.write_str("max_follow_ups must be at least 1"),
+            BuildErrorKind::SampleEveryNotPowerOfTwo(n) => write!(
+                f,
+                "metrics sampling must time one call in a power of two (1, 2, 4, …), got {n}"
+            ),
             BuildErrorKind::InvalidThreadName(n) => {
                 write!(f, "thread name {n:?} contains a NUL byte")
             }
@@ -137,6 +145,7 @@ struct Extras {
     dlq_capacity: usize,
     dlq_policy: DlqFullPolicy,
     metrics: bool,
+    sample_every: u32,
     flow_log: Option<usize>,
     retry_drain: Duration,
     on_breaker: Option<BreakerListener>,
@@ -150,6 +159,7 @@ impl Default for Extras {
             dlq_capacity: 10_000,
             dlq_policy: DlqFullPolicy::default(),
             metrics: true,
+            sample_every: DEFAULT_SAMPLE_EVERY,
             flow_log: None,
             retry_drain: Duration::from_secs(5),
             on_breaker: None,
@@ -262,9 +272,44 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     }
 
     /// Whether to sample handler time and latency histograms and batch sizes.
-    /// Counters are always kept. Default: on.
+    /// Counters are always kept. Default: on. How often a call is timed:
+    /// [`metrics_sample_every`](BusBuilder::metrics_sample_every).
     pub fn metrics(mut self, on: bool) -> Self {
         self.extras.metrics = on;
+        self
+    }
+
+    /// How often a handler call is timed for the handler-time and latency
+    /// histograms: one call in every `n` per handler instance, `n` a power of two
+    /// (1 = every call). Default 256, so that the clock reads stay off most
+    /// calls; lower it for rarely called handlers, whose histograms otherwise
+    /// stay empty for a long time. `build` refuses any other `n`
+    /// ([`BuildErrorKind::SampleEveryNotPowerOfTwo`]; 0 too: to time nothing, turn
+    /// [`metrics`](BusBuilder::metrics) off). Batch sizes are recorded for every
+    /// batch regardless.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{Bus, BuildErrorKind, Event, EventType, HandlerError, Source};
+    ///
+    /// let bus: Bus<u32> = Bus::builder().metrics_sample_every(1).build()?;
+    /// let id = bus.subscribe("tick", |_: &Event<u32>| -> Result<(), HandlerError> { Ok(()) })?;
+    /// let mut publisher = bus.publisher();
+    /// for i in 0..3 {
+    ///     publisher.publish(Event::new(EventType::new("tick"), Source::new("clock"), i))?;
+    /// }
+    /// while bus.stats().delivered < 3 {
+    ///     std::thread::yield_now();
+    /// }
+    /// // Every call timed.
+    /// assert_eq!(bus.metrics().handler(id, 0).unwrap().handler_time_ns.count, 3);
+    ///
+    /// let refused = Bus::<u32>::builder().metrics_sample_every(100).build().unwrap_err();
+    /// assert!(matches!(refused.kind(), BuildErrorKind::SampleEveryNotPowerOfTwo(100)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn metrics_sample_every(mut self, n: u32) -> Self {
+        self.extras.sample_every = n;
         self
     }
 
@@ -297,7 +342,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     }
 
     /// Called on every circuit-breaker state change, on the thread running the
-    /// handler.
+    /// handler, with the subscription, the handler's name and the transition —
+    /// whose [`lane`](BreakerTransition::lane) says which lane of a partitioned
+    /// subscription changed (each lane has its own breaker). A panic in the
+    /// listener is caught (and reported as a `tracing` warning with the `tracing`
+    /// feature); the bus goes on.
     pub fn on_breaker_change(
         mut self,
         listener: impl Fn(SubscriptionId, &str, BreakerTransition) + Send + Sync + 'static,
@@ -333,6 +382,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         if self.extras.max_follow_ups == 0 {
             return Err(Self::err(BuildErrorKind::ZeroFollowUps));
         }
+        let Some(sampling) = Sampling::one_in(self.extras.sample_every) else {
+            return Err(Self::err(BuildErrorKind::SampleEveryNotPowerOfTwo(
+                self.extras.sample_every,
+            )));
+        };
         if self.thread_name.contains('\0') {
             return Err(Self::err(BuildErrorKind::InvalidThreadName(
                 self.thread_name,
@@ -396,7 +450,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
                 clock: GuardedClock::new(extras.clock.clone()),
                 dlq: dlq.clone(),
                 on_breaker: extras.on_breaker.clone(),
-                metrics: extras.metrics,
+                metrics: if extras.metrics {
+                    sampling
+                } else {
+                    Sampling::OFF
+                },
                 flow_log: flow_log.is_some(),
             },
             flow_log: flow_log.clone(),

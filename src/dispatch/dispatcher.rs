@@ -27,7 +27,7 @@ use crate::unwind::{drop_quietly, panic_message};
 
 fn call_hook(name: &str, hook: &str, f: impl FnOnce()) {
     if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-        eprintln!("ringbus: handler {name} panicked in {hook}");
+        crate::log::warning!("ringbus: hook panicked", handler = name, hook = hook);
         drop_quietly(p);
     }
 }
@@ -484,7 +484,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         if let Some(batch) = batch {
             for off in 0..len {
                 let event = batch.event(off);
-                for target in self.table.route(event.event_type, &self.routes) {
+                let targets = self.table.route(event.event_type, &self.routes);
+                self.counters.unmatched += u64::from(targets.is_empty());
+                for target in targets {
                     let i = target.slot_for(event);
                     debug_assert!(self.slots[i].is_some(), "route to an empty slot");
                     if let Some(slot) = self.slots[i].as_mut() {
@@ -574,7 +576,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 self.counters.dispatched += u64::from(len);
             }
             self.counters.batches += 1;
-            if self.config.services.metrics {
+            if self.config.services.metrics.is_on() {
                 // One uncontended lock per batch.
                 let mut h = self
                     .shared
@@ -788,7 +790,7 @@ pub(crate) fn dead_letter<P>(
     match pushed {
         Ok(Ok(id)) => Some(id),
         Ok(Err(closed)) => {
-            eprintln!("ringbus: dead-letter queue closed; event of {name} lost to it");
+            crate::log::error!("ringbus: dead-letter queue closed", handler = name);
             drop_quietly(closed);
             None
         }

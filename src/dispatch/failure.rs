@@ -41,9 +41,23 @@ where
     }
 }
 
-/// The default policy: writes failures to standard error — every one of the
-/// first 100, then one in every 10 000, so a handler failing on every event cannot
-/// flood the log. Counting is done by the bus itself (see [`Counters`](crate::metrics::Counters)).
+/// The default policy: reports failures as `tracing` events (with the `tracing`
+/// feature), and does nothing else.
+///
+/// With the `tracing` feature, each reported failure is one event with the fields
+/// `handler`, `subscription`, `lane`, `event_id`, `event_type`, `sequence`,
+/// `reason` and `failure` (the running count): at `WARN` for an error the handler
+/// returned, at `ERROR` for a panic. It reports every one of the first 100
+/// failures, then one in every 10 000, so a handler failing on every event cannot
+/// flood the log.
+///
+/// Without the feature it reports nothing: the library never prints. Failures
+/// stay visible where they always are — counted in [`Bus::stats`](crate::Bus::stats)
+/// (`failed`, `panicked`) and per handler in [`Bus::metrics`](crate::Bus::metrics),
+/// recorded in the [flow log](crate::BusBuilder::flow_log) if it is on, and, for a
+/// subscription with failure handling ([`Bus::subscribe_with`](crate::Bus::subscribe_with)),
+/// kept in the dead-letter queue with every attempt. Install your own
+/// [`FailurePolicy`] to log elsewhere.
 #[derive(Debug, Default)]
 pub struct LogFailures {
     seen: u64,
@@ -53,17 +67,25 @@ impl<P> FailurePolicy<P> for LogFailures {
     fn on_failure(&mut self, f: &Failure<'_, P>) {
         self.seen += 1;
         if self.seen <= 100 || self.seen.is_multiple_of(10_000) {
-            eprintln!(
-                "ringbus: handler {} ({}, lane {}) failed on event {} ({}, seq {}): {} [failure #{}]",
-                f.handler,
-                f.subscription,
-                f.lane,
-                f.event.id,
-                f.event.event_type,
-                f.sequence,
-                f.reason,
-                self.seen
-            );
+            macro_rules! report {
+                ($level:ident, $msg:literal) => {
+                    crate::log::$level!(
+                        $msg,
+                        handler = f.handler,
+                        subscription = f.subscription,
+                        lane = f.lane,
+                        event_id = f.event.id,
+                        event_type = f.event.event_type,
+                        sequence = f.sequence,
+                        reason = f.reason,
+                        failure = self.seen,
+                    )
+                };
+            }
+            match f.reason {
+                FailureReason::Panic(_) => report!(error, "ringbus: handler panicked"),
+                FailureReason::Error(_) => report!(warning, "ringbus: handler failed"),
+            }
         }
     }
 }

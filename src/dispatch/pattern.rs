@@ -1,5 +1,8 @@
 //! Subscription patterns, with NATS subject semantics.
 //!
+//! **All events: `">"`** (or [`Bus::subscribe_all`](crate::Bus::subscribe_all)).
+//! Not `"*"`: that is one token, and matches only single-token types like `ping`.
+//!
 //! A pattern is dot-separated tokens. A literal token matches itself; `*` matches
 //! exactly one token; `>` — only as the last token — matches one or more tokens.
 //! So `order.*` matches `order.placed` but not `order` or `order.item.added`;
@@ -7,12 +10,43 @@
 //! The broker bridge uses the same patterns, so a subscription means the same in
 //! process and across the broker.
 //!
-//! The seed's `"*"` ("all events") is [`Bus::subscribe_all`](crate::Bus::subscribe_all)
-//! here; the pattern `>` means the same.
+//! The bare pattern `"*"` is legal — single-token event types exist — but is
+//! usually a mistake carried over from buses where it means "everything". Parsing
+//! it emits a `WARN` `tracing` event (with the `tracing` feature), and events it
+//! does not match, if nobody else wants them, are counted in
+//! [`Counters::unmatched`](crate::metrics::Counters::unmatched).
 
 use std::fmt;
 
-/// A parsed subscription pattern.
+/// A parsed subscription pattern: dot-separated tokens, each a literal, `*`
+/// (exactly one token) or — last only — `>` (one or more tokens).
+///
+/// | pattern       | matches                            | does not match              |
+/// |---------------|------------------------------------|-----------------------------|
+/// | `>`           | **every event type**               | —                           |
+/// | `order.>`     | `order.placed`, `order.item.added` | `order`                     |
+/// | `order.*`     | `order.placed`                     | `order`, `order.item.added` |
+/// | `*.placed`    | `order.placed`                     | `order.item.placed`         |
+/// | `*`           | `ping` (one token only)            | `order.placed`              |
+/// | `order.placed`| `order.placed`                     | `order.paid`                |
+///
+/// To receive every event, subscribe to `">"` or use
+/// [`Bus::subscribe_all`](crate::Bus::subscribe_all). The bare `"*"` means "every
+/// event" on some other buses, but here it is one token: it matches `ping` and
+/// nothing with a dot. It is accepted (single-token types are legal), and with the
+/// `tracing` feature [`Pattern::parse`] warns about it; the events it misses are
+/// counted in [`Counters::unmatched`](crate::metrics::Counters::unmatched) when no
+/// other subscription takes them.
+///
+/// # Examples
+/// ```
+/// use ringbus::pattern::Pattern;
+/// let all = Pattern::parse(">").unwrap();
+/// assert!(all.matches("ping") && all.matches("order.item.added"));
+/// let star = Pattern::parse("*").unwrap();
+/// assert!(star.matches("ping"));
+/// assert!(!star.matches("order.placed"), "`*` is exactly one token");
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     text: Box<str>,
@@ -43,6 +77,10 @@ impl std::error::Error for PatternError {}
 
 impl Pattern {
     /// Parses `text`.
+    ///
+    /// The bare `"*"` parses (it matches single-token types such as `ping`), but
+    /// with the `tracing` feature it emits a `WARN` event saying that `">"` is
+    /// "all events".
     ///
     /// ```
     /// use ringbus::pattern::Pattern;
@@ -80,6 +118,12 @@ impl Pattern {
                 lit => Token::Literal(lit.into()),
             };
             tokens.push(token);
+        }
+        if text == "*" {
+            crate::log::warning!(
+                "ringbus: pattern \"*\" matches single-token event types only (like `ping`); all events is \">\"",
+                pattern = text,
+            );
         }
         Ok(Pattern {
             text: text.into(),

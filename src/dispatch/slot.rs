@@ -12,7 +12,7 @@ use std::sync::Arc as StdArc;
 use super::handler::Handler;
 use super::inside::{Inside, Role};
 use super::shared::Activity;
-use super::slot_metrics::{breaker_code, record_sample, SlotMetrics, SAMPLE_EVERY};
+use super::slot_metrics::{breaker_code, record_sample, Sampling, SlotMetrics};
 use super::waiting::{Resilience, ResilienceSpec};
 use super::work::Work;
 use crate::event::{Event, Timestamp};
@@ -32,7 +32,7 @@ pub(crate) struct Services<P> {
     pub(crate) clock: GuardedClock,
     pub(crate) dlq: DeadLetterQueue<P>,
     pub(crate) on_breaker: Option<BreakerListener>,
-    pub(crate) metrics: bool,
+    pub(crate) metrics: Sampling,
     pub(crate) flow_log: bool,
 }
 
@@ -180,7 +180,7 @@ impl<P: 'static> HandlerSlot<P> {
 
     fn batch_end(&mut self) {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.handler.on_batch_end())) {
-            eprintln!("ringbus: handler {} panicked in on_batch_end", self.name);
+            crate::log::warning!("ringbus: on_batch_end panicked", handler = self.name);
             drop_quietly(p);
         }
     }
@@ -189,7 +189,7 @@ impl<P: 'static> HandlerSlot<P> {
     /// the whole run of events rather than one per call; after a panic the run
     /// resumes with the next event.
     #[cfg(not(feature = "tracing"))]
-    fn run_plain<W: Work<P> + ?Sized>(&mut self, work: &[u32], batch: &W, metrics: bool) {
+    fn run_plain<W: Work<P> + ?Sized>(&mut self, work: &[u32], batch: &W, metrics: Sampling) {
         let mut i = 0;
         let (mut ok, mut errors) = (0u64, 0u64);
         let mut sample = self.sample;
@@ -202,7 +202,7 @@ impl<P: 'static> HandlerSlot<P> {
                     let off = work[i];
                     let event = batch.event(off);
                     sample = sample.wrapping_add(1);
-                    let outcome = if metrics && sample.is_multiple_of(SAMPLE_EVERY) {
+                    let outcome = if metrics.hit(sample) {
                         let started = std::time::Instant::now();
                         let outcome = handler.handle(event);
                         record_sample(shared, started, event);
@@ -251,7 +251,7 @@ impl<P: 'static> HandlerSlot<P> {
             .as_ref()
             .is_some_and(|r| r.breaker.is_some());
         self.sample = self.sample.wrapping_add(1);
-        let sampled = services.metrics && self.sample.is_multiple_of(SAMPLE_EVERY);
+        let sampled = services.metrics.hit(self.sample);
         let started = sampled.then(std::time::Instant::now);
         #[cfg(feature = "tracing")]
         let _span = tracing::trace_span!(
@@ -306,7 +306,8 @@ impl<P: 'static> HandlerSlot<P> {
         result
     }
 
-    pub(super) fn breaker_changed(&mut self, t: BreakerTransition, services: &Services<P>) {
+    pub(super) fn breaker_changed(&mut self, mut t: BreakerTransition, services: &Services<P>) {
+        t.lane = self.lane;
         self.metrics
             .breaker
             .store(breaker_code(t.to), StdOrdering::Relaxed);
@@ -314,7 +315,7 @@ impl<P: 'static> HandlerSlot<P> {
             let name = self.name.clone();
             let sub = self.sub;
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| listener(sub, &name, t))) {
-                eprintln!("ringbus: breaker listener panicked");
+                crate::log::warning!("ringbus: breaker listener panicked", handler = name);
                 drop_quietly(p);
             }
         }

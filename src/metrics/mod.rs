@@ -5,6 +5,14 @@
 //! distributions summarised as [`HistogramSummary`]s (from `hdrhistogram`). The
 //! bus fills one in on request; [`MetricsSnapshot::to_prometheus`] renders it in
 //! the Prometheus text exposition format, version 0.0.4.
+//!
+//! Nothing the bus does goes uncounted: an event no subscription matched is
+//! [`Counters::unmatched`], a failure is `failed` (and `panicked`), a dead letter
+//! `dead_lettered`. Handler time and latency are timed on one call in 256 per
+//! handler instance by default
+//! ([`BusBuilder::metrics_sample_every`](crate::BusBuilder::metrics_sample_every)
+//! changes it); until a call is timed their summaries are empty — all zero, never
+//! `NaN`, and rendered without quantiles.
 
 mod flow;
 mod prometheus;
@@ -22,7 +30,7 @@ use std::sync::Arc;
 ///
 /// Values are in the unit recorded (nanoseconds for times, events for batch
 /// sizes), with the precision of the source histogram (3 significant figures for
-/// the bus's). All zero when nothing was recorded.
+/// the bus's). All zero when nothing was recorded (the mean too: never `NaN`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistogramSummary {
     /// Values recorded.
@@ -100,6 +108,14 @@ pub struct Counters {
     /// Events the dispatcher took from the ring and routed (whether or not any
     /// handler wanted them): equal to `published` after a clean shutdown.
     pub dispatched: u64,
+    /// Dispatched events that no subscription matched (included in
+    /// `dispatched`): nobody handled them. A growing count usually means a
+    /// pattern that does not say what was meant — `"*"` is one token, so it
+    /// matches `ping` but not `order.placed`; every event is `">"` or
+    /// [`Bus::subscribe_all`](crate::Bus::subscribe_all) (see
+    /// [`Pattern`](crate::pattern::Pattern)) — or events published before their
+    /// handler subscribed.
+    pub unmatched: u64,
     /// Successful handler calls (one event delivered to one handler).
     pub delivered: u64,
     /// Failed handler calls (errors and panics).
@@ -124,10 +140,11 @@ impl Counters {
     /// Every counter, in field order; with [`Counters::from_array`] the one place
     /// that lists the fields (so adding a counter touches this module, plus the
     /// code that counts it).
-    fn to_array(self) -> [u64; 9] {
+    fn to_array(self) -> [u64; 10] {
         [
             self.published,
             self.dispatched,
+            self.unmatched,
             self.delivered,
             self.failed,
             self.panicked,
@@ -138,12 +155,13 @@ impl Counters {
         ]
     }
 
-    fn from_array(a: [u64; 9]) -> Self {
-        let [published, dispatched, delivered, failed, panicked, retried, dead_lettered, batches, follow_ups] =
+    fn from_array(a: [u64; 10]) -> Self {
+        let [published, dispatched, unmatched, delivered, failed, panicked, retried, dead_lettered, batches, follow_ups] =
             a;
         Counters {
             published,
             dispatched,
+            unmatched,
             delivered,
             failed,
             panicked,
@@ -160,7 +178,7 @@ impl Counters {
 /// memory, so a snapshot may mix two batches' values.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCounters {
-    values: [std::sync::atomic::AtomicU64; 9],
+    values: [std::sync::atomic::AtomicU64; 10],
 }
 
 impl SharedCounters {
@@ -270,8 +288,9 @@ impl MetricsSnapshot {
     /// Distributions are summaries (quantiles 0.5, 0.9, 0.99, 0.999, plus `_sum`
     /// and `_count`); times are converted to seconds, as Prometheus expects, so
     /// `handler_time_ns` becomes `ringbus_handler_duration_seconds` and
-    /// `latency_ns` `ringbus_handler_latency_seconds`. The quantiles of an empty
-    /// distribution are `NaN`. The breaker state is the gauge
+    /// `latency_ns` `ringbus_handler_latency_seconds`. An empty distribution (nothing
+    /// recorded yet, or metrics off) is written as its `_sum` and `_count`, both 0,
+    /// without quantile samples: never `NaN`. The breaker state is the gauge
     /// `ringbus_handler_breaker_state`: 0 closed, 1 half-open, 2 open.
     ///
     /// Two entries for the same subscription and lane would produce duplicate

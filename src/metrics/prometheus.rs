@@ -17,7 +17,7 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
     let mut w = Writer::default();
     let b = &s.bus;
 
-    let bus_counters: [(&str, &str, u64); 9] = [
+    let bus_counters: [(&str, &str, u64); 10] = [
         (
             "ringbus_events_published_total",
             "Events published to the bus.",
@@ -32,6 +32,11 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
             "ringbus_follow_ups_total",
             "Events published from inside the bus (by handlers and hooks) and dispatched.",
             b.counters.follow_ups,
+        ),
+        (
+            "ringbus_events_unmatched_total",
+            "Events dispatched that no subscription matched (nobody handled them).",
+            b.counters.unmatched,
         ),
         (
             "ringbus_deliveries_total",
@@ -234,20 +239,19 @@ impl Writer {
         self.out.push('\n');
     }
 
-    /// The quantile, `_sum` and `_count` samples of a summary, values divided by
+    /// The quantile (unless empty), `_sum` and `_count` samples of a summary, values divided by
     /// `divisor` (1 for counts, 1e9 for nanoseconds → seconds; a division, not a
     /// multiplication by 1e-9, so 2000 ns prints as exactly `0.000002`).
     fn summary(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSummary, divisor: f64) {
-        for (q, v) in h.quantiles() {
-            let q = float(q);
-            let value = if h.count == 0 {
-                "NaN".to_string()
-            } else {
-                scaled(v, divisor)
-            };
-            let mut with_q: Vec<(&str, &str)> = labels.to_vec();
-            with_q.push(("quantile", &q));
-            self.sample(name, &with_q, &value);
+        // An empty distribution has no quantiles: none are written (rather than
+        // `NaN`, which dashboards and alert rules handle badly).
+        if h.count > 0 {
+            for (q, v) in h.quantiles() {
+                let q = float(q);
+                let mut with_q: Vec<(&str, &str)> = labels.to_vec();
+                with_q.push(("quantile", &q));
+                self.sample(name, &with_q, &scaled(v, divisor));
+            }
         }
         let sum = float(h.sum() / divisor);
         self.sample(&format!("{name}_sum"), labels, &sum);
@@ -521,6 +525,7 @@ mod tests {
                 counters: Counters {
                     published: 100,
                     dispatched: 99,
+                    unmatched: 2,
                     delivered: 45,
                     failed: 3,
                     panicked: 1,
@@ -559,6 +564,7 @@ mod tests {
         };
         assert_eq!(get("ringbus_events_published_total", &[]), 100.0);
         assert_eq!(get("ringbus_events_dispatched_total", &[]), 99.0);
+        assert_eq!(get("ringbus_events_unmatched_total", &[]), 2.0);
         assert_eq!(get("ringbus_deliveries_total", &[]), 45.0);
         assert_eq!(get("ringbus_failures_total", &[]), 3.0);
         assert_eq!(get("ringbus_panics_total", &[]), 1.0);
@@ -598,14 +604,17 @@ mod tests {
             get("ringbus_handler_duration_seconds_count", &billing),
             44.0
         );
-        // Nothing recorded: NaN quantiles, zero sum and count.
-        let latency_q = {
-            let mut l = billing.to_vec();
-            l.push(("quantile", "0.99"));
-            get("ringbus_handler_latency_seconds", &l)
-        };
-        assert!(latency_q.is_nan());
+        // Nothing recorded: no quantiles (never NaN), zero sum and count.
+        assert!(
+            !samples
+                .keys()
+                .any(|(name, labels)| name == "ringbus_handler_latency_seconds"
+                    && labels.iter().any(|(k, v)| k == "handler" && v == "billing")),
+            "quantiles of an empty distribution in\n{text}"
+        );
+        assert_eq!(get("ringbus_handler_latency_seconds_sum", &billing), 0.0);
         assert_eq!(get("ringbus_handler_latency_seconds_count", &billing), 0.0);
+        assert!(!text.contains("NaN"), "NaN in\n{text}");
 
         // The escaped name reads back as the original.
         let odd = [
@@ -626,9 +635,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing line {line:?} in\n{text}");
         }
-        // 12 bus families and 9 handler families, each with one HELP and one TYPE.
-        assert_eq!(text.matches("# HELP ").count(), 22);
-        assert_eq!(text.matches("# TYPE ").count(), 22);
+        // 13 bus families and 9 handler families, each with one HELP and one TYPE.
+        assert_eq!(text.matches("# HELP ").count(), 23);
+        assert_eq!(text.matches("# TYPE ").count(), 23);
         assert_eq!(get("ringbus_follow_ups_total", &[]), 4.0);
     }
 
@@ -637,7 +646,11 @@ mod tests {
         let text = MetricsSnapshot::default().to_prometheus();
         let samples = validate(&text);
         assert_eq!(samples[&key("ringbus_events_published_total", &[])], 0.0);
-        assert!(samples[&key("ringbus_batch_size", &[("quantile", "0.5")])].is_nan());
+        // An empty summary: `_sum` and `_count` only, no quantile, no NaN.
+        assert!(!samples.contains_key(&key("ringbus_batch_size", &[("quantile", "0.5")])));
+        assert_eq!(samples[&key("ringbus_batch_size_sum", &[])], 0.0);
+        assert_eq!(samples[&key("ringbus_batch_size_count", &[])], 0.0);
+        assert!(!text.contains("NaN"), "NaN in\n{text}");
         assert!(!text.contains("subscription="), "no handler samples");
     }
 

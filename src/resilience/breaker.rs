@@ -206,7 +206,13 @@ impl std::fmt::Display for BreakerState {
     }
 }
 
-/// A state change, with the clock time at which it happened.
+/// A state change, with the clock time at which it happened and the lane whose
+/// breaker changed.
+///
+/// Each lane of a partitioned subscription has its own breaker, so one lane can
+/// be open while the others are closed; the bus's breaker listener
+/// ([`BusBuilder::on_breaker_change`](crate::BusBuilder::on_breaker_change)) gets
+/// the lane here, next to the subscription and handler name it is called with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerTransition {
     /// The state before.
@@ -215,6 +221,10 @@ pub struct BreakerTransition {
     pub to: BreakerState,
     /// When (the `now` passed to the call that made the change).
     pub at: Duration,
+    /// The lane of the handler instance whose breaker changed: 0 for a subscription
+    /// that is not partitioned. A [`CircuitBreaker`] used on its own does not know
+    /// a lane and reports 0; the bus fills in the lane before calling the listener.
+    pub lane: u32,
 }
 
 /// What the breaker knows about its state.
@@ -352,6 +362,7 @@ impl CircuitBreaker {
                     from: BreakerState::Open,
                     to: BreakerState::HalfOpen,
                     at: now,
+                    lane: 0,
                 });
                 true
             }
@@ -455,6 +466,7 @@ impl CircuitBreaker {
             from,
             to: self.state(),
             at: now,
+            lane: 0,
         }
     }
 }
@@ -470,7 +482,12 @@ mod tests {
     }
 
     fn tr(from: BreakerState, to: BreakerState, at: Duration) -> Option<BreakerTransition> {
-        Some(BreakerTransition { from, to, at })
+        Some(BreakerTransition {
+            from,
+            to,
+            at,
+            lane: 0,
+        })
     }
 
     /// One allowed call with the given outcome, at the clock's time.

@@ -8,7 +8,8 @@
 //! * [`RetryPolicy`] — how many attempts, which failures, and the delay before each
 //!   retry (immediate, fixed, exponential with a cap and jitter);
 //! * [`CircuitBreaker`] — per handler: closed → open after consecutive failures or
-//!   a failure ratio, half-open after a cool-down, closed again on success;
+//!   a failure ratio, half-open after a cool-down, closed again on success (each
+//!   [`BreakerTransition`] says which lane of a partitioned subscription changed);
 //! * [`DeadLetterQueue`] — the bounded store of events a handler gave up on, with
 //!   every attempt, for listing, redrive and discard.
 //!
