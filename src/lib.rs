@@ -52,9 +52,9 @@ pub use bus::{
     PublishBatchError, PublishError, PublishTimeoutError, Publisher, ShutdownError, Single,
     SubscribeError, SubscribeOptions, TryPublishError,
 };
-pub use dispatch::{Execution, Handler, ShutdownReport};
+pub use dispatch::{Execution, Handler, HandlerResult, ShutdownReport};
 pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
-pub use outcome::{HandlerError, SubscriptionId};
+pub use outcome::{Classify, HandlerError, SubscriptionId};
 pub use ring::WaitStrategy;
 
 /// Subscription patterns: exact event types, `*` (one token), `>` (one or more

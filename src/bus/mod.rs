@@ -81,13 +81,19 @@ impl<P, M> fmt::Debug for Bus<P, M> {
     }
 }
 
-impl<P: Send + Sync + 'static> Bus<P, Multi> {
-    /// A builder with the defaults: multi producer, capacity 4096, blocking waits,
-    /// max batch = capacity, [`Execution::default`], [`LogFailures`].
-    pub fn builder() -> BusBuilder<P, Multi> {
+impl Bus {
+    /// A builder for a bus of JSON events ([`serde_json::Value`] payloads), with
+    /// the defaults: multi producer, capacity 4096, blocking waits, max batch =
+    /// capacity, [`Execution::default`], [`LogFailures`].
+    ///
+    /// For another payload type, [`BusBuilder::<P>::new`](BusBuilder::new) makes
+    /// the same builder: `BusBuilder::<ShopEvent>::new().build()?`.
+    pub fn builder() -> BusBuilder {
         BusBuilder::new()
     }
+}
 
+impl<P: Send + Sync + 'static> Bus<P, Multi> {
     /// A new publisher. Publishers are `Clone + Send`: one per producing thread.
     pub fn publisher(&self) -> Publisher<P, Multi> {
         Publisher::new(self.shared.clone())
