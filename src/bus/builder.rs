@@ -463,7 +463,7 @@ impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
     /// struct Deposit { cents: u64 }
     ///
     /// let bus = BusBuilder::<Deposit>::new().capacity(256).build()?;
-    /// bus.subscribe("account.deposited", |e| assert!(e.payload.cents > 0))?;
+    /// bus.subscribe("account.deposited", |e| assert!(e.data.cents > 0))?;
     /// bus.publisher().publish(Event::new(event_type!("account.deposited"), source!("bank"), Deposit { cents: 500 }))?;
     /// assert_eq!(bus.shutdown()?.counters.failed, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -42,11 +42,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// let total = Arc::new(AtomicU64::new(0));
     /// let sum = total.clone();
     /// bus.subscribe("order.*", move |e| {
-    ///     sum.fetch_add(e.payload["amount"].as_u64().unwrap_or(0), Ordering::Relaxed);
+    ///     sum.fetch_add(e.data["amount"].as_u64().unwrap_or(0), Ordering::Relaxed);
     /// })?;
     /// // A closure that can fail names its error type once, for `?`.
     /// bus.subscribe("order.placed", |e| -> Result<(), serde_json::Error> {
-    ///     let amount: u64 = serde_json::from_value(e.payload["amount"].clone())?;
+    ///     let amount: u64 = serde_json::from_value(e.data["amount"].clone())?;
     ///     assert!(amount > 0);
     ///     Ok(())
     /// })?;
