@@ -312,7 +312,9 @@ impl SubscribeOptions {
         }
     }
 
-    /// The handler's name in metrics, failures and dead letters.
+    /// The subscription's name in metrics, failures and dead letters. Default:
+    /// for a closure, its patterns' text (`"order.*"`); for a [`Handler`] type,
+    /// its type name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
