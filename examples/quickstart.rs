@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ringbus::{domain_event, Bus, Event, Handler, HandlerError};
+use ringbus::{domain_event, BusBuilder, Event, Handler, HandlerError};
 use serde::{Deserialize, Serialize};
 
 /// The shop's domain events: plain Rust types, each declaring its event type once.
@@ -117,10 +117,10 @@ impl Handler<Shop> for OrderProjector {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus = Bus::<Shop>::builder().capacity(1024).build()?;
+    let bus = BusBuilder::<Shop>::new().capacity(1024).build()?;
 
     let sent = Arc::new(Mutex::new(Vec::new()));
-    bus.subscribe(
+    bus.subscribe_handler(
         ["user.registered", "order.placed", "payment.failed"],
         EmailNotifications { sent: sent.clone() },
     )?;
@@ -140,7 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     let read_model = Arc::new(Mutex::new(HashMap::new()));
-    bus.subscribe(
+    bus.subscribe_handler(
         ["order.*", "payment.>"],
         OrderProjector {
             out: read_model.clone(),

@@ -53,9 +53,9 @@ pub use bus::{
     PublishBatchError, PublishError, PublishTimeoutError, Publisher, Refusal, ShutdownError,
     Single, SubscribeError, SubscribeOptions, TryPublishError,
 };
-pub use dispatch::{Execution, Handler, ShutdownReport, StuckHandler};
+pub use dispatch::{Execution, Handler, HandlerResult, ShutdownReport, StuckHandler};
 pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
-pub use outcome::{HandlerError, SubscriptionId};
+pub use outcome::{Classify, HandlerError, SubscriptionId};
 pub use ring::WaitStrategy;
 
 /// Subscription patterns: exact event types, `*` (one token), `>` (one or more

@@ -1,8 +1,10 @@
 //! The vocabulary of handler outcomes, shared by the dispatcher, the resilience
-//! building blocks and the metrics: a leaf module (it imports nothing of the
-//! crate), so none of those areas has to import another to name a failure.
+//! building blocks and the metrics: a leaf module (it names nothing of the crate
+//! but the codec's error types, to classify them), so none of those areas has to
+//! import another to name a failure.
 
 use std::borrow::Cow;
+use std::error::Error;
 use std::fmt;
 
 /// Identifies a subscription (one handler, or one partitioned handler's lanes).
@@ -66,12 +68,48 @@ pub enum ErrorKind {
 
 /// A handler's failure: a message, whether it is worth retrying, and the cause.
 ///
-/// Any `std::error::Error + Send + Sync + 'static` converts into it (as a
-/// transient error), so `?` works inside handlers.
+/// # What `?` makes of an error
+///
+/// `?` in a handler returning `Result<(), HandlerError>` converts these errors,
+/// and decides whether a retry may help:
+///
+/// | error | kind |
+/// |---|---|
+/// | [`serde_json::Error`] | permanent (the data does not fit the type), except an I/O error while reading: transient |
+/// | [`rmp_serde::decode::Error`] | permanent, except an I/O error other than an unexpected end of input: transient |
+/// | [`rmp_serde::encode::Error`] | permanent |
+/// | [`codec::DecodeError`](crate::codec::DecodeError), [`codec::EncodeError`](crate::codec::EncodeError) | permanent (the bytes or value will not change) |
+/// | [`std::io::Error`] | transient (a file, a socket: the world may change) |
+/// | `Box<dyn Error + Send + Sync>` | what its contents would be by this table (a boxed `HandlerError` keeps its kind); any other error: transient |
+///
+/// Any other error type goes through `Box<dyn Error + Send + Sync>` — a handler
+/// returning `Result<(), Box<dyn Error + Send + Sync>>` can use `?` on anything,
+/// classified by the table — or is classified by hand with
+/// [`Classify::permanent`] / [`Classify::transient`] (`parse(e).permanent()?`),
+/// [`HandlerError::new`], or the message-only constructors
+/// [`HandlerError::transient`] and [`HandlerError::permanent`].
+///
+/// A permanent error is not retried: with a retry policy (see
+/// [`SubscribeOptions::retry`](crate::SubscribeOptions::retry)) it goes straight
+/// to the dead-letter queue.
+///
+/// # Examples
+/// ```
+/// use ringbus::{failure::ErrorKind, Classify, HandlerError};
+///
+/// let bad_json = serde_json::from_str::<u32>("not json").unwrap_err();
+/// assert_eq!(HandlerError::from(bad_json).kind(), ErrorKind::Permanent);
+///
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// assert_eq!(HandlerError::from(refused).kind(), ErrorKind::Transient);
+///
+/// let id: Result<u32, HandlerError> = "x12".parse::<u32>().permanent();
+/// assert!(!id.unwrap_err().is_transient());
+/// ```
 pub struct HandlerError {
     kind: ErrorKind,
     message: Cow<'static, str>,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Box<dyn Error + Send + Sync + 'static>>,
 }
 
 impl HandlerError {
@@ -93,6 +131,20 @@ impl HandlerError {
         }
     }
 
+    /// An error of this kind caused by `error` (which [`Error::source`] returns),
+    /// with its message. A `HandlerError` passed here keeps its message and cause
+    /// and takes the new kind.
+    pub fn new(kind: ErrorKind, error: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        match error.into().downcast::<HandlerError>() {
+            Ok(inner) => HandlerError { kind, ..*inner },
+            Err(error) => HandlerError {
+                kind,
+                message: error.to_string().into(),
+                source: Some(error),
+            },
+        }
+    }
+
     /// Whether a retry may help.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -108,19 +160,115 @@ impl HandlerError {
         &self.message
     }
 
-    /// The underlying error, if this one was converted from one.
-    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.source.as_deref()
+    fn classified(error: Box<dyn Error + Send + Sync + 'static>) -> Self {
+        match error.downcast::<HandlerError>() {
+            Ok(inner) => *inner,
+            Err(error) => {
+                let kind = classify(&*error);
+                HandlerError::new(kind, error)
+            }
+        }
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
-    fn from(e: E) -> Self {
-        HandlerError {
-            kind: ErrorKind::Transient,
-            message: e.to_string().into(),
-            source: Some(Box::new(e)),
+/// The table in [`HandlerError`]'s documentation, for one error value.
+fn classify(error: &(dyn Error + 'static)) -> ErrorKind {
+    use rmp_serde::decode::Error as MsgpackDecode;
+    if let Some(e) = error.downcast_ref::<serde_json::Error>() {
+        return match e.classify() {
+            serde_json::error::Category::Io => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<MsgpackDecode>() {
+        return match e {
+            MsgpackDecode::InvalidMarkerRead(io) | MsgpackDecode::InvalidDataRead(io)
+                if io.kind() != std::io::ErrorKind::UnexpectedEof =>
+            {
+                ErrorKind::Transient
+            }
+            _ => ErrorKind::Permanent,
+        };
+    }
+    if error.is::<rmp_serde::encode::Error>()
+        || error.is::<crate::codec::DecodeError>()
+        || error.is::<crate::codec::EncodeError>()
+    {
+        return ErrorKind::Permanent;
+    }
+    ErrorKind::Transient
+}
+
+impl Error for HandlerError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+/// Converts by the table in [`HandlerError`]'s documentation.
+impl From<Box<dyn Error + Send + Sync + 'static>> for HandlerError {
+    fn from(error: Box<dyn Error + Send + Sync + 'static>) -> Self {
+        HandlerError::classified(error)
+    }
+}
+
+macro_rules! classified_from {
+    ($($error:ty),* $(,)?) => {$(
+        /// Converts by the table in [`HandlerError`]'s documentation.
+        impl From<$error> for HandlerError {
+            fn from(error: $error) -> Self {
+                HandlerError::classified(Box::new(error))
+            }
         }
+    )*};
+}
+
+classified_from!(
+    serde_json::Error,
+    rmp_serde::decode::Error,
+    rmp_serde::encode::Error,
+    crate::codec::DecodeError,
+    crate::codec::EncodeError,
+    std::io::Error,
+);
+
+/// Marks the error of a `Result` as permanent or transient, converting it into a
+/// [`HandlerError`] (its cause) — so a handler says what a failure means at the
+/// `?` that propagates it.
+///
+/// # Examples
+/// ```
+/// use ringbus::{Classify, HandlerError};
+///
+/// fn quantity(text: &str) -> Result<u32, HandlerError> {
+///     // A malformed number will not parse on a retry either.
+///     let n = text.parse::<u32>().permanent()?;
+///     Ok(n)
+/// }
+/// assert_eq!(quantity("3").unwrap(), 3);
+/// let e = quantity("three").unwrap_err();
+/// assert!(!e.is_transient());
+/// assert!(std::error::Error::source(&e).is_some());
+/// ```
+pub trait Classify<T> {
+    /// The error, if any, as a permanent [`HandlerError`]: never retried.
+    fn permanent(self) -> Result<T, HandlerError>;
+
+    /// The error, if any, as a transient [`HandlerError`]: retried under the
+    /// subscription's retry policy.
+    fn transient(self) -> Result<T, HandlerError>;
+}
+
+impl<T, E> Classify<T> for Result<T, E>
+where
+    E: Into<Box<dyn Error + Send + Sync + 'static>>,
+{
+    fn permanent(self) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::new(ErrorKind::Permanent, e))
+    }
+
+    fn transient(self) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::new(ErrorKind::Transient, e))
     }
 }
 
@@ -129,6 +277,7 @@ impl fmt::Debug for HandlerError {
         f.debug_struct("HandlerError")
             .field("kind", &self.kind)
             .field("message", &self.message)
+            .field("source", &self.source)
             .finish()
     }
 }

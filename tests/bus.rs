@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use common::{event, log, recorder, wait_for};
 use ringbus::{
-    BuildErrorKind, Bus, Event, Execution, HandlerError, PublishTimeoutError, TryPublishError,
-    WaitStrategy,
+    BuildErrorKind, Bus, BusBuilder, Event, Execution, HandlerError, PublishTimeoutError,
+    TryPublishError, WaitStrategy,
 };
 
 #[test]
 fn bad_configuration_is_a_typed_error() {
-    let kind = |r: Result<Bus<u32>, ringbus::BuildError>| r.unwrap_err().kind().to_string_kind();
+    let kind = |r: Result<Bus, ringbus::BuildError>| r.unwrap_err().kind().to_string_kind();
     trait K {
         fn to_string_kind(&self) -> &'static str;
     }
@@ -62,7 +62,7 @@ fn bad_configuration_is_a_typed_error() {
         "dlq"
     );
     assert_eq!(kind(Bus::builder().flow_log(0).build()), "flow");
-    let msg = Bus::<u32>::builder()
+    let msg = BusBuilder::<u32>::new()
         .capacity(3)
         .build()
         .unwrap_err()
@@ -77,7 +77,7 @@ fn batch_larger_than_capacity_is_split_not_refused() {
         let n = 1000usize;
         let events = (0..n as u64).map(|i| event("batch.item", i));
         let report = if single {
-            let (bus, mut p) = Bus::builder()
+            let (bus, mut p) = BusBuilder::new()
                 .single_producer()
                 .capacity(8)
                 .build()
@@ -87,7 +87,7 @@ fn batch_larger_than_capacity_is_split_not_refused() {
             p.publish_batch(events).unwrap();
             bus.shutdown().unwrap()
         } else {
-            let bus = Bus::builder().capacity(8).build().unwrap();
+            let bus = BusBuilder::new().capacity(8).build().unwrap();
             bus.subscribe("batch.item", recorder(&seen, |e: &Event<u64>| e.data))
                 .unwrap();
             bus.publisher().publish_batch(events).unwrap();
@@ -101,7 +101,7 @@ fn batch_larger_than_capacity_is_split_not_refused() {
 #[test]
 fn wraparound_with_capacity_two() {
     let seen = log();
-    let (bus, mut p) = Bus::builder()
+    let (bus, mut p) = BusBuilder::new()
         .single_producer()
         .capacity(2)
         .execution(Execution::Inline)
@@ -116,7 +116,7 @@ fn wraparound_with_capacity_two() {
     assert_eq!(*seen.lock().unwrap(), (0..10_000).collect::<Vec<_>>());
 
     let seen = log();
-    let bus = Bus::builder().capacity(2).build().unwrap();
+    let bus = BusBuilder::new().capacity(2).build().unwrap();
     bus.subscribe("w.x", recorder(&seen, |e: &Event<u32>| e.data))
         .unwrap();
     std::thread::scope(|s| {
@@ -164,7 +164,7 @@ fn try_publish_on_full_ring_returns_the_same_event() {
             h.fetch_add(1, Ordering::SeqCst);
             Ok(())
         };
-        let builder = Bus::builder().capacity(4).execution(Execution::Inline);
+        let builder = BusBuilder::new().capacity(4).execution(Execution::Inline);
         let (bus, mut publish): (AnyBus<u32>, TryPublish) = if single {
             let (bus, mut p) = builder.single_producer().build().unwrap();
             bus.subscribe("full.x", handler).unwrap();
@@ -235,7 +235,7 @@ impl<P: Send + Sync + 'static> Erase<P> for Bus<P, ringbus::Multi> {
 fn publish_timeout_gives_the_event_back() {
     let (started, release) = gate();
     let (s, r) = (started.clone(), release.clone());
-    let bus = Bus::builder()
+    let bus = BusBuilder::new()
         .capacity(2)
         .execution(Execution::Inline)
         .build()
@@ -264,7 +264,7 @@ fn publish_timeout_gives_the_event_back() {
 
 #[test]
 fn publish_after_shutdown_returns_closed_with_the_event() {
-    let bus = Bus::<u32>::builder().build().unwrap();
+    let bus = BusBuilder::<u32>::new().build().unwrap();
     let mut p = bus.publisher();
     let report = bus.shutdown().unwrap();
     assert_eq!(report.counters.published, 0);
@@ -293,7 +293,7 @@ fn publish_after_shutdown_returns_closed_with_the_event() {
     let err = p.publish_with(|| event("late.x", 10)).unwrap_err();
     assert_eq!(err.into_inner().data, 10);
 
-    let (bus, mut sp) = Bus::<u32>::builder().single_producer().build().unwrap();
+    let (bus, mut sp) = BusBuilder::<u32>::new().single_producer().build().unwrap();
     bus.shutdown().unwrap();
     assert_eq!(
         sp.publish(event("late.x", 11))
@@ -323,7 +323,7 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
             d.fetch_add(1, Ordering::Relaxed);
             rec(e)
         };
-        let builder = Bus::<u64>::builder()
+        let builder = BusBuilder::<u64>::new()
             .capacity(16)
             .wait_strategy(if round % 4 < 2 {
                 WaitStrategy::Blocking
@@ -406,7 +406,7 @@ fn shutdown_under_concurrent_publishing_loses_nothing() {
 #[test]
 fn publish_with_builds_in_claim_order() {
     let seen = log();
-    let (bus, mut p) = Bus::builder()
+    let (bus, mut p) = BusBuilder::new()
         .single_producer()
         .capacity(4)
         .build()
@@ -428,7 +428,7 @@ fn publish_with_builds_in_claim_order() {
 #[test]
 fn panicking_publish_with_does_not_stall_the_bus() {
     let seen = log();
-    let bus = Bus::builder().capacity(4).build().unwrap();
+    let bus = BusBuilder::new().capacity(4).build().unwrap();
     bus.subscribe("pw.x", recorder(&seen, |e: &Event<u32>| e.data))
         .unwrap();
     let mut p = bus.publisher();
@@ -458,8 +458,8 @@ fn dropping_the_bus_shuts_down_and_runs_hooks() {
     let count = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicBool::new(false));
     {
-        let bus = Bus::builder().build().unwrap();
-        bus.subscribe_all(Hooked(count.clone(), down.clone()))
+        let bus = BusBuilder::new().build().unwrap();
+        bus.subscribe_handler(">", Hooked(count.clone(), down.clone()))
             .unwrap();
         let mut p = bus.publisher();
         for i in 0..1000 {

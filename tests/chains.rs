@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use ringbus::resilience::{ManualClock, RetryPolicy};
 use ringbus::{
-    event_type, source, Bus, Event, Execution, FlushError, HandlerError, Multi, ProducerMode,
-    PublishError, Publisher, Refusal, SubscribeOptions, TryPublishError, WaitStrategy,
+    event_type, source, Bus, BusBuilder, Event, Execution, FlushError, HandlerError, Multi,
+    ProducerMode, PublishError, Publisher, Refusal, SubscribeOptions, TryPublishError,
+    WaitStrategy,
 };
 
 type R = Result<(), HandlerError>;
@@ -134,7 +135,7 @@ fn follow_up_chains_never_deadlock_multi_producer_every_wait_strategy() {
     let n = chain_events();
     for wait in STRATEGIES {
         for exec in [Execution::Inline, Execution::Pool { threads: 2 }] {
-            let bus = Bus::<u64>::builder()
+            let bus = BusBuilder::<u64>::new()
                 .capacity(16)
                 .wait_strategy(wait)
                 .execution(exec.clone())
@@ -194,7 +195,7 @@ fn single_producer_publisher_owned_by_a_handler_never_waits() {
     }
     let n = chain_events() / 10;
     for wait in STRATEGIES {
-        let (bus, publisher) = Bus::<u64>::builder()
+        let (bus, publisher) = BusBuilder::<u64>::new()
             .capacity(16)
             .wait_strategy(wait)
             .single_producer()
@@ -212,7 +213,7 @@ fn single_producer_publisher_owned_by_a_handler_never_waits() {
             n,
             seen: seen.clone(),
         };
-        bus.subscribe("chain.>", root).unwrap();
+        bus.subscribe_handler("chain.>", root).unwrap();
         bus.flush().unwrap();
         let report = bus.shutdown().unwrap();
         check(&seen.lock().unwrap(), n).unwrap_or_else(|e| panic!("{wait:?}: {e}"));
@@ -229,7 +230,7 @@ fn follow_ups_keep_publish_order_and_follow_their_cause() {
     // One handler publishes several follow-ups per event (publish,
     // try_publish, publish_timeout, publish_with, publish_batch); all arrive in
     // that order, after their cause, with a ring of 4 kept full by a producer.
-    let bus = Bus::<u64>::builder().capacity(4).build().unwrap();
+    let bus = BusBuilder::<u64>::new().capacity(4).build().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut p = bus.publisher();
     bus.subscribe("chain.a", move |e: &Event<u64>| -> R {
@@ -286,7 +287,7 @@ fn follow_ups_keep_publish_order_and_follow_their_cause() {
 
 #[test]
 fn follow_up_limit_is_a_typed_error_with_the_event_handed_back() {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(16)
         .max_follow_ups(3)
         .build()
@@ -329,7 +330,10 @@ fn follow_up_limit_is_a_typed_error_with_the_event_handed_back() {
         vec![Ok(0), Ok(1), Ok(2), Err(3), Err(4), Err(9)]
     );
     assert_eq!(delivered.load(SeqCst), 3, "the accepted follow-ups arrive");
-    let err = Bus::<u64>::builder().max_follow_ups(0).build().unwrap_err();
+    let err = BusBuilder::<u64>::new()
+        .max_follow_ups(0)
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("max_follow_ups"));
     bus.shutdown().unwrap();
 }
@@ -337,7 +341,7 @@ fn follow_up_limit_is_a_typed_error_with_the_event_handed_back() {
 #[test]
 fn flush_waits_for_follow_ups_and_retries_of_earlier_events() {
     let clock = Arc::new(ManualClock::new());
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(8)
         .clock(clock.clone())
         .build()
@@ -390,7 +394,7 @@ fn flush_waits_for_follow_ups_and_retries_of_earlier_events() {
 
 #[test]
 fn flush_from_inside_is_refused_and_flush_under_load_returns() {
-    let bus = Arc::new(Bus::<u64>::builder().capacity(16).build().unwrap());
+    let bus = Arc::new(BusBuilder::<u64>::new().capacity(16).build().unwrap());
     let got = Arc::new(Mutex::new(None));
     let (b, g) = (Arc::downgrade(&bus), got.clone());
     bus.subscribe("chain.a", move |_e: &Event<u64>| -> R {
@@ -428,7 +432,7 @@ fn flush_from_inside_is_refused_and_flush_under_load_returns() {
 #[test]
 fn shutdown_lets_follow_ups_of_accepted_events_finish() {
     for exec in [Execution::Inline, Execution::Pool { threads: 2 }] {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(16)
             .execution(exec)
             .build()
@@ -453,7 +457,7 @@ fn shutdown_lets_follow_ups_of_accepted_events_finish() {
 
 #[test]
 fn shutdown_timeout_names_a_stuck_handler_and_returns() {
-    let bus = Bus::<u64>::builder().capacity(16).build().unwrap();
+    let bus = BusBuilder::<u64>::new().capacity(16).build().unwrap();
     let release = Arc::new(AtomicBool::new(false));
     let r = release.clone();
     bus.subscribe_with(
@@ -488,7 +492,7 @@ fn shutdown_timeout_names_a_stuck_handler_and_returns() {
 #[test]
 fn shutdown_dead_letters_a_retry_that_cannot_come_due_before_the_deadline() {
     let clock = Arc::new(ManualClock::new());
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(16)
         .clock(clock)
         // The drain deadline is far away in real time…
@@ -519,7 +523,7 @@ fn shutdown_dead_letters_a_retry_that_cannot_come_due_before_the_deadline() {
 
 #[test]
 fn shutdown_timeout_dead_letters_retries_not_due_by_its_deadline() {
-    let bus = Bus::<u64>::builder().capacity(16).build().unwrap();
+    let bus = BusBuilder::<u64>::new().capacity(16).build().unwrap();
     bus.subscribe_with(
         "chain.a",
         |_e: &Event<u64>| -> R { Err(HandlerError::transient("always")) },
@@ -546,9 +550,9 @@ fn follow_ups_published_from_on_shutdown_are_refused_not_lost() {
             *self.1.lock().unwrap() = Some(self.0.publish(ev("b", 1)).is_err());
         }
     }
-    let bus = Bus::<u64>::builder().capacity(16).build().unwrap();
+    let bus = BusBuilder::<u64>::new().capacity(16).build().unwrap();
     let refused = Arc::new(Mutex::new(None));
-    bus.subscribe("chain.a", Hook(bus.publisher(), refused.clone()))
+    bus.subscribe_handler("chain.a", Hook(bus.publisher(), refused.clone()))
         .unwrap();
     let report = bus.shutdown().unwrap();
     assert_eq!(*refused.lock().unwrap(), Some(true));
@@ -557,7 +561,7 @@ fn follow_ups_published_from_on_shutdown_are_refused_not_lost() {
 
 #[test]
 fn follow_ups_count_in_metrics() {
-    let bus = Bus::<u64>::builder().capacity(16).build().unwrap();
+    let bus = BusBuilder::<u64>::new().capacity(16).build().unwrap();
     let mut p = bus.publisher();
     bus.subscribe("chain.a", move |e: &Event<u64>| -> R {
         p.publish(ev("b", e.data)).unwrap();

@@ -114,7 +114,7 @@ fn probe<P: Send + Sync + 'static>(bus: &Bus<P>) -> Arc<AtomicUsize> {
 }
 
 fn inline<P: Send + Sync + 'static>() -> BusBuilder<P> {
-    Bus::<P>::builder()
+    BusBuilder::<P>::new()
         .capacity(64)
         .execution(Execution::Inline)
 }
@@ -215,7 +215,7 @@ impl Drop for D01 {
 #[test]
 fn d01_payload_drop_panic_during_release_drops_each_payload_exactly_once() {
     D01_ARMED.store(true, SeqCst);
-    let (bus, mut p) = Bus::<D01>::builder()
+    let (bus, mut p) = BusBuilder::<D01>::new()
         .single_producer()
         .capacity(8)
         .execution(Execution::Inline)
@@ -296,7 +296,7 @@ fn clock_ticks_per_second() -> u64 {
 fn d02_event_behind_a_pending_retry_neither_spins_nor_outlives_retry_drain_timeout() {
     const NAME: &str = "rb-d02-disp";
     let clock = ManualClock::new();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .clock(clock.clone())
         .execution(Execution::Inline)
         .thread_name(NAME)
@@ -709,7 +709,7 @@ fn d05e_on_batch_end_panic_does_not_lose_later_publishes() {
     let bus = inline::<u64>().build().unwrap();
     let delivered = probe(&bus);
     let (bomb, armed) = hook_bomb(Hook::BatchEnd);
-    bus.subscribe("trigger", bomb).unwrap();
+    bus.subscribe_handler("trigger", bomb).unwrap();
     let mut p = bus.publisher();
     p.publish(event("trigger", 0)).unwrap();
     let mut failures = Vec::new();
@@ -731,7 +731,7 @@ fn d05f_on_shutdown_panic_on_unsubscribe_does_not_lose_later_publishes() {
     let bus = inline::<u64>().build().unwrap();
     let delivered = probe(&bus);
     let (bomb, armed) = hook_bomb(Hook::Shutdown);
-    let id = bus.subscribe("trigger", bomb).unwrap();
+    let id = bus.subscribe_handler("trigger", bomb).unwrap();
     let p = bus.publisher();
     let mut failures = Vec::new();
     match unsubscribe_within(bus, id, Duration::from_secs(5)) {
@@ -761,7 +761,7 @@ fn d05g_on_start_panic_does_not_lose_later_publishes() {
     let delivered = probe(&bus);
     let (bomb, armed) = hook_bomb(Hook::Start);
     let mut failures = Vec::new();
-    if let Err(e) = bus.subscribe("trigger", bomb) {
+    if let Err(e) = bus.subscribe_handler("trigger", bomb) {
         failures.push(format!(
             "subscribe of a handler whose on_start panics: {e:?}"
         ));
@@ -856,7 +856,7 @@ fn d05j_handler_drop_panic_on_unsubscribe_does_not_lose_later_publishes() {
     let bus = inline::<u64>().build().unwrap();
     let delivered = probe(&bus);
     let (bomb, armed) = hook_bomb(Hook::Drop);
-    let id = bus.subscribe("trigger", bomb).unwrap();
+    let id = bus.subscribe_handler("trigger", bomb).unwrap();
     let mut p = bus.publisher();
     let mut failures = Vec::new();
     match unsubscribe_within(bus, id, Duration::from_secs(5)) {
@@ -1023,7 +1023,7 @@ fn d07_shutdown_from_inside_its_own_handler_is_refused() {
 
 #[test]
 fn d08_publish_timeout_succeeds_beside_batch_publishers() {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(16)
         .wait_strategy(WaitStrategy::Yielding)
         .execution(Execution::Inline)
@@ -1089,7 +1089,7 @@ fn d08_publish_timeout_succeeds_beside_batch_publishers() {
 
 #[test]
 fn d09_single_producer_publish_on_a_closing_bus_fails_promptly() {
-    let (bus, mut p) = Bus::<u64>::builder()
+    let (bus, mut p) = BusBuilder::<u64>::new()
         .single_producer()
         .capacity(4)
         .execution(Execution::Inline)
@@ -1146,7 +1146,7 @@ fn d09_single_producer_publish_on_a_closing_bus_fails_promptly() {
 
 #[test]
 fn d10a_published_and_occupancy_count_only_returned_publishes() {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(4)
         .execution(Execution::Inline)
         .build()
@@ -1312,7 +1312,7 @@ fn d11_thread_name_with_nul_is_a_build_error_not_a_panic() {
         ("Pool { threads: 1 }", Execution::Pool { threads: 1 }),
     ] {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            Bus::<u64>::builder()
+            BusBuilder::<u64>::new()
                 .thread_name("a\0b")
                 .execution(execution)
                 .build()
@@ -1343,7 +1343,7 @@ fn d11_thread_name_with_nul_is_a_build_error_not_a_panic() {
 #[test]
 fn d12_unsubscribe_delivers_every_event_published_before_it() {
     const N: usize = 1000;
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(1024)
         .max_batch(16)
         .execution(Execution::Inline)
@@ -1435,7 +1435,8 @@ fn d13b_retry_drain_timeout_duration_max_shuts_down_cleanly() {
         .build()
         .unwrap();
     let stopped = Arc::new(AtomicBool::new(false));
-    bus.subscribe("d13", ShutdownFlag(stopped.clone())).unwrap();
+    bus.subscribe_handler("d13", ShutdownFlag(stopped.clone()))
+        .unwrap();
     let mut p = bus.publisher();
     p.publish(event("d13", 1)).unwrap();
     drop(p);
@@ -1595,7 +1596,7 @@ fn d15b_dropping_another_bus_in_a_handler_waits_for_its_dispatcher() {
         }
     }
     bus_b
-        .subscribe(
+        .subscribe_handler(
             "slow",
             Slow {
                 busy: b_busy.clone(),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{event, log, recorder, wait_for};
 use ringbus::failure::{Failure, FailureReason};
-use ringbus::{Bus, Event, Execution, Handler, HandlerError, Subject, SubscribeError};
+use ringbus::{BusBuilder, Event, Execution, Handler, HandlerError, Subject, SubscribeError};
 
 fn names(l: &common::Log<String>) -> Vec<String> {
     l.lock().unwrap().clone()
@@ -17,7 +17,7 @@ fn names(l: &common::Log<String>) -> Vec<String> {
 #[test]
 fn patterns_route_exact_star_tail_and_all() {
     for exec in [Execution::Inline, Execution::Pool { threads: 2 }] {
-        let bus = Bus::<u32>::builder().execution(exec).build().unwrap();
+        let bus = BusBuilder::<u32>::new().execution(exec).build().unwrap();
         let (exact, star, tail, all, multi) = (log(), log(), log(), log(), log());
         let name = |e: &Event<u32>| e.event_type.name().to_owned();
         bus.subscribe("order.placed", recorder(&exact, name))
@@ -70,7 +70,7 @@ fn patterns_route_exact_star_tail_and_all() {
 
 #[test]
 fn invalid_patterns_and_lanes_are_typed_errors() {
-    let bus = Bus::<u32>::builder().build().unwrap();
+    let bus = BusBuilder::<u32>::new().build().unwrap();
     let h = |_: &Event<u32>| -> Result<(), HandlerError> { Ok(()) };
     assert!(matches!(
         bus.subscribe("a.>.b", h),
@@ -94,7 +94,7 @@ fn invalid_patterns_and_lanes_are_typed_errors() {
 
 #[test]
 fn runtime_subscribe_sees_everything_published_after_it_returns() {
-    let bus = Arc::new(Bus::<u64>::builder().capacity(64).build().unwrap());
+    let bus = Arc::new(BusBuilder::<u64>::new().capacity(64).build().unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
     let producer = {
@@ -154,14 +154,14 @@ fn unsubscribe_returns_after_shutdown_hook_and_then_nothing_arrives() {
             self.down.store(true, Ordering::SeqCst);
         }
     }
-    let bus = Bus::<u64>::builder().capacity(64).build().unwrap();
+    let bus = BusBuilder::<u64>::new().capacity(64).build().unwrap();
     let (count, down, after_down) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicU64::new(0)),
     );
     let id = bus
-        .subscribe(
+        .subscribe_handler(
             "tick.>",
             H {
                 count: count.clone(),
@@ -201,7 +201,7 @@ fn unsubscribe_returns_after_shutdown_hook_and_then_nothing_arrives() {
 
 #[test]
 fn subscribe_from_a_handler_is_refused_not_deadlocked() {
-    let bus = Arc::new(Bus::<u32>::builder().build().unwrap());
+    let bus = Arc::new(BusBuilder::<u32>::new().build().unwrap());
     let result = Arc::new(Mutex::new(None));
     let (b, r) = (Arc::downgrade(&bus), result.clone());
     bus.subscribe("x.y", move |_: &Event<u32>| -> Result<(), HandlerError> {
@@ -221,7 +221,7 @@ fn subscribe_from_a_handler_is_refused_not_deadlocked() {
 fn failing_handlers_do_not_affect_others_and_are_counted() {
     let failures: Arc<Mutex<Vec<(String, u64, bool)>>> = Arc::default();
     let f = failures.clone();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .execution(Execution::Pool { threads: 2 })
         .failure_policy(move |fail: &Failure<'_, u64>| {
             let panicked = matches!(fail.reason, FailureReason::Panic(_));
@@ -281,7 +281,7 @@ fn partitioned_lanes_keep_per_subject_order() {
     const LANES: usize = 4;
     type Seen = Arc<Mutex<Vec<(usize, Option<String>, u64)>>>;
     let seen: Seen = Arc::default();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(256)
         .execution(Execution::Pool { threads: 2 })
         .build()
@@ -348,8 +348,8 @@ fn lifecycle_hooks_run_in_order() {
         }
     }
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let (bus, mut p) = Bus::builder().single_producer().build().unwrap();
-    bus.subscribe("h.x", H(calls.clone())).unwrap();
+    let (bus, mut p) = BusBuilder::new().single_producer().build().unwrap();
+    bus.subscribe_handler("h.x", H(calls.clone())).unwrap();
     p.publish_batch((0..3).map(|i| event("h.x", i))).unwrap();
     bus.shutdown().unwrap();
     let calls = calls.lock().unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{event, wait_for};
 use ringbus::resilience::{BreakerConfig, BreakerState, BreakerTransition};
 use ringbus::{
-    BuildErrorKind, Bus, Event, EventType, Execution, Handler, HandlerError, Source,
+    BuildErrorKind, Bus, BusBuilder, Event, EventType, Execution, Handler, HandlerError, Source,
     SubscribeOptions,
 };
 
@@ -35,7 +35,7 @@ fn publish_types(bus: &Bus<u64>, types: &[&str]) {
 
 #[test]
 fn events_no_subscription_matches_are_counted() {
-    let bus = Bus::<u64>::builder().build().unwrap();
+    let bus = BusBuilder::<u64>::new().build().unwrap();
     bus.subscribe("order.placed", ok).unwrap();
     // The mistake the counter is for: "*" is one token, not "everything".
     bus.subscribe("*", ok).unwrap();
@@ -67,26 +67,26 @@ fn events_no_subscription_matches_are_counted() {
 #[test]
 fn all_events_through_gt_or_subscribe_all_leave_nothing_unmatched() {
     let types = ["order.placed", "ping", "user.signed.up"];
-    let gt = Bus::<u64>::builder().build().unwrap();
+    let gt = BusBuilder::<u64>::new().build().unwrap();
     gt.subscribe(">", ok).unwrap();
     publish_types(&gt, &types);
     assert_eq!(gt.stats().unmatched, 0);
     assert_eq!(gt.stats().delivered, 3);
 
-    let all = Bus::<u64>::builder().build().unwrap();
+    let all = BusBuilder::<u64>::new().build().unwrap();
     all.subscribe_all(ok).unwrap();
     publish_types(&all, &types);
     assert_eq!(all.stats().unmatched, 0);
 
     // With no subscription at all, every event is unmatched.
-    let none = Bus::<u64>::builder().build().unwrap();
+    let none = BusBuilder::<u64>::new().build().unwrap();
     publish_types(&none, &types);
     assert_eq!(none.shutdown().unwrap().counters.unmatched, 3);
 }
 
 #[test]
 fn an_event_unmatched_before_a_subscription_is_matched_after_it() {
-    let bus = Bus::<u64>::builder().build().unwrap();
+    let bus = BusBuilder::<u64>::new().build().unwrap();
     publish_types(&bus, &["late.joiner"]);
     assert_eq!(bus.stats().unmatched, 1);
     bus.subscribe("late.*", ok).unwrap();
@@ -100,7 +100,7 @@ fn breaker_transitions_name_the_lane_of_a_partitioned_subscription() {
     const LANES: usize = 4;
     let seen: Arc<Mutex<Vec<(String, BreakerTransition)>>> = Arc::default();
     let s = seen.clone();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .execution(Execution::Inline)
         // Events behind an open breaker go to the dead-letter queue at shutdown.
         .retry_drain_timeout(Duration::ZERO)
@@ -155,7 +155,7 @@ fn breaker_transitions_name_the_lane_of_a_partitioned_subscription() {
 #[test]
 fn histogram_sampling_is_a_setting() {
     let timed = |every: Option<u32>, calls: u64| {
-        let mut builder = Bus::<u64>::builder().execution(Execution::Inline);
+        let mut builder = BusBuilder::<u64>::new().execution(Execution::Inline);
         if let Some(n) = every {
             builder = builder.metrics_sample_every(n);
         }
@@ -186,7 +186,7 @@ fn histogram_sampling_is_a_setting() {
     );
 
     for bad in [0, 3, 100, u32::MAX] {
-        let err = Bus::<u64>::builder()
+        let err = BusBuilder::<u64>::new()
             .metrics_sample_every(bad)
             .build()
             .unwrap_err();
@@ -200,7 +200,7 @@ fn histogram_sampling_is_a_setting() {
 
 #[test]
 fn metrics_off_records_no_histogram_whatever_the_sampling() {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .metrics(false)
         .metrics_sample_every(1)
         .build()
@@ -244,12 +244,12 @@ fn silent_child() {
     std::panic::set_hook(Box::new(|_| {}));
     // The default failure policy (LogFailures), hook panics, a breaker listener
     // that panics.
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .retry_drain_timeout(Duration::ZERO)
         .on_breaker_change(|_, _, _| panic!("breaker listener panic"))
         .build()
         .unwrap();
-    bus.subscribe("trouble", Troublemaker).unwrap();
+    bus.subscribe_handler("trouble", Troublemaker).unwrap();
     bus.subscribe_with(
         "trouble",
         |_: &Event<u64>| -> Result<(), HandlerError> { Err(HandlerError::transient("down")) },
@@ -277,14 +277,14 @@ fn silent_child() {
     // A failure policy that panics.
     let policy_ran = Arc::new(AtomicBool::new(false));
     let ran = policy_ran.clone();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .failure_policy(move |_: &ringbus::failure::Failure<'_, u64>| {
             ran.store(true, SeqCst);
             panic!("failure policy panic");
         })
         .build()
         .unwrap();
-    bus.subscribe("trouble", Troublemaker).unwrap();
+    bus.subscribe_handler("trouble", Troublemaker).unwrap();
     bus.publisher().publish(event("trouble", 0)).unwrap();
     bus.shutdown().unwrap();
     assert!(policy_ran.load(SeqCst));
@@ -372,7 +372,7 @@ mod traced {
     #[test]
     fn the_default_failure_policy_reports_through_tracing() {
         recorded("");
-        let bus = Bus::<u64>::builder().build().unwrap();
+        let bus = BusBuilder::<u64>::new().build().unwrap();
         bus.subscribe(
             "traced.fail",
             |e: &Event<u64>| -> Result<(), HandlerError> {
@@ -420,7 +420,7 @@ mod traced {
                 panic!("traced on_shutdown panic");
             }
         }
-        let bus = Bus::<u64>::builder().build().unwrap();
+        let bus = BusBuilder::<u64>::new().build().unwrap();
         bus.subscribe_with(
             "traced.hook",
             Hooked,

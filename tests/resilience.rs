@@ -11,7 +11,7 @@ use common::{event, wait_for};
 use ringbus::resilience::{
     BreakerConfig, BreakerState, DlqFilter, DlqFullPolicy, ManualClock, RetryPolicy,
 };
-use ringbus::{Bus, Event, Execution, HandlerError, SubscribeOptions};
+use ringbus::{BusBuilder, Event, Execution, HandlerError, SubscribeOptions};
 
 type Log = Arc<Mutex<Vec<(String, u64)>>>;
 
@@ -54,7 +54,7 @@ fn flaky_handler(
 #[test]
 fn transient_failure_retried_until_success_keeping_subject_order() {
     let clock = ManualClock::new();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .clock(clock.clone())
         .execution(Execution::Inline)
         .build()
@@ -102,7 +102,10 @@ fn transient_failure_retried_until_success_keeping_subject_order() {
 #[test]
 fn permanent_error_goes_to_the_dead_letter_queue_immediately() {
     let clock = ManualClock::new();
-    let bus = Bus::<u64>::builder().clock(clock.clone()).build().unwrap();
+    let bus = BusBuilder::<u64>::new()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     bus.subscribe_with(
@@ -148,7 +151,10 @@ fn permanent_error_goes_to_the_dead_letter_queue_immediately() {
 #[test]
 fn last_attempt_dead_letters_with_every_attempt_then_redrive_delivers() {
     let clock = ManualClock::new();
-    let bus = Bus::<u64>::builder().clock(clock.clone()).build().unwrap();
+    let bus = BusBuilder::<u64>::new()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let healthy = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (h, s) = (healthy.clone(), seen.clone());
@@ -195,7 +201,7 @@ fn circuit_breaker_opens_holds_events_then_half_opens_and_closes() {
     let clock = ManualClock::new();
     let transitions = Arc::new(Mutex::new(Vec::new()));
     let t = transitions.clone();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .clock(clock.clone())
         .on_breaker_change(move |_, _, tr| t.lock().unwrap().push((tr.from, tr.to)))
         .build()
@@ -267,7 +273,7 @@ fn circuit_breaker_opens_holds_events_then_half_opens_and_closes() {
 #[test]
 fn shutdown_reports_events_still_waiting_for_a_retry() {
     let clock = ManualClock::new();
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .clock(clock.clone())
         .retry_drain_timeout(Duration::from_millis(50))
         .build()
@@ -303,7 +309,7 @@ fn shutdown_reports_events_still_waiting_for_a_retry() {
 
 #[test]
 fn full_dead_letter_queue_drops_oldest_and_counts() {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .dead_letter_queue(2, DlqFullPolicy::DropOldest)
         .build()
         .unwrap();
@@ -335,7 +341,7 @@ fn full_dead_letter_queue_drops_oldest_and_counts() {
 
 #[test]
 fn metrics_are_exact_and_render_as_prometheus() {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .execution(Execution::Inline)
         .build()
         .unwrap();
@@ -416,7 +422,7 @@ fn metrics_are_exact_and_render_as_prometheus() {
 
 #[test]
 fn flow_log_answers_who_handled_what_and_what_it_caused() {
-    let bus = Arc::new(Bus::<u64>::builder().flow_log(1000).build().unwrap());
+    let bus = Arc::new(BusBuilder::<u64>::new().flow_log(1000).build().unwrap());
     let mut p = bus.publisher();
     let root = event("order.placed", 1);
     let root_id = root.id;

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ringbus::{event_type, source, Bus, Event, Execution, Handler, HandlerError, WaitStrategy};
+use ringbus::{
+    event_type, source, BusBuilder, Event, Execution, Handler, HandlerError, WaitStrategy,
+};
 
 /// (producer, per-producer sequence)
 type Msg = (u32, u64);
@@ -51,7 +53,7 @@ const PER_PRODUCER: u64 = 1_000_000;
 
 fn run_multi(capacity: usize, wait: WaitStrategy, batch: bool) {
     const PRODUCERS: usize = 4;
-    let bus = Bus::<Msg>::builder()
+    let bus = BusBuilder::<Msg>::new()
         .capacity(capacity)
         .wait_strategy(wait)
         .execution(Execution::Pool { threads: 2 })
@@ -59,7 +61,7 @@ fn run_multi(capacity: usize, wait: WaitStrategy, batch: bool) {
         .unwrap();
     let mut counters = Vec::new();
     for (c, v, s) in checkers(3, PRODUCERS) {
-        bus.subscribe("stress.>", c).unwrap();
+        bus.subscribe_handler("stress.>", c).unwrap();
         counters.push((v, s));
     }
     std::thread::scope(|scope| {
@@ -112,14 +114,14 @@ fn four_producers_batches_small_ring_yielding() {
 
 #[test]
 fn single_producer_three_handlers() {
-    let (bus, mut publisher) = Bus::<Msg>::builder()
+    let (bus, mut publisher) = BusBuilder::<Msg>::new()
         .single_producer()
         .capacity(256)
         .build()
         .unwrap();
     let mut counters = Vec::new();
     for (c, v, s) in checkers(3, 1) {
-        bus.subscribe("stress.*", c).unwrap();
+        bus.subscribe_handler("stress.*", c).unwrap();
         counters.push((v, s));
     }
     let ty = event_type!("stress.tick");

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringbus::{
-    Bus, Event, EventId, EventType, Execution, HandlerError, Source, Timestamp, WaitStrategy,
+    BusBuilder, Event, EventId, EventType, Execution, HandlerError, Source, Timestamp, WaitStrategy,
 };
 
 /// Handlers in the routing table.
@@ -230,7 +230,7 @@ pub fn ringbus_run_metrics(
 ) -> Duration {
     let t = Templates::new();
     let done = Arc::new(Done::default());
-    let builder = Bus::<u64>::builder()
+    let builder = BusBuilder::<u64>::new()
         .capacity(CAPACITY)
         .wait_strategy(wait)
         .metrics(metrics)
@@ -251,7 +251,7 @@ pub fn ringbus_run_metrics(
     if producers == 1 {
         let (bus, mut p) = builder.single_producer().build().unwrap();
         subscribe(&|pat, h| {
-            bus.subscribe(pat, h).unwrap();
+            bus.subscribe_handler(pat, h).unwrap();
         });
         let start = Instant::now();
         publish_loop(&t, 0, n, publish, &mut p);
@@ -262,7 +262,7 @@ pub fn ringbus_run_metrics(
     } else {
         let bus = builder.build().unwrap();
         subscribe(&|pat, h| {
-            bus.subscribe(pat, h).unwrap();
+            bus.subscribe_handler(pat, h).unwrap();
         });
         let start = Instant::now();
         std::thread::scope(|s| {
@@ -315,7 +315,7 @@ pub fn ringbus_partitioned(
     let t = Templates::new();
     let subjects: Vec<ringbus::Subject> = (0..64).map(|i| format!("acct-{i}").into()).collect();
     let done = Arc::new(Done::default());
-    let (bus, mut p) = Bus::<u64>::builder()
+    let (bus, mut p) = BusBuilder::<u64>::new()
         .capacity(CAPACITY)
         .wait_strategy(wait)
         .execution(Execution::Pool { threads })
@@ -661,7 +661,7 @@ pub fn latency_run(
     };
     match system {
         LatencySystem::Ringbus(wait) => {
-            let (bus, mut p) = Bus::<u64>::builder()
+            let (bus, mut p) = BusBuilder::<u64>::new()
                 .capacity(CAPACITY)
                 .wait_strategy(wait)
                 .execution(Execution::Inline)
@@ -737,9 +737,10 @@ pub fn process_cpu_ns() -> Option<u64> {
 /// `idle`, as a fraction of one core. Measured after a short burst of events, so the
 /// dispatcher and pool have been active and must go back to sleep.
 pub fn idle_cpu(idle: Duration) -> Option<f64> {
-    let bus = Bus::<u64>::builder().build().unwrap();
+    let bus = BusBuilder::<u64>::new().build().unwrap();
     let done = Arc::new(Done::default());
-    bus.subscribe("bench.>", sum_handler(&done, 0)).unwrap();
+    bus.subscribe_handler("bench.>", sum_handler(&done, 0))
+        .unwrap();
     let t = Templates::new();
     let mut p = bus.publisher();
     for i in 0..10_000 {

@@ -8,7 +8,7 @@ use loom::sync::Arc;
 use loom::thread;
 use ringbus::resilience::{DlqFilter, RetryPolicy};
 use ringbus::{
-    Bus, Event, EventType, Execution, Handler, HandlerError, Source, SubscribeError,
+    Bus, BusBuilder, Event, EventType, Execution, Handler, HandlerError, Source, SubscribeError,
     SubscribeOptions, WaitStrategy,
 };
 
@@ -29,7 +29,7 @@ fn counting(count: &Arc<AtomicUsize>) -> impl FnMut(&Event<u64>) -> Result<(), H
 #[test]
 fn shutdown_races_publish() {
     loom::model(|| {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(2)
             .execution(Execution::Inline)
             .wait_strategy(WaitStrategy::Blocking)
@@ -59,7 +59,7 @@ fn shutdown_races_publish() {
 #[test]
 fn shutdown_races_single_producer() {
     loom::model(|| {
-        let (bus, mut p) = Bus::<u64>::builder()
+        let (bus, mut p) = BusBuilder::<u64>::new()
             .single_producer()
             .capacity(2)
             .execution(Execution::Inline)
@@ -89,7 +89,7 @@ fn shutdown_races_single_producer() {
 #[test]
 fn runtime_subscribe() {
     loom::model(|| {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(2)
             .execution(Execution::Inline)
             .build()
@@ -125,7 +125,7 @@ fn runtime_subscribe() {
 #[test]
 fn runtime_unsubscribe() {
     loom::model(|| {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(2)
             .execution(Execution::Inline)
             .build()
@@ -147,7 +147,7 @@ type Values = Arc<loom::sync::Mutex<Vec<u64>>>;
 
 /// A multi-producer bus of capacity 2 whose one handler records every value.
 fn values_bus() -> (Bus<u64>, Values) {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(2)
         .execution(Execution::Inline)
         .wait_strategy(WaitStrategy::Blocking)
@@ -293,7 +293,7 @@ fn shutdown_releases_producer_waiting_on_full_ring() {
 #[test]
 fn shutdown_releases_single_producer_waiting_on_full_ring() {
     loom::model(|| {
-        let (bus, mut p) = Bus::<u64>::builder()
+        let (bus, mut p) = BusBuilder::<u64>::new()
             .single_producer()
             .capacity(2)
             .execution(Execution::Inline)
@@ -372,7 +372,7 @@ fn shutdown_races_publish_timeout() {
 #[test]
 fn redrive_races_shutdown() {
     loom::model(|| {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(2)
             .execution(Execution::Inline)
             .wait_strategy(WaitStrategy::Blocking)
@@ -484,7 +484,7 @@ impl Handler<u64> for Hooks {
 fn subscribe_races_shutdown() {
     loom::model(|| {
         let bus = Arc::new(
-            Bus::<u64>::builder()
+            BusBuilder::<u64>::new()
                 .capacity(2)
                 .execution(Execution::Inline)
                 .wait_strategy(WaitStrategy::Blocking)
@@ -493,7 +493,7 @@ fn subscribe_races_shutdown() {
         );
         let counts = Arc::new(HookCounts::default());
         let (b, h) = (bus.clone(), Hooks(counts.clone()));
-        let subscriber = thread::spawn(move || b.subscribe("loom.e", h).map(|_| ()));
+        let subscriber = thread::spawn(move || b.subscribe_handler("loom.e", h).map(|_| ()));
         let mut bus = bus;
         let bus = loop {
             match Arc::try_unwrap(bus) {

@@ -6,8 +6,8 @@
 use loom::thread;
 use ringbus::resilience::{DeadLetterQueue, DlqFilter, DlqFullPolicy};
 use ringbus::{
-    Bus, DeadLetters, Event, EventType, Execution, HandlerError, Source, SubscribeOptions,
-    SubscriptionId, WaitStrategy,
+    Bus, BusBuilder, DeadLetters, Event, EventType, Execution, HandlerError, Source,
+    SubscribeOptions, SubscriptionId, WaitStrategy,
 };
 
 fn ev(i: u64) -> Event<u64> {
@@ -62,7 +62,7 @@ fn blocked_push_is_released_by_close() {
 /// that fails permanently on every event, and two events published: the
 /// dispatcher's second dead-letter push finds the queue full.
 fn failing_bus_with_full_dlq() -> (Bus<u64>, DeadLetters<u64>) {
-    let bus = Bus::<u64>::builder()
+    let bus = BusBuilder::<u64>::new()
         .capacity(2)
         .execution(Execution::Inline)
         .wait_strategy(WaitStrategy::Blocking)

@@ -8,7 +8,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use ringbus::loom_api::FollowUpQueue;
-use ringbus::{Bus, Event, EventType, Execution, HandlerError, Source, WaitStrategy};
+use ringbus::{BusBuilder, Event, EventType, Execution, HandlerError, Source, WaitStrategy};
 
 fn ev(name: &str, i: u64) -> Event<u64> {
     Event::new(EventType::new(name), Source::new("loom"), i)
@@ -21,7 +21,7 @@ fn ev(name: &str, i: u64) -> Event<u64> {
 #[test]
 fn follow_ups_with_a_full_ring_and_a_racing_shutdown() {
     loom::model(|| {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(2)
             .execution(Execution::Inline)
             .wait_strategy(WaitStrategy::Blocking)
@@ -72,7 +72,7 @@ fn follow_ups_with_a_full_ring_and_a_racing_shutdown() {
 #[test]
 fn flush_waits_for_the_follow_up() {
     loom::model(|| {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(2)
             .execution(Execution::Inline)
             .wait_strategy(WaitStrategy::Blocking)

@@ -8,7 +8,8 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use ringbus::{
-    Bus, Event, EventType, Execution, Handler, HandlerError, ShutdownError, Source, WaitStrategy,
+    Bus, BusBuilder, Event, EventType, Execution, Handler, HandlerError, ShutdownError, Source,
+    WaitStrategy,
 };
 
 fn ev(i: u64) -> Event<u64> {
@@ -55,7 +56,7 @@ impl Handler<u64> for Probe {
 }
 
 fn bus() -> Bus<u64> {
-    Bus::<u64>::builder()
+    BusBuilder::<u64>::new()
         .capacity(2)
         .execution(Execution::Inline)
         .wait_strategy(WaitStrategy::Blocking)
@@ -76,7 +77,8 @@ fn publish_with_closure_drops_last_bus() {
     loom::model(|| {
         let bus = bus();
         let seen = Arc::new(Seen::default());
-        bus.subscribe("loom.e", Probe(seen.clone())).unwrap();
+        bus.subscribe_handler("loom.e", Probe(seen.clone()))
+            .unwrap();
         let mut p = bus.publisher();
         let mut other = bus.publisher();
         let racer = thread::spawn(move || match other.publish(ev(1)) {
@@ -111,7 +113,7 @@ fn publish_with_closure_drops_last_bus() {
 #[test]
 fn single_producer_publish_with_closure_drops_last_bus() {
     loom::model(|| {
-        let (bus, mut p) = Bus::<u64>::builder()
+        let (bus, mut p) = BusBuilder::<u64>::new()
             .single_producer()
             .capacity(2)
             .execution(Execution::Inline)
@@ -119,7 +121,8 @@ fn single_producer_publish_with_closure_drops_last_bus() {
             .build()
             .unwrap();
         let seen = Arc::new(Seen::default());
-        bus.subscribe("loom.e", Probe(seen.clone())).unwrap();
+        bus.subscribe_handler("loom.e", Probe(seen.clone()))
+            .unwrap();
         p.publish(ev(0)).unwrap();
         let s = seen.clone();
         let r = p.publish_with(move || {
@@ -168,7 +171,8 @@ fn publish_batch_iterator_drops_last_bus() {
     loom::model(|| {
         let bus = bus();
         let seen = Arc::new(Seen::default());
-        bus.subscribe("loom.e", Probe(seen.clone())).unwrap();
+        bus.subscribe_handler("loom.e", Probe(seen.clone()))
+            .unwrap();
         let mut p = bus.publisher();
         let iter = DropBusIter {
             bus: Some(bus),
@@ -191,7 +195,8 @@ fn publish_batch_iterator_drops_last_bus_before_claim() {
     loom::model(|| {
         let bus = bus();
         let seen = Arc::new(Seen::default());
-        bus.subscribe("loom.e", Probe(seen.clone())).unwrap();
+        bus.subscribe_handler("loom.e", Probe(seen.clone()))
+            .unwrap();
         let mut p = bus.publisher();
         let seen2 = seen.clone();
         let iter = DropBusIter {
@@ -234,7 +239,7 @@ fn handler_of_one_bus_drops_another() {
                 };
                 // Outcome codes: 1 all well, 2 the drop returned before B's
                 // dispatcher had finished, 3 the subscribe was refused.
-                if b.subscribe("loom.e", Probe(s.clone())).is_err() {
+                if b.subscribe_handler("loom.e", Probe(s.clone())).is_err() {
                     done.store(3, Ordering::Release);
                     return Ok(());
                 }
@@ -269,7 +274,8 @@ fn handler_shuts_down_its_own_bus() {
     loom::model(|| {
         let bus = bus();
         let seen = Arc::new(Seen::default());
-        bus.subscribe("loom.e", Probe(seen.clone())).unwrap();
+        bus.subscribe_handler("loom.e", Probe(seen.clone()))
+            .unwrap();
         let cell: Arc<Mutex<Option<Bus<u64>>>> = Arc::default();
         let outcome = Arc::new(AtomicUsize::new(0));
         let (c, o) = (cell.clone(), outcome.clone());
@@ -279,7 +285,7 @@ fn handler_shuts_down_its_own_bus() {
                 let taken = c.lock().unwrap().take();
                 if let Some(bus) = taken {
                     let r = bus.shutdown();
-                    let code = if r == Err(ShutdownError::FromInside) {
+                    let code = if matches!(r, Err(ShutdownError::FromInside)) {
                         1
                     } else {
                         2

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ringbus::resilience::RetryPolicy;
 use ringbus::{
-    Bus, Event, EventType, Execution, HandlerError, Source, SubscribeOptions, WaitStrategy,
+    BusBuilder, Event, EventType, Execution, HandlerError, Source, SubscribeOptions, WaitStrategy,
 };
 
 fn ev(i: u64) -> Event<u64> {
@@ -24,7 +24,7 @@ fn ev(i: u64) -> Event<u64> {
 #[test]
 fn queued_behind_a_retry_goes_idle_and_shuts_down() {
     loom::model(|| {
-        let bus = Bus::<u64>::builder()
+        let bus = BusBuilder::<u64>::new()
             .capacity(2)
             .execution(Execution::Inline)
             .wait_strategy(WaitStrategy::Blocking)

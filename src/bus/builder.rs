@@ -8,9 +8,9 @@ use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use crate::dispatch::{
-    BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, FailurePolicy,
-    FollowUps, LogFailures, Progress, Sampling, Services, Shared, ShutdownReport, Stats,
-    DEFAULT_SAMPLE_EVERY,
+    BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, Failure,
+    FailurePolicy, FollowUps, LogFailures, Progress, Sampling, Services, Shared, ShutdownReport,
+    Stats, DEFAULT_SAMPLE_EVERY,
 };
 use crate::metrics::FlowLog;
 use crate::metrics::LocalHistogram;
@@ -125,7 +125,8 @@ pub const MAX_CAPACITY: usize = 1 << 24;
 /// The most threads an internal handler pool may have.
 pub const MAX_POOL_THREADS: usize = 1024;
 
-/// Configures and builds a [`Bus`]. Made by [`Bus::builder`].
+/// Configures and builds a [`Bus`]. Made by [`Bus::builder`] (a JSON bus) or
+/// [`BusBuilder::<P>::new`](BusBuilder::new) (a bus of payload `P`).
 pub struct BusBuilder<P = serde_json::Value, M = Multi> {
     capacity: usize,
     producer_wait: WaitStrategy,
@@ -178,6 +179,12 @@ impl<P, M> fmt::Debug for BusBuilder<P, M> {
             .field("execution", &self.execution)
             .field("thread_name", &self.thread_name)
             .finish_non_exhaustive()
+    }
+}
+
+impl<P: Send + Sync + 'static> Default for BusBuilder<P, Multi> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -249,8 +256,33 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         self
     }
 
-    /// What happens after a handler fails. Default: [`LogFailures`].
-    pub fn failure_policy(mut self, policy: impl FailurePolicy<P>) -> Self {
+    /// What happens after a handler fails: `policy` sees every failure (see
+    /// [`FailurePolicy`] for when). Default: [`LogFailures`].
+    ///
+    /// A type implementing [`FailurePolicy`] is passed as a closure calling it:
+    /// `.failure_policy(move |f| my_policy.on_failure(f))`.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{failure::FailureReason, Bus};
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    ///
+    /// let panics = Arc::new(AtomicU64::new(0));
+    /// let seen = panics.clone();
+    /// let bus = Bus::builder()
+    ///     .failure_policy(move |f| {
+    ///         if matches!(f.reason, FailureReason::Panic(_)) {
+    ///             seen.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// # drop(bus);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn failure_policy<F>(mut self, policy: F) -> Self
+    where
+        F: FnMut(&Failure<'_, P>) + Send + 'static,
+    {
         self.policy = Some(Box::new(policy));
         self
     }
@@ -290,21 +322,19 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     ///
     /// # Examples
     /// ```
-    /// use ringbus::{Bus, BuildErrorKind, Event, EventType, HandlerError, Source};
+    /// use ringbus::{BusBuilder, BuildErrorKind, Event, EventType, HandlerError, Source};
     ///
-    /// let bus: Bus<u32> = Bus::builder().metrics_sample_every(1).build()?;
+    /// let bus = BusBuilder::<u32>::new().metrics_sample_every(1).build()?;
     /// let id = bus.subscribe("tick", |_: &Event<u32>| -> Result<(), HandlerError> { Ok(()) })?;
     /// let mut publisher = bus.publisher();
     /// for i in 0..3 {
     ///     publisher.publish(Event::new(EventType::new("tick"), Source::new("clock"), i))?;
     /// }
-    /// while bus.stats().delivered < 3 {
-    ///     std::thread::yield_now();
-    /// }
+    /// bus.flush()?;
     /// // Every call timed.
     /// assert_eq!(bus.metrics().handler(id, 0).unwrap().handler_time_ns.count, 3);
     ///
-    /// let refused = Bus::<u32>::builder().metrics_sample_every(100).build().unwrap_err();
+    /// let refused = BusBuilder::<u32>::new().metrics_sample_every(100).build().unwrap_err();
     /// assert!(matches!(refused.kind(), BuildErrorKind::SampleEveryNotPowerOfTwo(100)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -501,8 +531,24 @@ fn spawn_dispatcher<P: Send + Sync + 'static>(
 }
 
 impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
-    /// The defaults [`Bus::builder`] documents.
-    pub(super) fn new() -> Self {
+    /// A builder for a bus of payload `P`, with the defaults [`Bus::builder`]
+    /// documents — the spelling for a typed bus (`Bus::builder()` builds the
+    /// default, JSON bus).
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{event_type, source, BusBuilder, Event};
+    ///
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Deposit { cents: u64 }
+    ///
+    /// let bus = BusBuilder::<Deposit>::new().capacity(256).build()?;
+    /// bus.subscribe("account.deposited", |e| assert!(e.data.cents > 0))?;
+    /// bus.publisher().publish(Event::new(event_type!("account.deposited"), source!("bank"), Deposit { cents: 500 }))?;
+    /// assert_eq!(bus.shutdown()?.counters.failed, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new() -> Self {
         BusBuilder {
             capacity: 4096,
             producer_wait: WaitStrategy::default(),

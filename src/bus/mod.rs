@@ -82,13 +82,19 @@ impl<P, M> fmt::Debug for Bus<P, M> {
     }
 }
 
-impl<P: Send + Sync + 'static> Bus<P, Multi> {
-    /// A builder with the defaults: multi producer, capacity 4096, blocking waits,
-    /// max batch = capacity, [`Execution::default`], [`LogFailures`].
-    pub fn builder() -> BusBuilder<P, Multi> {
+impl Bus {
+    /// A builder for a bus of JSON events ([`serde_json::Value`] payloads), with
+    /// the defaults: multi producer, capacity 4096, blocking waits, max batch =
+    /// capacity, [`Execution::default`], [`LogFailures`].
+    ///
+    /// For another payload type, [`BusBuilder::<P>::new`](BusBuilder::new) makes
+    /// the same builder: `BusBuilder::<ShopEvent>::new().build()?`.
+    pub fn builder() -> BusBuilder {
         BusBuilder::new()
     }
+}
 
+impl<P: Send + Sync + 'static> Bus<P, Multi> {
     /// A new publisher. Publishers are `Clone + Send`: one per producing thread.
     pub fn publisher(&self) -> Publisher<P, Multi> {
         Publisher::new(self.shared.clone())
@@ -171,10 +177,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     ///
     /// # Examples
     /// ```
-    /// use ringbus::{event_type, source, Bus, Event};
+    /// use ringbus::{event_type, source, BusBuilder, Event};
     /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
     ///
-    /// let bus = Bus::<u64>::builder().capacity(16).build().unwrap();
+    /// let bus = BusBuilder::<u64>::new().capacity(16).build().unwrap();
     /// let seen = Arc::new(AtomicUsize::new(0));
     /// let (s, mut follow) = (seen.clone(), bus.publisher());
     /// bus.subscribe("order.placed", move |e: &Event<u64>| -> Result<(), ringbus::HandlerError> {

@@ -2,7 +2,8 @@
 //! `unsubscribe`.
 
 use crate::dispatch::{
-    Ack, Control, Handler, Inside, IntoPatterns, Reply, ResilienceSpec, Role, SubscribeSpec,
+    Ack, Control, FnHandler, Handler, HandlerResult, Inside, IntoPatterns, Pattern, Reply,
+    ResilienceSpec, Role, SubscribeSpec,
 };
 use crate::event::Event;
 use crate::outcome::SubscriptionId;
@@ -17,62 +18,127 @@ use super::Bus;
 pub const MAX_LANES: usize = 1024;
 
 impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
-    /// Subscribes `handler` to the event types matching `patterns` (one pattern or
-    /// several; see [`Pattern`](crate::pattern::Pattern) for the syntax). A handler matched by
-    /// several of its patterns gets each event once.
+    /// Subscribes the closure `f` to the event types matching `patterns` (one
+    /// pattern or several; see [`Pattern`] for the syntax). A closure matched by
+    /// several of its patterns gets each event once. Its name in metrics, failures
+    /// and dead letters is its patterns' text (`"order.*"`; several joined by
+    /// `", "`); [`Bus::subscribe_with`] gives another.
+    ///
+    /// `f` takes `&Event<P>` — no annotation needed, the bus knows `P` — and
+    /// returns `()` or a `Result` (see [`HandlerResult`]). For a type
+    /// implementing [`Handler`] (with `on_start`, `on_batch_end`, `on_shutdown`
+    /// hooks) use [`Bus::subscribe_handler`].
     ///
     /// Returns once the dispatcher has installed the handler (between two batches):
     /// every event published after this returns reaches it.
-    pub fn subscribe<H: Handler<P>>(
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{event_type, source, Bus, Event};
+    /// use serde_json::json;
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    ///
+    /// let bus = Bus::builder().build()?;
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let sum = total.clone();
+    /// bus.subscribe("order.*", move |e| {
+    ///     sum.fetch_add(e.data["amount"].as_u64().unwrap_or(0), Ordering::Relaxed);
+    /// })?;
+    /// // A closure that can fail names its error type once, for `?`.
+    /// bus.subscribe("order.placed", |e| -> Result<(), serde_json::Error> {
+    ///     let amount: u64 = serde_json::from_value(e.data["amount"].clone())?;
+    ///     assert!(amount > 0);
+    ///     Ok(())
+    /// })?;
+    ///
+    /// let mut publisher = bus.publisher();
+    /// publisher.publish(Event::new(event_type!("order.placed"), source!("shop"), json!({"amount": 30})))?;
+    /// publisher.publish(Event::new(event_type!("order.refunded"), source!("shop"), json!({"amount": 5})))?;
+    ///
+    /// let handlers = bus.metrics().handlers;
+    /// assert!(handlers.iter().any(|h| &*h.handler == "order.*"));
+    /// let report = bus.shutdown()?;
+    /// assert_eq!(total.load(Ordering::Relaxed), 35);
+    /// assert_eq!(report.counters.failed, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe<F, R>(
         &self,
         patterns: impl IntoPatterns,
-        handler: H,
-    ) -> Result<SubscriptionId, SubscribeError> {
-        let mut handler = Some(handler);
-        self.subscribe_partitioned(patterns, 1, |_| handler.take().expect("one lane"))
+        f: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: FnMut(&Event<P>) -> R + Send + 'static,
+        R: HandlerResult + 'static,
+    {
+        let patterns = self.checked(patterns, 1)?;
+        let name = patterns_text(&patterns);
+        self.install(
+            Some(patterns),
+            vec![Box::new(FnHandler::new(f))],
+            &name,
+            None,
+        )
     }
 
-    /// Subscribes `handler` to every event — the seed's `SubscribeToAll` (its
-    /// `"*"`; in ringbus patterns `*` is exactly one token).
-    pub fn subscribe_all<H: Handler<P>>(
-        &self,
-        handler: H,
-    ) -> Result<SubscriptionId, SubscribeError> {
-        self.install(None, vec![Box::new(handler)], std::any::type_name::<H>())
-    }
-
-    /// Subscribes a partitioned handler: `lanes` instances made by `factory(lane)`,
-    /// running in parallel. An event goes to the lane picked by its subject's hash,
-    /// so each subject's events stay in order on one lane. Events without a subject
-    /// all go to lane 0 (in order).
-    pub fn subscribe_partitioned<H: Handler<P>>(
-        &self,
-        patterns: impl IntoPatterns,
-        lanes: usize,
-        mut factory: impl FnMut(usize) -> H,
-    ) -> Result<SubscriptionId, SubscribeError> {
-        if lanes == 0 || lanes > MAX_LANES {
-            return Err(SubscribeError::InvalidLanes(lanes));
-        }
-        let patterns = patterns.into_patterns()?;
-        if patterns.is_empty() {
-            return Err(SubscribeError::NoPatterns);
-        }
-        let handlers = (0..lanes)
-            .map(|lane| Box::new(factory(lane)) as Box<dyn Handler<P>>)
-            .collect();
-        self.install(Some(patterns), handlers, std::any::type_name::<H>())
-    }
-
-    /// Subscribes with failure handling: a retry policy, a circuit breaker, a
-    /// bound on the events waiting at this handler, and a name (see
-    /// [`SubscribeOptions`]). Needs `P: Clone`: a failed event leaves the ring as a
-    /// copy, into this handler's retry queue.
+    /// [`Bus::subscribe`] with failure handling: a retry policy, a circuit
+    /// breaker, a bound on the events waiting at this handler, and a name (see
+    /// [`SubscribeOptions`]; without a name, the patterns' text). Needs
+    /// `P: Clone`: a failed event leaves the ring as a copy, into this handler's
+    /// retry queue.
     ///
     /// Every failure that is not retried — a permanent error, a panic, the last
     /// attempt — sends the event to the bus's dead-letter queue with every
     /// attempt's error and time.
-    pub fn subscribe_with<H: Handler<P>>(
+    pub fn subscribe_with<F, R>(
+        &self,
+        patterns: impl IntoPatterns,
+        f: F,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        P: Clone,
+        F: FnMut(&Event<P>) -> R + Send + 'static,
+        R: HandlerResult + 'static,
+    {
+        let patterns = self.checked(patterns, 1)?;
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| patterns_text(&patterns));
+        let spec = options.into_spec()?;
+        let handlers = vec![Box::new(FnHandler::new(f)) as Box<dyn Handler<P>>];
+        self.install(Some(patterns), handlers, &name, Some(spec))
+    }
+
+    /// Subscribes the closure `f` to every event — the seed's `SubscribeToAll`
+    /// (its `"*"`; in ringbus patterns `*` is exactly one token). The same as
+    /// `subscribe(">", f)`, and named `">"`; name it, or add failure handling,
+    /// with [`Bus::subscribe_with`]`(">", f, options)`.
+    pub fn subscribe_all<F, R>(&self, f: F) -> Result<SubscriptionId, SubscribeError>
+    where
+        F: FnMut(&Event<P>) -> R + Send + 'static,
+        R: HandlerResult + 'static,
+    {
+        self.install(None, vec![Box::new(FnHandler::new(f))], ">", None)
+    }
+
+    /// Subscribes `handler`, a type implementing [`Handler`], like
+    /// [`Bus::subscribe`]. Its name is its type name
+    /// ([`std::any::type_name`]); [`Bus::subscribe_handler_with`] gives another.
+    pub fn subscribe_handler<H: Handler<P>>(
+        &self,
+        patterns: impl IntoPatterns,
+        handler: H,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let patterns = self.checked(patterns, 1)?;
+        let name = std::any::type_name::<H>();
+        self.install(Some(patterns), vec![Box::new(handler)], name, None)
+    }
+
+    /// [`Bus::subscribe_handler`] with failure handling (see
+    /// [`Bus::subscribe_with`]); without a name in `options`, the type name.
+    pub fn subscribe_handler_with<H: Handler<P>>(
         &self,
         patterns: impl IntoPatterns,
         handler: H,
@@ -83,6 +149,24 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     {
         let mut handler = Some(handler);
         self.subscribe_partitioned_with(patterns, 1, |_| handler.take().expect("one lane"), options)
+    }
+
+    /// Subscribes a partitioned handler: `lanes` instances made by `factory(lane)`,
+    /// running in parallel. An event goes to the lane picked by its subject's hash,
+    /// so each subject's events stay in order on one lane. Events without a subject
+    /// all go to lane 0 (in order). The name is the handler's type name;
+    /// [`Bus::subscribe_partitioned_with`] gives another.
+    pub fn subscribe_partitioned<H: Handler<P>>(
+        &self,
+        patterns: impl IntoPatterns,
+        lanes: usize,
+        mut factory: impl FnMut(usize) -> H,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let patterns = self.checked(patterns, lanes)?;
+        let handlers = (0..lanes)
+            .map(|lane| Box::new(factory(lane)) as Box<dyn Handler<P>>)
+            .collect();
+        self.install(Some(patterns), handlers, std::any::type_name::<H>(), None)
     }
 
     /// [`Bus::subscribe_partitioned`] with failure handling (see
@@ -97,13 +181,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     where
         P: Clone,
     {
-        if lanes == 0 || lanes > MAX_LANES {
-            return Err(SubscribeError::InvalidLanes(lanes));
-        }
-        let patterns = patterns.into_patterns()?;
-        if patterns.is_empty() {
-            return Err(SubscribeError::NoPatterns);
-        }
+        let patterns = self.checked(patterns, lanes)?;
         let name = options
             .name
             .clone()
@@ -112,21 +190,28 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         let handlers = (0..lanes)
             .map(|lane| Box::new(factory(lane)) as Box<dyn Handler<P>>)
             .collect();
-        self.install_with(Some(patterns), handlers, &name, Some(spec))
+        self.install(Some(patterns), handlers, &name, Some(spec))
+    }
+
+    /// The patterns, parsed, and the lane count checked.
+    fn checked(
+        &self,
+        patterns: impl IntoPatterns,
+        lanes: usize,
+    ) -> Result<Vec<Pattern>, SubscribeError> {
+        if lanes == 0 || lanes > MAX_LANES {
+            return Err(SubscribeError::InvalidLanes(lanes));
+        }
+        let patterns = patterns.into_patterns()?;
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        Ok(patterns)
     }
 
     fn install(
         &self,
-        patterns: Option<Vec<crate::dispatch::Pattern>>,
-        handlers: Vec<Box<dyn Handler<P>>>,
-        name: &str,
-    ) -> Result<SubscriptionId, SubscribeError> {
-        self.install_with(patterns, handlers, name, None)
-    }
-
-    fn install_with(
-        &self,
-        patterns: Option<Vec<crate::dispatch::Pattern>>,
+        patterns: Option<Vec<Pattern>>,
         handlers: Vec<Box<dyn Handler<P>>>,
         name: &str,
         resilience: Option<ResilienceSpec<P>>,
@@ -183,7 +268,13 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     }
 }
 
-/// How a subscription handles failures. See [`Bus::subscribe_with`].
+/// The name of a subscription to `patterns` made without one: their text.
+fn patterns_text(patterns: &[Pattern]) -> String {
+    let texts: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
+    texts.join(", ")
+}
+
+/// How a subscription handles failures, and its name. See [`Bus::subscribe_with`].
 ///
 /// ```
 /// use ringbus::{resilience::{BreakerConfig, RetryPolicy}, SubscribeOptions};
@@ -221,7 +312,9 @@ impl SubscribeOptions {
         }
     }
 
-    /// The handler's name in metrics, failures and dead letters.
+    /// The subscription's name in metrics, failures and dead letters. Default:
+    /// for a closure, its patterns' text (`"order.*"`); for a [`Handler`] type,
+    /// its type name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self

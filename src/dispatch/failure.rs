@@ -13,7 +13,7 @@ pub struct Failure<'a, P> {
     pub sequence: u64,
     /// The subscription whose handler failed.
     pub subscription: SubscriptionId,
-    /// The handler's name (its type name unless given).
+    /// The subscription's name (see [`SubscribeOptions::name`](crate::SubscribeOptions::name)).
     pub handler: &'a str,
     /// The lane, for a partitioned handler (0 otherwise).
     pub lane: u32,

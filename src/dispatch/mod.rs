@@ -51,7 +51,8 @@ mod work;
 
 pub use execution::Execution;
 pub use failure::{Failure, FailurePolicy, LogFailures};
-pub use handler::Handler;
+pub(crate) use handler::FnHandler;
+pub use handler::{Handler, HandlerResult};
 pub use pattern::{IntoPatterns, Pattern, PatternError};
 pub use shared::{ShutdownReport, StuckHandler};
 

@@ -328,10 +328,10 @@ struct Shared<P> {
 /// ```
 /// use std::time::Duration;
 /// use ringbus::failure::FailureReason;
-/// use ringbus::{event_type, source, Bus, Event, HandlerError};
+/// use ringbus::{event_type, source, BusBuilder, Event, HandlerError};
 /// use ringbus::resilience::{Attempt, DeadLetterQueue, DlqFilter, DlqFullPolicy};
 ///
-/// # let bus = Bus::<u32>::builder().build().unwrap();
+/// # let bus = BusBuilder::<u32>::new().build().unwrap();
 /// # let subscription = bus
 /// #     .subscribe_all(|_: &Event<u32>| -> Result<(), HandlerError> { Ok(()) })
 /// #     .unwrap();
