@@ -28,6 +28,18 @@ use super::{DomainEvent, Event};
 /// for the event types not in [`EVENT_TYPES`](EventEnum::EVENT_TYPES), and
 /// otherwise the variant whose [`DomainEvent::event_type`] is `event_type`.
 ///
+/// # Why an event enum has no `Deserialize`
+/// A payload alone does not say which event it is: `{"order_id": "o-1"}` fits
+/// `OrderConfirmed` and `PaymentFailed` alike, so an untagged `Deserialize` would
+/// pick whichever variant comes first. The macro therefore implements no
+/// `Deserialize`, which makes the paths that ignore the event type
+/// ([`codec::decode`](crate::codec::decode), `serde_json::from_str::<Event<E>>`)
+/// fail to compile for an event enum instead of returning the wrong variant. The
+/// paths that read the event type are [`codec::decode_typed`](crate::codec::decode_typed),
+/// [`codec::decode_batch_typed`](crate::codec::decode_batch_typed),
+/// [`EventRef::typed_data`](crate::codec::EventRef::typed_data) and
+/// [`Event::into_typed`] (JSON envelopes, dynamic events).
+///
 /// # Examples
 /// ```
 /// use ringbus::EventEnum;
@@ -263,7 +275,7 @@ const fn str_eq(a: &str, b: &str) -> bool {
 /// type, and `Serialize` (a value serializes as its payload alone: the event type
 /// lives in the envelope). Do not derive `Serialize` or `Deserialize` on the enum.
 /// It implements no `Deserialize` on purpose (see the
-/// [`EventEnum`](crate::EventEnum) docs): decode with
+/// [`EventEnum`] docs): decode with
 /// [`codec::decode_typed`](crate::codec::decode_typed),
 /// [`codec::decode_batch_typed`](crate::codec::decode_batch_typed),
 /// [`EventRef::typed_data`](crate::codec::EventRef::typed_data) or
