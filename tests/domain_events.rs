@@ -81,13 +81,12 @@ fn encode_with(e: &Event<ShopEvent>, ct: ContentType) -> Vec<u8> {
 /// A frame of an arbitrary event type and JSON payload (what another service,
 /// or an attacker, might send).
 fn dynamic_frame(name: &str, data: serde_json::Value, ct: ContentType) -> Vec<u8> {
-    let e = Event::new(
-        ringbus::EventType::new(name),
-        source!("elsewhere"),
-        data,
-    );
+    let e = Event::new(ringbus::EventType::new(name), source!("elsewhere"), data);
     let mut buf = Vec::new();
-    Encoder::new().content_type(ct).encode(&e, &mut buf).unwrap();
+    Encoder::new()
+        .content_type(ct)
+        .encode(&e, &mut buf)
+        .unwrap();
     buf
 }
 
@@ -134,9 +133,15 @@ fn event_type_of(name: &str) -> ringbus::EventType {
 #[test]
 fn from_wraps_each_payload_in_its_variant() {
     assert_eq!(ShopEvent::from(placed()), ShopEvent::OrderPlaced(placed()));
-    assert_eq!(ShopEvent::from(failed()), ShopEvent::PaymentFailed(failed()));
+    assert_eq!(
+        ShopEvent::from(failed()),
+        ShopEvent::PaymentFailed(failed())
+    );
     let e: ShopEvent = CustomerNotified { customer: 1 }.into();
-    assert!(matches!(e, ShopEvent::CustomerNotified(CustomerNotified { customer: 1 })));
+    assert!(matches!(
+        e,
+        ShopEvent::CustomerNotified(CustomerNotified { customer: 1 })
+    ));
 }
 
 #[test]
@@ -171,7 +176,12 @@ fn codec_round_trip_of_every_variant_in_both_content_types() {
 
 #[test]
 fn batch_round_trip_chooses_each_events_variant() {
-    let events: Vec<Event<ShopEvent>> = all().into_iter().cycle().take(10).map(Event::typed).collect();
+    let events: Vec<Event<ShopEvent>> = all()
+        .into_iter()
+        .cycle()
+        .take(10)
+        .map(Event::typed)
+        .collect();
     let mut buf = Vec::new();
     codec::encode_batch(&events, &mut buf).unwrap();
     let (back, used) = codec::decode_batch_typed::<ShopEvent>(&buf).unwrap();
@@ -281,15 +291,27 @@ fn a_payload_that_does_not_fit_its_variant_is_a_typed_error() {
         codec::decode_typed::<ShopEvent>(&wrong_type),
         Err(DecodeError::PayloadMismatch { .. })
     ));
-    let json = Event::new(event_type!("order.placed"), source!("x"), json!({"order_id": 1}));
+    let json = Event::new(
+        event_type!("order.placed"),
+        source!("x"),
+        json!({"order_id": 1}),
+    );
     assert!(matches!(
         json.into_typed::<ShopEvent>(),
         Err(VariantError::PayloadMismatch { ref event_type, .. }) if event_type == "order.placed"
     ));
     // One bad event fails the whole batch.
     let mut events: Vec<Event> = vec![
-        Event::new(event_type!("payment.failed"), source!("x"), json!({"order_id": "a"})),
-        Event::new(event_type!("order.placed"), source!("x"), json!({"order_id": "b"})),
+        Event::new(
+            event_type!("payment.failed"),
+            source!("x"),
+            json!({"order_id": "a"}),
+        ),
+        Event::new(
+            event_type!("order.placed"),
+            source!("x"),
+            json!({"order_id": "b"}),
+        ),
     ];
     let mut buf = Vec::new();
     codec::encode_batch(&events, &mut buf).unwrap();
@@ -300,14 +322,23 @@ fn a_payload_that_does_not_fit_its_variant_is_a_typed_error() {
     events.truncate(1);
     buf.clear();
     codec::encode_batch(&events, &mut buf).unwrap();
-    assert_eq!(codec::decode_batch_typed::<ShopEvent>(&buf).unwrap().0.len(), 1);
+    assert_eq!(
+        codec::decode_batch_typed::<ShopEvent>(&buf)
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn a_malformed_payload_is_a_payload_error_not_a_mismatch() {
     for (ct, bytes) in [
         (ContentType::MESSAGEPACK, &[0xc1][..]),
-        (ContentType::MESSAGEPACK, &[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01][..]),
+        (
+            ContentType::MESSAGEPACK,
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01][..],
+        ),
         (ContentType::JSON, &b"{\"order_id\": \"o-1\""[..]),
         (ContentType::JSON, &b"{\"order_id\": \"o-1\"} trailing"[..]),
     ] {
@@ -337,8 +368,16 @@ fn arb_shop_event() -> impl Strategy<Value = ShopEvent> {
     let id = "[a-z0-9-]{1,12}";
     prop_oneof![
         id.prop_map(|order_id| ShopEvent::from(OrderConfirmed { order_id })),
-        (id, any::<f64>().prop_filter("finite", |f| f.is_finite()), prop::collection::vec(".{0,8}", 0..4))
-            .prop_map(|(order_id, amount, items)| ShopEvent::from(OrderPlaced { order_id, amount, items })),
+        (
+            id,
+            any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            prop::collection::vec(".{0,8}", 0..4)
+        )
+            .prop_map(|(order_id, amount, items)| ShopEvent::from(OrderPlaced {
+                order_id,
+                amount,
+                items
+            })),
         id.prop_map(|order_id| ShopEvent::from(PaymentFailed { order_id })),
         any::<u64>().prop_map(|customer| ShopEvent::from(CustomerNotified { customer })),
     ]

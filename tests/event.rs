@@ -111,7 +111,10 @@ fn causation_follows_the_flow() {
 fn a_capacity_that_is_not_a_power_of_two_suggests_one() {
     use ringbus::{limits::MAX_CAPACITY, BuildErrorKind, Bus};
     let err = Bus::<u32>::builder().capacity(1000).build().unwrap_err();
-    assert!(matches!(err.kind(), BuildErrorKind::CapacityNotPowerOfTwo(1000)));
+    assert!(matches!(
+        err.kind(),
+        BuildErrorKind::CapacityNotPowerOfTwo(1000)
+    ));
     assert_eq!(
         err.to_string(),
         "ring capacity 1000 is not a power of two; try 1024"
@@ -141,5 +144,8 @@ fn names_known_only_at_run_time_are_checked_without_a_panic() {
     );
     assert_eq!(ringbus::Source::try_new(""), Err(NameError::Empty));
     const PLACED: &str = "order.placed";
-    assert_eq!(event_type!(PLACED), EventType::try_new("order.placed").unwrap());
+    assert_eq!(
+        event_type!(PLACED),
+        EventType::try_new("order.placed").unwrap()
+    );
 }

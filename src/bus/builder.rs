@@ -83,7 +83,10 @@ impl fmt::Display for BuildError {
                 let try_instead = n
                     .checked_next_power_of_two()
                     .map_or(MAX_CAPACITY, |p| p.min(MAX_CAPACITY));
-                write!(f, "ring capacity {n} is not a power of two; try {try_instead}")
+                write!(
+                    f,
+                    "ring capacity {n} is not a power of two; try {try_instead}"
+                )
             }
             BuildErrorKind::CapacityTooLarge(n) => {
                 write!(f, "ring capacity {n} exceeds the maximum {MAX_CAPACITY}")

@@ -103,7 +103,10 @@ impl fmt::Display for VariantError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VariantError::UnknownEventType { event_type } => {
-                write!(f, "no variant of the event enum has event type {event_type:?}")
+                write!(
+                    f,
+                    "no variant of the event enum has event type {event_type:?}"
+                )
             }
             VariantError::PayloadMismatch {
                 event_type,

@@ -261,7 +261,11 @@ pub const fn assert_source(name: &str) {
     }
 }
 
-fn name_error(name: &str, check: NameCheck, invalid: fn(String) -> NameError) -> Result<(), NameError> {
+fn name_error(
+    name: &str,
+    check: NameCheck,
+    invalid: fn(String) -> NameError,
+) -> Result<(), NameError> {
     match check {
         NameCheck::Ok => Ok(()),
         NameCheck::Empty => Err(NameError::Empty),
@@ -523,17 +527,45 @@ mod tests {
                     .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
                 && !name.split('.').any(str::is_empty)
         };
-        let stated_source =
-            |name: &str| !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control);
+        let stated_source = |name: &str| {
+            !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
+        };
         let long = "é".repeat(128);
         let names = [
-            "", ".", "a", "a.b", "a..b", ".a", "a.", "a b", "a\tb", "a\u{85}b", "a\u{a0}b",
-            "a\u{3000}", "a\u{2029}", "a\u{9f}", "a*", "a.>", "ünï.cødé", "日本.語", "🦀.🦀",
-            "x-y_z.1", long.as_str(), &long[..254],
+            "",
+            ".",
+            "a",
+            "a.b",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "a\tb",
+            "a\u{85}b",
+            "a\u{a0}b",
+            "a\u{3000}",
+            "a\u{2029}",
+            "a\u{9f}",
+            "a*",
+            "a.>",
+            "ünï.cødé",
+            "日本.語",
+            "🦀.🦀",
+            "x-y_z.1",
+            long.as_str(),
+            &long[..254],
         ];
         for name in names {
-            assert_eq!(check_event_type(name) == NameCheck::Ok, stated_type(name), "{name:?}");
-            assert_eq!(check_source(name) == NameCheck::Ok, stated_source(name), "{name:?}");
+            assert_eq!(
+                check_event_type(name) == NameCheck::Ok,
+                stated_type(name),
+                "{name:?}"
+            );
+            assert_eq!(
+                check_source(name) == NameCheck::Ok,
+                stated_source(name),
+                "{name:?}"
+            );
         }
     }
 }
