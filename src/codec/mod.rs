@@ -14,7 +14,7 @@
 //! | bytes of many events | [`encode_batch`], [`Encoder::encode_batch`] |
 //! | an owned event | [`decode`], [`Decoder::decode`] |
 //! | owned events of a batch | [`decode_batch`], [`Decoder::decode_batch`] |
-//! | an event of an [`EventEnum`](crate::EventEnum), variant chosen by event type | [`decode_typed`], [`decode_batch_typed`], [`EventRef::typed_data`] |
+//! | an event of an [`EventEnum`], variant chosen by event type | [`decode_typed`], [`decode_batch_typed`], [`EventRef::typed_data`] |
 //! | route without decoding the payload | [`EventRef::decode`], then [`EventRef::data`] on demand |
 //! | iterate a batch without copying | [`BatchRef::decode`], [`BatchRef::iter`] |
 //! | a stream of frames | [`Frames`] over a slice, [`FrameReader`] over input arriving in pieces |
