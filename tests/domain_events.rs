@@ -400,4 +400,29 @@ proptest! {
         let back = serde_json::from_str::<Event>(&text).unwrap().into_typed::<ShopEvent>().unwrap();
         prop_assert_eq!(back.data.event_type(), e.data.event_type());
     }
+
+    /// Whatever the bytes, a typed decode returns a typed error or an event whose
+    /// variant is the one its event type names; it never panics. (Flipped bytes
+    /// land in names, lengths, payloads and checksums alike.)
+    #[test]
+    fn corrupted_frames_never_decode_as_a_wrong_variant(
+        data in arb_shop_event(),
+        json in any::<bool>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let ct = if json { ContentType::JSON } else { ContentType::MESSAGEPACK };
+        let mut buf = encode_with(&Event::typed(data), ct);
+        for (at, byte) in flips {
+            let i = at.index(buf.len());
+            buf[i] ^= byte;
+        }
+        let end = buf.len() - cut.index(buf.len() / 4 + 1);
+        for bytes in [&buf[..], &buf[..end]] {
+            if let Ok((e, used)) = codec::decode_typed::<ShopEvent>(bytes) {
+                prop_assert!(used <= bytes.len());
+                prop_assert_eq!(e.data.event_type(), e.event_type);
+            }
+        }
+    }
 }
