@@ -54,7 +54,10 @@ pub use bus::{
     Single, SubscribeError, SubscribeOptions, TryPublishError,
 };
 pub use dispatch::{Execution, Handler, HandlerResult, ShutdownReport, StuckHandler};
-pub use event::{DomainEvent, Event, EventId, EventType, NameError, Source, Subject, Timestamp};
+pub use event::{
+    DomainEvent, Event, EventEnum, EventId, EventType, NameError, Source, Subject, Timestamp,
+    VariantError,
+};
 pub use outcome::{Classify, HandlerError, SubscriptionId};
 pub use ring::WaitStrategy;
 
@@ -76,6 +79,13 @@ pub mod failure {
 pub mod limits {
     pub use crate::bus::{MAX_CAPACITY, MAX_LANES, MAX_POOL_THREADS};
     pub use crate::event::{MAX_NAMES, MAX_NAME_LEN};
+}
+
+/// What the exported macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::event::{all_distinct, assert_event_type, assert_source};
+    pub use serde;
 }
 
 /// The README's examples, compiled and run as doctests.

@@ -104,3 +104,54 @@ fn causation_follows_the_flow() {
     assert_eq!(grandchild.causation_id, Some(child.id));
     assert_eq!(grandchild.correlation_id, Some(root.id));
 }
+
+/// Not about events, but about the message a user reads first: a capacity that
+/// is not a power of two names the one to use instead.
+#[test]
+fn a_capacity_that_is_not_a_power_of_two_suggests_one() {
+    use ringbus::{limits::MAX_CAPACITY, BuildErrorKind};
+    let err = ringbus::BusBuilder::<u32>::new()
+        .capacity(1000)
+        .build()
+        .unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        BuildErrorKind::CapacityNotPowerOfTwo(1000)
+    ));
+    assert_eq!(
+        err.to_string(),
+        "ring capacity 1000 is not a power of two; try 1024"
+    );
+    // Beyond the maximum, the suggestion is the maximum, never a capacity that
+    // fails again.
+    for cap in [MAX_CAPACITY + 1, usize::MAX] {
+        let err = ringbus::BusBuilder::<u32>::new()
+            .capacity(cap)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("ring capacity {cap} is not a power of two; try {MAX_CAPACITY}")
+        );
+    }
+}
+
+/// The event-type rules hold the same for the runtime constructor and for what
+/// `event_type!` accepts at compile time (a bad literal does not build: see the
+/// macro's `compile_fail` doctests); a name known only at run time is checked by
+/// `EventType::try_new`, which returns an error instead of panicking.
+#[test]
+fn names_known_only_at_run_time_are_checked_without_a_panic() {
+    use ringbus::NameError;
+    let from_input = String::from("order placed");
+    assert_eq!(
+        EventType::try_new(&from_input),
+        Err(NameError::InvalidEventType("order placed".into()))
+    );
+    assert_eq!(ringbus::Source::try_new(""), Err(NameError::Empty));
+    const PLACED: &str = "order.placed";
+    assert_eq!(
+        event_type!(PLACED),
+        EventType::try_new("order.placed").unwrap()
+    );
+}

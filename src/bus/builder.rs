@@ -78,7 +78,15 @@ impl fmt::Display for BuildError {
         match &self.kind {
             BuildErrorKind::ZeroCapacity => f.write_str("ring capacity must not be 0"),
             BuildErrorKind::CapacityNotPowerOfTwo(n) => {
-                write!(f, "ring capacity must be a power of two, got {n}")
+                // The nearest capacity that builds: the next power of two, or
+                // the maximum when that is beyond it.
+                let try_instead = n
+                    .checked_next_power_of_two()
+                    .map_or(MAX_CAPACITY, |p| p.min(MAX_CAPACITY));
+                write!(
+                    f,
+                    "ring capacity {n} is not a power of two; try {try_instead}"
+                )
             }
             BuildErrorKind::CapacityTooLarge(n) => {
                 write!(f, "ring capacity {n} exceeds the maximum {MAX_CAPACITY}")

@@ -10,7 +10,7 @@ use super::frame::{parse_header, read_event_type, read_source, EVENT_FLAGS};
 use super::names::{intern_event_type, intern_source};
 use super::varint::{unzigzag, Reader};
 use super::Limits;
-use crate::event::{Event, EventId, EventType, Source, Timestamp};
+use crate::event::{Event, EventEnum, EventId, EventType, Source, Timestamp};
 
 /// The fewest bytes one batch event takes: flags, id, two indices, delta,
 /// version, content type, payload length.
@@ -150,6 +150,19 @@ impl<'a> BatchRef<'a> {
 
     /// Owned events, each dictionary name interned once.
     pub(crate) fn to_events<P: DeserializeOwned>(&self) -> Result<Vec<Event<P>>, DecodeError> {
+        self.to_events_with(EventRef::data)
+    }
+
+    /// Owned events, each payload the variant of `E` its event type names.
+    pub(crate) fn to_typed_events<E: EventEnum>(&self) -> Result<Vec<Event<E>>, DecodeError> {
+        self.to_events_with(EventRef::typed_data)
+    }
+
+    /// Owned events, each payload decoded by `data`.
+    fn to_events_with<P>(
+        &self,
+        mut data: impl FnMut(&EventRef<'a>) -> Result<P, DecodeError>,
+    ) -> Result<Vec<Event<P>>, DecodeError> {
         let types = self
             .types
             .iter()
@@ -165,7 +178,7 @@ impl<'a> BatchRef<'a> {
         let mut out = Vec::with_capacity(self.len);
         let mut it = self.records();
         while let Some((view, t, s)) = it.try_next()? {
-            let data = view.data()?;
+            let data = data(&view)?;
             out.push(view.with_names(types[t], sources[s], data));
         }
         Ok(out)

@@ -235,6 +235,23 @@ pub enum DecodeError {
         /// What the payload decoder said.
         message: String,
     },
+    /// Decoding into an [`EventEnum`](crate::EventEnum): no variant of the enum
+    /// has the frame's event type. Nothing of the payload was decoded.
+    UnknownEventType {
+        /// The frame's event type.
+        event_type: String,
+    },
+    /// Decoding into an [`EventEnum`](crate::EventEnum): the payload is well
+    /// formed, but does not fit the variant the frame's event type names (it is
+    /// never tried against the other variants).
+    PayloadMismatch {
+        /// The frame's event type.
+        event_type: String,
+        /// The payload's content type.
+        content_type: ContentType,
+        /// What the payload decoder said.
+        message: String,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -296,6 +313,13 @@ impl fmt::Display for DecodeError {
             DecodeError::Payload { content_type, message } => {
                 write!(f, "invalid {content_type} payload: {message}")
             }
+            DecodeError::UnknownEventType { event_type } => {
+                write!(f, "no variant of the event enum has event type {event_type:?}")
+            }
+            DecodeError::PayloadMismatch { event_type, content_type, message } => write!(
+                f,
+                "the {content_type} payload of a {event_type:?} event does not fit its variant: {message}"
+            ),
         }
     }
 }

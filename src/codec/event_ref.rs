@@ -12,7 +12,7 @@ use super::names::{intern_event_type, intern_source};
 use super::payload::{self, ContentType};
 use super::varint::Reader;
 use super::Limits;
-use crate::event::{Event, EventId, EventType, Source, Subject, Timestamp};
+use crate::event::{Event, EventEnum, EventId, EventType, Source, Subject, Timestamp};
 
 /// A decoded event that borrows its names, subject and payload from the frame.
 ///
@@ -166,6 +166,50 @@ impl<'a> EventRef<'a> {
     /// fail with [`DecodeError::InvalidName`] when the process-wide table is full).
     pub fn to_event<P: DeserializeOwned>(&self) -> Result<Event<P>, DecodeError> {
         let data = self.data()?;
+        self.envelope(data)
+    }
+
+    /// Decodes the payload as the variant of the event enum `E` that this
+    /// event's type names (MessagePack or JSON content types).
+    ///
+    /// Fails with [`DecodeError::UnknownEventType`] if no variant has this event
+    /// type (without decoding the payload), and with
+    /// [`DecodeError::PayloadMismatch`] if the payload does not fit that variant;
+    /// it never tries another variant.
+    ///
+    /// ```
+    /// use ringbus::codec::{encode, DecodeError, EventRef};
+    /// use ringbus::Event;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Debug, Serialize, Deserialize)] struct Shipped { order_id: String }
+    /// #[derive(Debug, Serialize, Deserialize)] struct Delivered { order_id: String }
+    /// ringbus::domain_events! {
+    ///     #[derive(Debug)]
+    ///     enum Parcel {
+    ///         Shipped(Shipped) => "parcel.shipped", source = "warehouse";
+    ///         Delivered(Delivered) => "parcel.delivered", source = "courier";
+    ///     }
+    /// }
+    ///
+    /// let mut buf = Vec::new();
+    /// encode(&Event::typed(Parcel::from(Delivered { order_id: "o-1".into() })), &mut buf).unwrap();
+    /// let (view, _) = EventRef::decode(&buf).unwrap();
+    /// assert!(matches!(view.typed_data::<Parcel>().unwrap(), Parcel::Delivered(_)));
+    /// ```
+    pub fn typed_data<E: EventEnum>(&self) -> Result<E, DecodeError> {
+        payload::deserialize_variant(
+            self.content_type,
+            self.payload,
+            self.max_depth,
+            self.event_type,
+        )
+    }
+
+    /// An owned event whose payload is [`typed_data`](EventRef::typed_data): the
+    /// variant of `E` named by the event type. The envelope (source, version,
+    /// subject, …) is the frame's, not recomputed from the variant.
+    pub fn to_typed_event<E: EventEnum>(&self) -> Result<Event<E>, DecodeError> {
+        let data = self.typed_data()?;
         self.envelope(data)
     }
 

@@ -14,6 +14,7 @@
 //! | bytes of many events | [`encode_batch`], [`Encoder::encode_batch`] |
 //! | an owned event | [`decode`], [`Decoder::decode`] |
 //! | owned events of a batch | [`decode_batch`], [`Decoder::decode_batch`] |
+//! | an event of an [`EventEnum`], variant chosen by event type | [`decode_typed`], [`decode_batch_typed`], [`EventRef::typed_data`] |
 //! | route without decoding the payload | [`EventRef::decode`], then [`EventRef::data`] on demand |
 //! | iterate a batch without copying | [`BatchRef::decode`], [`BatchRef::iter`] |
 //! | a stream of frames | [`Frames`] over a slice, [`FrameReader`] over input arriving in pieces |
@@ -75,7 +76,7 @@ pub use reader::{Frame, FrameReader, Frames};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::event::Event;
+use crate::event::{Event, EventEnum};
 
 /// Bounds a decoder enforces on untrusted input.
 ///
@@ -174,6 +175,30 @@ impl Decoder {
         Ok((batch.to_events()?, n))
     }
 
+    /// Decodes the event frame at the start of `bytes` into an [`EventEnum`]:
+    /// the payload becomes the variant the frame's event type names. Fails with
+    /// [`DecodeError::UnknownEventType`] or [`DecodeError::PayloadMismatch`]
+    /// rather than return another variant.
+    pub fn decode_typed<E: EventEnum>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Event<E>, usize), DecodeError> {
+        let (view, n) = EventRef::decode_with(bytes, &self.limits)?;
+        Ok((view.to_typed_event()?, n))
+    }
+
+    /// Decodes the batch frame at the start of `bytes` into events of an
+    /// [`EventEnum`], each payload the variant its event type names; one
+    /// event the enum does not know, or whose payload does not fit, fails the
+    /// batch.
+    pub fn decode_batch_typed<E: EventEnum>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Vec<Event<E>>, usize), DecodeError> {
+        let (batch, n) = BatchRef::decode_with(bytes, &self.limits)?;
+        Ok((batch.to_typed_events()?, n))
+    }
+
     /// A borrowed view of the event frame at the start of `bytes`.
     pub fn event_ref<'a>(&self, bytes: &'a [u8]) -> Result<(EventRef<'a>, usize), DecodeError> {
         EventRef::decode_with(bytes, &self.limits)
@@ -214,4 +239,58 @@ pub fn decode_batch<P: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(Vec<Event<P>>, usize), DecodeError> {
     Decoder::default().decode_batch(bytes)
+}
+
+/// Decodes the event frame at the start of `bytes` into an [`EventEnum`] with the
+/// default [`Limits`]: the frame's event type chooses the variant.
+///
+/// [`decode`] deserializes a payload without looking at the event type, so it is
+/// not offered for an event enum (which implements no `Deserialize`); this is its
+/// counterpart.
+///
+/// # Examples
+/// ```
+/// use ringbus::codec::{decode_typed, encode, DecodeError};
+/// use ringbus::Event;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct OrderConfirmed { order_id: String }
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct PaymentFailed { order_id: String }
+/// ringbus::domain_events! {
+///     #[derive(Debug, Clone, PartialEq)]
+///     enum ShopEvent {
+///         OrderConfirmed(OrderConfirmed) => "order.confirmed", source = "order-service";
+///         PaymentFailed(PaymentFailed) => "payment.failed", source = "payment-service";
+///     }
+/// }
+///
+/// // Both payloads have the same shape; the event type decides.
+/// let failed = Event::typed(ShopEvent::from(PaymentFailed { order_id: "o-1".into() }));
+/// let mut buf = Vec::new();
+/// encode(&failed, &mut buf).unwrap();
+/// let (back, _) = decode_typed::<ShopEvent>(&buf).unwrap();
+/// assert_eq!(back.data, ShopEvent::PaymentFailed(PaymentFailed { order_id: "o-1".into() }));
+///
+/// // An event type the enum does not have is a typed error.
+/// let other = Event::new(ringbus::event_type!("order.shipped"), ringbus::source!("s"),
+///     serde_json::json!({ "order_id": "o-1" }));
+/// buf.clear();
+/// encode(&other, &mut buf).unwrap();
+/// assert_eq!(
+///     decode_typed::<ShopEvent>(&buf).unwrap_err(),
+///     DecodeError::UnknownEventType { event_type: "order.shipped".into() },
+/// );
+/// ```
+pub fn decode_typed<E: EventEnum>(bytes: &[u8]) -> Result<(Event<E>, usize), DecodeError> {
+    Decoder::default().decode_typed(bytes)
+}
+
+/// Decodes the batch frame at the start of `bytes` into events of an
+/// [`EventEnum`] with the default [`Limits`]; see [`Decoder::decode_batch_typed`].
+pub fn decode_batch_typed<E: EventEnum>(
+    bytes: &[u8],
+) -> Result<(Vec<Event<E>>, usize), DecodeError> {
+    Decoder::default().decode_batch_typed(bytes)
 }

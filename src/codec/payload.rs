@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::{DecodeError, EncodeError, Field, Limit};
+use crate::event::EventEnum;
 
 /// The code that says how a payload's bytes are encoded.
 ///
@@ -110,6 +111,61 @@ pub(crate) fn deserialize<P: DeserializeOwned>(
         ContentType::JSON => {
             check_json_depth(bytes, max_depth)?;
             serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))
+        }
+        other => Err(DecodeError::UnsupportedContentType(other)),
+    }
+}
+
+/// Decodes a payload of content type `ct` as the variant of `E` that
+/// `event_type` names. An unknown event type is refused before the payload is
+/// looked at; a payload that is not well formed is [`DecodeError::Payload`] (or a
+/// limit), one that is well formed but does not fit the variant
+/// [`DecodeError::PayloadMismatch`].
+pub(crate) fn deserialize_variant<E: EventEnum>(
+    ct: ContentType,
+    bytes: &[u8],
+    max_depth: u32,
+    event_type: &str,
+) -> Result<E, DecodeError> {
+    let unknown = || DecodeError::UnknownEventType {
+        event_type: event_type.to_owned(),
+    };
+    let mismatch = |message: String| DecodeError::PayloadMismatch {
+        event_type: event_type.to_owned(),
+        content_type: ct,
+        message,
+    };
+    if !E::has_event_type(event_type) {
+        return Err(unknown());
+    }
+    match ct {
+        ContentType::MESSAGEPACK => {
+            // Well formed, one value, every length inside the input: what fails
+            // after this is the value not fitting the variant's type.
+            check_msgpack(bytes, max_depth)?;
+            let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+            de.set_max_depth(max_depth as usize + 1);
+            match E::deserialize_variant(event_type, &mut de) {
+                None => Err(unknown()),
+                Some(r) => r.map_err(|e| mismatch(e.to_string())),
+            }
+        }
+        ContentType::JSON => {
+            check_json_depth(bytes, max_depth)?;
+            let json_error = |e: serde_json::Error| match e.classify() {
+                serde_json::error::Category::Data => mismatch(e.to_string()),
+                _ => DecodeError::Payload {
+                    content_type: ct,
+                    message: e.to_string(),
+                },
+            };
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let value = match E::deserialize_variant(event_type, &mut de) {
+                None => return Err(unknown()),
+                Some(r) => r.map_err(json_error)?,
+            };
+            de.end().map_err(json_error)?;
+            Ok(value)
         }
         other => Err(DecodeError::UnsupportedContentType(other)),
     }

@@ -6,11 +6,18 @@
 //! enum of domain events with serde derives) is the typed path, which allocates
 //! nothing per event beyond what the type itself owns.
 
+mod domain;
 mod id;
 mod name;
 mod subject;
 
+#[doc(hidden)]
+pub use domain::all_distinct;
+pub use domain::{EventEnum, VariantError};
+
 pub use id::{EventId, Timestamp};
+#[doc(hidden)]
+pub use name::{assert_event_type, assert_source};
 pub(crate) use name::{validate_event_type, validate_source};
 pub use name::{EventType, NameError, Source, MAX_NAMES, MAX_NAME_LEN};
 pub use subject::Subject;

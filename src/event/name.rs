@@ -112,34 +112,176 @@ fn name_of(id: u32) -> &'static str {
     t.names[id as usize]
 }
 
-fn check_len(name: &str) -> Result<(), NameError> {
+/// The verdict of a name check, computable in a `const` context so that the
+/// [`event_type!`](crate::event_type) and [`source!`](crate::source) macros can
+/// refuse a bad constant name at compile time. The runtime validators below are
+/// built on the same functions, so the two can never disagree.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NameCheck {
+    Ok,
+    Empty,
+    TooLong,
+    /// A character or token the name's rules forbid.
+    Invalid,
+}
+
+/// `char::is_control`, as a `const fn`: the Unicode general category Cc, which is
+/// exactly U+0000–U+001F and U+007F–U+009F.
+const fn is_control(c: u32) -> bool {
+    c <= 0x1f || (c >= 0x7f && c <= 0x9f)
+}
+
+/// `char::is_whitespace`, as a `const fn`: the Unicode `White_Space` property
+/// (a fixed list of 25 code points; checked against `std` for every `char` in the
+/// unit tests).
+const fn is_whitespace(c: u32) -> bool {
+    matches!(
+        c,
+        0x09..=0x0d
+            | 0x20
+            | 0x85
+            | 0xa0
+            | 0x1680
+            | 0x2000..=0x200a
+            | 0x2028
+            | 0x2029
+            | 0x202f
+            | 0x205f
+            | 0x3000
+    )
+}
+
+/// The character starting at byte `i` of valid UTF-8, and its length in bytes.
+const fn char_at(b: &[u8], i: usize) -> (u32, usize) {
+    let b0 = b[i] as u32;
+    if b0 < 0x80 {
+        (b0, 1)
+    } else if b0 < 0xe0 {
+        (((b0 & 0x1f) << 6) | (b[i + 1] as u32 & 0x3f), 2)
+    } else if b0 < 0xf0 {
+        (
+            ((b0 & 0x0f) << 12) | ((b[i + 1] as u32 & 0x3f) << 6) | (b[i + 2] as u32 & 0x3f),
+            3,
+        )
+    } else {
+        (
+            ((b0 & 0x07) << 18)
+                | ((b[i + 1] as u32 & 0x3f) << 12)
+                | ((b[i + 2] as u32 & 0x3f) << 6)
+                | (b[i + 3] as u32 & 0x3f),
+            4,
+        )
+    }
+}
+
+const fn check_len(name: &str) -> NameCheck {
     if name.is_empty() {
-        return Err(NameError::Empty);
+        NameCheck::Empty
+    } else if name.len() > MAX_NAME_LEN {
+        NameCheck::TooLong
+    } else {
+        NameCheck::Ok
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong(name.len()));
-    }
-    Ok(())
 }
 
-/// Checks an event-type name: dot-separated, non-empty tokens; no whitespace, no
-/// control characters, no wildcard (`*`, `>`), which are reserved for patterns.
+/// The event-type rules: 1 ..= [`MAX_NAME_LEN`] bytes of dot-separated, non-empty
+/// tokens; no whitespace, no control characters, no wildcard (`*`, `>`), which
+/// are reserved for patterns.
+pub(crate) const fn check_event_type(name: &str) -> NameCheck {
+    let len = check_len(name);
+    if !matches!(len, NameCheck::Ok) {
+        return len;
+    }
+    let b = name.as_bytes();
+    let mut i = 0;
+    // Whether the current token is still empty (true at the start: ".a" is bad).
+    let mut token_empty = true;
+    while i < b.len() {
+        let (c, n) = char_at(b, i);
+        if is_whitespace(c) || is_control(c) || c == '*' as u32 || c == '>' as u32 {
+            return NameCheck::Invalid;
+        }
+        if c == '.' as u32 {
+            if token_empty {
+                return NameCheck::Invalid;
+            }
+            token_empty = true;
+        } else {
+            token_empty = false;
+        }
+        i += n;
+    }
+    if token_empty {
+        // Ends with a dot.
+        return NameCheck::Invalid;
+    }
+    NameCheck::Ok
+}
+
+/// The source rules: 1 ..= [`MAX_NAME_LEN`] bytes, no control characters.
+pub(crate) const fn check_source(name: &str) -> NameCheck {
+    let len = check_len(name);
+    if !matches!(len, NameCheck::Ok) {
+        return len;
+    }
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let (c, n) = char_at(b, i);
+        if is_control(c) {
+            return NameCheck::Invalid;
+        }
+        i += n;
+    }
+    NameCheck::Ok
+}
+
+/// Called by [`event_type!`](crate::event_type) in a `const` item: a bad constant
+/// name stops the build with one of these messages.
+#[doc(hidden)]
+pub const fn assert_event_type(name: &str) {
+    match check_event_type(name) {
+        NameCheck::Ok => {}
+        NameCheck::Empty => panic!("event_type!: the event type is empty"),
+        NameCheck::TooLong => panic!("event_type!: the event type is longer than 255 bytes"),
+        NameCheck::Invalid => panic!(
+            "event_type!: invalid event type: use dot-separated non-empty tokens without whitespace, control characters, `*` or `>`"
+        ),
+    }
+}
+
+/// Called by [`source!`](crate::source) in a `const` item.
+#[doc(hidden)]
+pub const fn assert_source(name: &str) {
+    match check_source(name) {
+        NameCheck::Ok => {}
+        NameCheck::Empty => panic!("source!: the source is empty"),
+        NameCheck::TooLong => panic!("source!: the source is longer than 255 bytes"),
+        NameCheck::Invalid => panic!("source!: invalid source: control characters are not allowed"),
+    }
+}
+
+fn name_error(
+    name: &str,
+    check: NameCheck,
+    invalid: fn(String) -> NameError,
+) -> Result<(), NameError> {
+    match check {
+        NameCheck::Ok => Ok(()),
+        NameCheck::Empty => Err(NameError::Empty),
+        NameCheck::TooLong => Err(NameError::TooLong(name.len())),
+        NameCheck::Invalid => Err(invalid(name.to_owned())),
+    }
+}
+
+/// Checks an event-type name (see [`check_event_type`]).
 pub(crate) fn validate_event_type(name: &str) -> Result<(), NameError> {
-    check_len(name)?;
-    let bad_char = |c: char| c.is_whitespace() || c.is_control() || c == '*' || c == '>';
-    if name.chars().any(bad_char) || name.split('.').any(str::is_empty) {
-        return Err(NameError::InvalidEventType(name.to_owned()));
-    }
-    Ok(())
+    name_error(name, check_event_type(name), NameError::InvalidEventType)
 }
 
-/// Checks a source name: 1 ..= 255 bytes, no control characters.
+/// Checks a source name (see [`check_source`]).
 pub(crate) fn validate_source(name: &str) -> Result<(), NameError> {
-    check_len(name)?;
-    if name.chars().any(char::is_control) {
-        return Err(NameError::InvalidSource(name.to_owned()));
-    }
-    Ok(())
+    name_error(name, check_source(name), NameError::InvalidSource)
 }
 
 /// The type of an event (`"order.placed"`), interned to a dense `u32` id.
@@ -268,13 +410,40 @@ impl fmt::Display for Source {
 /// An [`EventType`] interned once per call site and cached in a static: after the
 /// first call, evaluating it is one atomic load.
 ///
+/// The name must be a constant expression (a literal, or a `const`): it is checked
+/// against the event-type rules **at compile time**, so a bad name is a build
+/// error, never a panic at run time. For a name known only at run time use
+/// [`EventType::try_new`] (and keep the result: interning takes a lock).
+///
 /// ```
 /// let t = ringbus::event_type!("user.registered");
 /// assert_eq!(t.name(), "user.registered");
+///
+/// const SHIPPED: &str = "order.shipped";
+/// assert_eq!(ringbus::event_type!(SHIPPED).name(), "order.shipped");
+/// ```
+///
+/// A space (or a wildcard, an empty token, a control character) does not compile:
+///
+/// ```compile_fail
+/// let t = ringbus::event_type!("order placed");
+/// ```
+///
+/// ```compile_fail
+/// let t = ringbus::event_type!("order..placed");
+/// ```
+///
+/// Nor does a value computed at run time, whose first value the per-call-site
+/// cache would otherwise keep for ever:
+///
+/// ```compile_fail
+/// let name = String::from("order.placed");
+/// let t = ringbus::event_type!(&name);
 /// ```
 #[macro_export]
 macro_rules! event_type {
     ($name:expr) => {{
+        const _: () = $crate::__private::assert_event_type($name);
         static CACHE: ::std::sync::OnceLock<$crate::EventType> = ::std::sync::OnceLock::new();
         *CACHE.get_or_init(|| $crate::EventType::new($name))
     }};
@@ -282,13 +451,26 @@ macro_rules! event_type {
 
 /// A [`Source`] interned once per call site and cached in a static.
 ///
+/// Like [`event_type!`](crate::event_type), the name must be a constant and is
+/// checked at compile time (1 ..= 255 bytes, no control characters); for a name
+/// known only at run time use [`Source::try_new`].
+///
 /// ```
 /// let s = ringbus::source!("user-service");
 /// assert_eq!(s.name(), "user-service");
 /// ```
+///
+/// ```compile_fail
+/// let s = ringbus::source!("");
+/// ```
+///
+/// ```compile_fail
+/// let s = ringbus::source!("user\nservice");
+/// ```
 #[macro_export]
 macro_rules! source {
     ($name:expr) => {{
+        const _: () = $crate::__private::assert_source($name);
         static CACHE: ::std::sync::OnceLock<$crate::Source> = ::std::sync::OnceLock::new();
         *CACHE.get_or_init(|| $crate::Source::new($name))
     }};
@@ -320,5 +502,70 @@ mod tests {
         assert!(EventType::try_new("user.registered").is_ok());
         assert!(Source::try_new("order service #1").is_ok());
         assert!(Source::try_new("bad\u{7}").is_err());
+    }
+
+    /// The `const` character classes are `std`'s, for every `char`.
+    #[test]
+    fn const_char_classes_match_std() {
+        for c in (0..=0x10_ffff).filter_map(char::from_u32) {
+            assert_eq!(is_whitespace(c as u32), c.is_whitespace(), "{c:?}");
+            assert_eq!(is_control(c as u32), c.is_control(), "{c:?}");
+            let mut buf = [0; 4];
+            let s = c.encode_utf8(&mut buf);
+            assert_eq!(char_at(s.as_bytes(), 0), (c as u32, c.len_utf8()), "{c:?}");
+        }
+    }
+
+    /// The `const` checks agree with the rules as `std`'s `str` methods state them.
+    #[test]
+    fn const_checks_match_the_stated_rules() {
+        let stated_type = |name: &str| {
+            !name.is_empty()
+                && name.len() <= MAX_NAME_LEN
+                && !name
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
+                && !name.split('.').any(str::is_empty)
+        };
+        let stated_source = |name: &str| {
+            !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
+        };
+        let long = "é".repeat(128);
+        let names = [
+            "",
+            ".",
+            "a",
+            "a.b",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "a\tb",
+            "a\u{85}b",
+            "a\u{a0}b",
+            "a\u{3000}",
+            "a\u{2029}",
+            "a\u{9f}",
+            "a*",
+            "a.>",
+            "ünï.cødé",
+            "日本.語",
+            "🦀.🦀",
+            "x-y_z.1",
+            long.as_str(),
+            &long[..254],
+        ];
+        for name in names {
+            assert_eq!(
+                check_event_type(name) == NameCheck::Ok,
+                stated_type(name),
+                "{name:?}"
+            );
+            assert_eq!(
+                check_source(name) == NameCheck::Ok,
+                stated_source(name),
+                "{name:?}"
+            );
+        }
     }
 }

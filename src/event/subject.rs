@@ -95,6 +95,18 @@ impl From<&str> for Subject {
     }
 }
 
+impl From<&String> for Subject {
+    fn from(s: &String) -> Self {
+        Subject::new(s.as_str())
+    }
+}
+
+impl From<&Subject> for Subject {
+    fn from(s: &Subject) -> Self {
+        s.clone()
+    }
+}
+
 impl From<String> for Subject {
     fn from(s: String) -> Self {
         Subject::new(s)

@@ -131,7 +131,10 @@ impl RetryPolicy {
     /// `min(initial * factor^(n-1), cap)`. Up to `max_attempts` calls in all.
     ///
     /// # Panics
-    /// On an invalid configuration; see [`try_exponential`](RetryPolicy::try_exponential).
+    /// On an invalid configuration (a `factor` that is NaN, infinite or below
+    /// 1.0, a zero `initial`, `initial` above `cap`, zero `max_attempts`): fine for
+    /// constants written in the program; for values read at run time use
+    /// [`try_exponential`](RetryPolicy::try_exponential), which returns the error.
     #[track_caller]
     pub fn exponential(initial: Duration, factor: f64, cap: Duration, max_attempts: u32) -> Self {
         unwrap_config(RetryPolicy::try_exponential(
@@ -145,6 +148,28 @@ impl RetryPolicy {
     /// [`exponential`](RetryPolicy::exponential), or an error if `max_attempts` is 0,
     /// `factor` is NaN, infinite or below 1.0, `initial` is zero, or `initial`
     /// exceeds `cap`. (A factor of exactly 1.0 is a fixed delay, and allowed.)
+    ///
+    /// Use it whenever the numbers come from outside the program (a
+    /// configuration file, an environment variable): every value of its
+    /// arguments gives `Ok` or a [`ResilienceConfigError`], never a panic, and
+    /// every policy it returns computes its delays without panicking.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ringbus::resilience::{ResilienceConfigErrorKind, RetryPolicy};
+    ///
+    /// let factor: f64 = "NaN".parse().unwrap(); // read from a config file, say
+    /// let policy = match RetryPolicy::try_exponential(
+    ///     Duration::from_millis(10), factor, Duration::from_secs(1), 5,
+    /// ) {
+    ///     Ok(policy) => policy,
+    ///     Err(e) => {
+    ///         assert!(matches!(e.kind(), ResilienceConfigErrorKind::InvalidFactor(f) if f.is_nan()));
+    ///         RetryPolicy::fixed(Duration::from_millis(10), 5) // a fallback
+    ///     }
+    /// };
+    /// assert_eq!(policy.max_attempts(), 5);
+    /// ```
     pub fn try_exponential(
         initial: Duration,
         factor: f64,
@@ -528,6 +553,47 @@ mod tests {
         assert_eq!(kind(exp(ms(10), 2.0, ms(9), 3)), Kind::InitialAboveCap);
         assert_eq!(kind(exp(ms(1), 2.0, ms(9), 0)), Kind::ZeroMaxAttempts);
         assert!(exp(ms(1), 1.0, ms(1), 1).is_ok());
+    }
+
+    #[test]
+    fn every_bad_factor_is_an_error_and_every_good_one_computes_without_panicking() {
+        for bad in [
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            -1.0,
+            f64::MIN_POSITIVE,
+            1.0 - f64::EPSILON,
+        ] {
+            let err = RetryPolicy::try_exponential(ms(1), bad, ms(9), 3).unwrap_err();
+            assert!(
+                matches!(err.kind(), Kind::InvalidFactor(f) if f.to_bits() == bad.to_bits()),
+                "{bad}: {err}"
+            );
+        }
+        for factor in [1.0, 1.0 + f64::EPSILON, 1.5, 2.0, 10.0, 1e300, f64::MAX] {
+            for (initial, cap) in [
+                (ms(1), ms(1)),
+                (ms(1), Duration::from_secs(60)),
+                (Duration::from_nanos(1), Duration::MAX),
+                (Duration::MAX, Duration::MAX),
+            ] {
+                let p = RetryPolicy::try_exponential(initial, factor, cap, u32::MAX)
+                    .unwrap()
+                    .with_jitter(1.0);
+                let mut prev = Duration::ZERO;
+                for retry in [0, 1, 2, 63, 64, 65, 1000, u32::MAX - 1, u32::MAX] {
+                    let d = p.base_delay(retry);
+                    assert!(d >= prev && d <= cap, "{factor} {retry}: {d:?}");
+                    prev = d;
+                    let jittered = p.next_delay(retry, &transient(), &mut 7);
+                    assert!(jittered.is_none_or(|j| j <= d), "{factor} {retry}");
+                }
+            }
+        }
     }
 
     #[test]
