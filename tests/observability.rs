@@ -421,7 +421,7 @@ mod traced {
             }
         }
         let bus = BusBuilder::<u64>::new().build().unwrap();
-        bus.subscribe_with(
+        bus.subscribe_handler_with(
             "traced.hook",
             Hooked,
             SubscribeOptions::new().name("traced-hooked"),
