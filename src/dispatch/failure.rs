@@ -9,7 +9,10 @@ use crate::outcome::{FailureReason, SubscriptionId};
 pub struct Failure<'a, P> {
     /// The event the handler failed on (still in the ring: clone it to keep it).
     pub event: &'a Event<P>,
-    /// The ring sequence of the event.
+    /// The ring sequence of the event; for a follow-up (published from a handler,
+    /// it never enters the ring), the sequence of the published event its causal
+    /// chain started at; for a redriven event, the dispatcher's position when it
+    /// was redriven.
     pub sequence: u64,
     /// The subscription whose handler failed.
     pub subscription: SubscriptionId,

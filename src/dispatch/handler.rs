@@ -17,6 +17,18 @@ use crate::outcome::HandlerError;
 /// (closures `FnMut(&Event<P>) -> Result<(), HandlerError>` are handlers too, for a
 /// factory that returns one).
 ///
+/// # Publishing from a handler
+/// A handler may publish follow-up events through any [`Publisher`](crate::Publisher)
+/// of its bus it captured (or owns), in any producer mode, with any verb. From
+/// inside the bus a publish never waits for ring space — the dispatcher frees the
+/// ring only after the handler returns, so waiting would deadlock: the event is
+/// queued for the dispatcher instead and delivered after the event that caused
+/// it, the follow-ups of one handler in their publish order. At most
+/// [`max_follow_ups`](crate::BusBuilder::max_follow_ups) may wait; beyond it the
+/// publish fails with a `FollowUpLimit` error, the event handed back. A publish
+/// into *another* bus is an ordinary publish there (it may wait for that bus's
+/// ring: two buses feeding each other from handlers can still deadlock).
+///
 /// An `Err` or a panic is caught, recorded with the event and handed to the bus's
 /// [`FailurePolicy`](crate::failure::FailurePolicy); the handler then goes on with its next
 /// event, and no other handler notices.
