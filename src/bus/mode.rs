@@ -1,13 +1,16 @@
 //! Producer modes: [`Multi`] (many cloneable publishers) or [`Single`] (one), chosen
 //! at the type level by the builder.
 
-use crate::ring::Producers;
+use crate::ring::{MpCursor, Producers, Sequencer, SpCursor};
 
 #[cfg(doc)]
 use super::builder::BusBuilder;
 
 /// Type-level producer mode: many producers ([`Multi`], the default) or one
-/// ([`Single`]).
+/// ([`Single`]). Sealed: each mode names the ring sequencer its publishers claim
+/// with, so a publisher can only make the claims its ring was built for.
+// The sealing trait is crate-private on purpose (it names the ring's cursor types).
+#[allow(private_bounds)]
 pub trait ProducerMode: sealed::Sealed + Send + 'static {}
 
 /// Many producers: `bus.publisher()` hands out cloneable publishers that claim slots
@@ -24,24 +27,24 @@ pub enum Single {}
 impl ProducerMode for Multi {}
 impl ProducerMode for Single {}
 
-mod sealed {
-    pub trait Sealed {
-        /// Single producer (else multi).
-        const SINGLE: bool;
-    }
-    impl Sealed for super::Multi {
-        const SINGLE: bool = false;
-    }
-    impl Sealed for super::Single {
-        const SINGLE: bool = true;
+pub(super) mod sealed {
+    /// The mode's ring sequencer: a publisher of mode `M` holds an
+    /// `M::Sequencer`.
+    pub(crate) trait Sealed {
+        /// The cursor a publisher of this mode claims with.
+        type Sequencer: super::Sequencer;
     }
 }
 
-/// The ring sequencer for mode `M`.
+impl sealed::Sealed for Multi {
+    type Sequencer = MpCursor;
+}
+
+impl sealed::Sealed for Single {
+    type Sequencer = SpCursor;
+}
+
+/// The ring kind for mode `M`.
 pub(super) fn producers<M: ProducerMode>() -> Producers {
-    if M::SINGLE {
-        Producers::Single
-    } else {
-        Producers::Multi
-    }
+    <M as sealed::Sealed>::Sequencer::PRODUCERS
 }

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use crate::dispatch::{Inside, Refused, Role, Shared};
 use crate::event::Event;
-use crate::ring::{ClaimError, MpCursor, Producers, SpCursor};
+use crate::ring::{Claim, ClaimError, Sequencer, Wait};
 use crate::sync::Arc;
 
 use super::error::{
     PublishBatchError, PublishError, PublishTimeoutError, Refusal, TryPublishError,
 };
+use super::mode::sealed::Sealed;
 #[cfg(doc)]
 use super::mode::Single;
-use super::mode::{producers, Multi, ProducerMode};
+use super::mode::{Multi, ProducerMode};
 #[cfg(doc)]
 use super::Bus;
 
@@ -35,36 +36,26 @@ use super::Bus;
 /// from inside; none blocks. Beyond
 /// [`max_follow_ups`](crate::BusBuilder::max_follow_ups) waiting follow-ups it
 /// is refused with the `FollowUpLimit` error, the event handed back.
-pub struct Publisher<P = serde_json::Value, M = Multi> {
+pub struct Publisher<P = serde_json::Value, M: ProducerMode = Multi> {
     shared: Arc<Shared<P>>,
-    /// The producer's private ring state; its variant matches `M`.
-    cursor: Cursor,
+    /// The producer's private ring state: the mode's sequencer.
+    cursor: <M as Sealed>::Sequencer,
     _mode: PhantomData<M>,
 }
 
-/// A publisher's ring cursor (the variant follows the type-level mode).
-enum Cursor {
-    Single(SpCursor),
-    Multi(MpCursor),
-}
-
-impl<P, M> fmt::Debug for Publisher<P, M> {
+impl<P, M: ProducerMode> fmt::Debug for Publisher<P, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
-            .field("single", &matches!(self.cursor, Cursor::Single(_)))
+            .field("single", &!<M as Sealed>::Sequencer::CLAIM_HOLDS_DISPATCH)
             .finish_non_exhaustive()
     }
 }
 
 impl<P> Clone for Publisher<P, Multi> {
     fn clone(&self) -> Self {
-        let cursor = match &self.cursor {
-            Cursor::Multi(c) => c.clone(),
-            Cursor::Single(_) => unreachable!("a multi-producer publisher has a multi cursor"),
-        };
         Publisher {
             shared: self.shared.clone(),
-            cursor: Cursor::Multi(cursor),
+            cursor: self.cursor.clone(),
             _mode: PhantomData,
         }
     }
@@ -72,15 +63,8 @@ impl<P> Clone for Publisher<P, Multi> {
 
 impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     pub(super) fn new(shared: Arc<Shared<P>>) -> Self {
-        let cursor = match producers::<M>() {
-            Producers::Single => Cursor::Single(
-                shared
-                    .ring
-                    .single_producer()
-                    .expect("a single-producer bus has exactly one publisher"),
-            ),
-            Producers::Multi => Cursor::Multi(MpCursor::default()),
-        };
+        let cursor = <M as Sealed>::Sequencer::of(&shared.ring)
+            .expect("a bus hands out the sequencers its ring was built for");
         Publisher {
             shared,
             cursor,
@@ -172,33 +156,19 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         if let Some(root) = self.follow_up_root() {
             return self.follow_up(event, root);
         }
-        let ring = &self.shared.ring;
-        match &mut self.cursor {
-            Cursor::Single(cursor) => {
-                let mut claim = match ring.claim_single(cursor, 1, wait, deadline) {
-                    Ok(claim) => claim,
-                    Err(why) => return Err((event, Why::Claim(why))),
-                };
-                claim.push(event);
-                claim
-                    .publish_one()
-                    .map_err(|e| (e, Why::Claim(ClaimError::Closed)))
-            }
-            Cursor::Multi(cursor) => {
-                let claimed = match (wait, deadline) {
-                    (true, None) => ring.claim_multi(cursor, 1),
-                    (false, _) => ring.try_claim_multi(cursor, 1),
-                    (true, Some(d)) => ring.claim_multi_until(cursor, 1, d),
-                };
-                let mut claim = match claimed {
-                    Ok(claim) => claim,
-                    Err(why) => return Err((event, Why::Claim(why))),
-                };
-                claim.push(event);
-                claim.publish();
-                Ok(())
-            }
-        }
+        let how = match (wait, deadline) {
+            (false, _) => Wait::No,
+            (true, None) => Wait::Forever,
+            (true, Some(d)) => Wait::Until(d),
+        };
+        let mut claim = match self.cursor.claim(&self.shared.ring, 1, how) {
+            Ok(claim) => claim,
+            Err(why) => return Err((event, Why::Claim(why))),
+        };
+        claim.push(event);
+        claim
+            .publish_one()
+            .map_err(|e| (e, Why::Claim(ClaimError::Closed)))
     }
 
     /// Claims a slot, then builds the event with `make` directly into it and
@@ -221,31 +191,20 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                 .follow_up(make(), root)
                 .map_err(|(e, why)| PublishError::new(e, why.refusal()));
         }
-        let ring = &self.shared.ring;
         let bus = self.shared.id();
-        match &mut self.cursor {
-            Cursor::Single(cursor) => {
-                let Ok(mut claim) = ring.claim_single(cursor, 1, true, None) else {
-                    return Err(PublishError::Closed(make()));
-                };
-                claim.push(make());
-                claim.publish_one().map_err(PublishError::Closed)
-            }
-            Cursor::Multi(cursor) => {
-                let Ok(mut claim) = ring.claim_multi(cursor, 1) else {
-                    return Err(PublishError::Closed(make()));
-                };
-                // User code runs while this thread holds the claim: a shutdown from
-                // in there must not wait for the dispatcher (which waits for us).
-                let event = {
-                    let _inside = Inside::enter(bus, Role::Claim);
-                    make()
-                };
-                claim.push(event);
-                claim.publish();
-                Ok(())
-            }
-        }
+        let Ok(mut claim) = self.cursor.claim(&self.shared.ring, 1, Wait::Forever) else {
+            return Err(PublishError::Closed(make()));
+        };
+        let event = {
+            // User code runs while this thread holds the claim: where the
+            // dispatcher waits for it (multi producer), a shutdown from in there
+            // must not wait for the dispatcher.
+            let _inside = <M as Sealed>::Sequencer::CLAIM_HOLDS_DISPATCH
+                .then(|| Inside::enter(bus, Role::Claim));
+            make()
+        };
+        claim.push(event);
+        claim.publish_one().map_err(PublishError::Closed)
     }
 
     /// Publishes many events with one claim per chunk (a chunk is at most the ring
@@ -300,34 +259,26 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                     reason: Refusal::Closed,
                 })
             };
-            match &mut self.cursor {
-                Cursor::Single(cursor) => {
-                    let Ok(mut claim) = ring.claim_single(cursor, n, true, None) else {
-                        return refused(published, first);
-                    };
-                    claim.fill(&mut std::iter::once(first).chain(iter.by_ref()));
-                    match claim.publish() {
-                        Ok(written) => published += written as usize,
-                        Err(unpublished) => {
-                            return Err(PublishBatchError {
-                                published,
-                                unpublished,
-                                reason: Refusal::Closed,
-                            })
-                        }
-                    }
-                }
-                Cursor::Multi(cursor) => {
-                    let Ok(mut claim) = ring.claim_multi(cursor, n) else {
-                        return refused(published, first);
-                    };
-                    {
-                        // The iterator is user code, run while this claim is held.
-                        let _inside = Inside::enter(bus, Role::Claim);
-                        claim.fill(&mut std::iter::once(first).chain(iter.by_ref()));
-                    }
-                    // Publishes what was written, skips what the iterator did not fill.
-                    published += claim.publish() as usize;
+            let Ok(mut claim) = self.cursor.claim(ring, n, Wait::Forever) else {
+                return refused(published, first);
+            };
+            {
+                // The iterator is user code, run while this claim is held.
+                let _inside = <M as Sealed>::Sequencer::CLAIM_HOLDS_DISPATCH
+                    .then(|| Inside::enter(bus, Role::Claim));
+                claim.fill(&mut std::iter::once(first).chain(iter.by_ref()));
+            }
+            // Publishes what was written (a multi-producer claim skips what the
+            // iterator did not fill); a single producer losing to the close gets
+            // the values back.
+            match claim.publish() {
+                Ok(written) => published += written as usize,
+                Err(unpublished) => {
+                    return Err(PublishBatchError {
+                        published,
+                        unpublished,
+                        reason: Refusal::Closed,
+                    })
                 }
             }
         }

@@ -269,3 +269,145 @@ impl<T> Drop for MpClaim<'_, T> {
         }
     }
 }
+
+/// How long a claim may wait for free slots.
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Wait {
+    /// Not at all: `Full` if the slots are not free now.
+    No,
+    /// Until they are (or the ring closes).
+    Forever,
+    /// Until the deadline (`TimedOut` then).
+    Until(Instant),
+}
+
+/// A producer's sequencer: the single producer's cursor or a multi producer's.
+/// The producer mode of a bus picks one at the type level, so a publisher can
+/// only ever make the claims its ring was built for.
+pub(crate) trait Sequencer: Sized + Send + 'static {
+    /// The claim this sequencer makes.
+    type Claim<'a, T: 'a>: Claim<T>
+    where
+        Self: 'a;
+
+    /// The ring kind it serves.
+    const PRODUCERS: Producers;
+
+    /// Whether the dispatcher waits for a claim made and not yet published
+    /// (multi producer): user code run while such a claim is held must not wait
+    /// for the dispatcher.
+    const CLAIM_HOLDS_DISPATCH: bool;
+
+    /// This ring's sequencer, if one can be had (a single-producer ring hands
+    /// out exactly one).
+    fn of<T>(ring: &Ring<T>) -> Option<Self>;
+
+    /// Claims the next `n` sequences (at most the capacity), waiting per `wait`.
+    fn claim<'a, T>(
+        &'a mut self,
+        ring: &'a Ring<T>,
+        n: u64,
+        wait: Wait,
+    ) -> Result<Self::Claim<'a, T>, ClaimError>;
+}
+
+/// A claim of consecutive sequences (see the module docs).
+pub(crate) trait Claim<T> {
+    /// Writes the next claimed slot (panics beyond the claim).
+    fn push(&mut self, value: T);
+    /// Pushes from `values` until the claim is full or `values` ends.
+    fn fill(&mut self, values: &mut impl Iterator<Item = T>);
+    /// Publishes what was pushed; returns how many, or — if the ring closed
+    /// first (single producer) — the values, in order.
+    fn publish(self) -> Result<u64, Vec<T>>;
+    /// Publishes one pushed value, or hands it back if the ring closed first.
+    fn publish_one(self) -> Result<(), T>;
+}
+
+impl Sequencer for SpCursor {
+    type Claim<'a, T: 'a> = SpClaim<'a, T>;
+    const PRODUCERS: Producers = Producers::Single;
+    const CLAIM_HOLDS_DISPATCH: bool = false;
+
+    fn of<T>(ring: &Ring<T>) -> Option<Self> {
+        ring.single_producer()
+    }
+
+    #[inline]
+    fn claim<'a, T>(
+        &'a mut self,
+        ring: &'a Ring<T>,
+        n: u64,
+        wait: Wait,
+    ) -> Result<SpClaim<'a, T>, ClaimError> {
+        match wait {
+            Wait::No => ring.claim_single(self, n, false, None),
+            Wait::Forever => ring.claim_single(self, n, true, None),
+            Wait::Until(d) => ring.claim_single(self, n, true, Some(d)),
+        }
+    }
+}
+
+impl<T> Claim<T> for SpClaim<'_, T> {
+    #[inline]
+    fn push(&mut self, value: T) {
+        SpClaim::push(self, value)
+    }
+    #[inline]
+    fn fill(&mut self, values: &mut impl Iterator<Item = T>) {
+        SpClaim::fill(self, values)
+    }
+    #[inline]
+    fn publish(self) -> Result<u64, Vec<T>> {
+        SpClaim::publish(self)
+    }
+    #[inline]
+    fn publish_one(self) -> Result<(), T> {
+        SpClaim::publish_one(self)
+    }
+}
+
+impl Sequencer for MpCursor {
+    type Claim<'a, T: 'a> = MpClaim<'a, T>;
+    const PRODUCERS: Producers = Producers::Multi;
+    const CLAIM_HOLDS_DISPATCH: bool = true;
+
+    fn of<T>(ring: &Ring<T>) -> Option<Self> {
+        (ring.producers == Producers::Multi).then(MpCursor::default)
+    }
+
+    #[inline]
+    fn claim<'a, T>(
+        &'a mut self,
+        ring: &'a Ring<T>,
+        n: u64,
+        wait: Wait,
+    ) -> Result<MpClaim<'a, T>, ClaimError> {
+        match wait {
+            Wait::No => ring.try_claim_multi(self, n),
+            Wait::Forever => ring.claim_multi(self, n),
+            Wait::Until(d) => ring.claim_multi_until(self, n, d),
+        }
+    }
+}
+
+impl<T> Claim<T> for MpClaim<'_, T> {
+    #[inline]
+    fn push(&mut self, value: T) {
+        MpClaim::push(self, value)
+    }
+    #[inline]
+    fn fill(&mut self, values: &mut impl Iterator<Item = T>) {
+        MpClaim::fill(self, values)
+    }
+    /// Always `Ok`: a multi-producer claim made before the close is delivered.
+    #[inline]
+    fn publish(self) -> Result<u64, Vec<T>> {
+        Ok(MpClaim::publish(self))
+    }
+    #[inline]
+    fn publish_one(self) -> Result<(), T> {
+        MpClaim::publish(self);
+        Ok(())
+    }
+}

@@ -29,7 +29,7 @@ mod claim;
 mod wait;
 
 pub(crate) use batch::{Batch, Consumer, Next};
-pub(crate) use claim::{MpCursor, SpCursor};
+pub(crate) use claim::{Claim, MpCursor, Sequencer, SpCursor, Wait};
 pub use wait::WaitStrategy;
 pub(crate) use wait::{Signal, TimedOut};
 
