@@ -140,13 +140,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             ring_occupancy: counters.published.saturating_sub(consumed),
             batch_size,
         };
-        let infos = self
+        let handlers = self
             .shared
-            .handlers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let handlers = infos.iter().map(|h| h.snapshot()).collect();
+            .handler_infos()
+            .iter()
+            .map(|h| h.snapshot())
+            .collect();
         MetricsSnapshot { bus, handlers }
     }
 
@@ -321,12 +320,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
 
     /// The report of a stop whose deadline passed with a handler still running.
     fn report_unfinished(&self) -> ShutdownReport {
-        let infos = self
-            .shared
-            .handlers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let infos = self.shared.handler_infos();
         ShutdownReport {
             counters: self.stats(),
             undelivered: Vec::new(),

@@ -89,8 +89,6 @@ pub(crate) struct Dispatcher<P> {
     /// Whether waiting follow-ups go before the next ring batch: ring batches
     /// and follow-up batches alternate while both have work.
     follow_ups_turn: bool,
-    /// Follow-ups dispatched so far.
-    follow_ups_dispatched: u64,
 }
 
 impl<P> std::fmt::Debug for Dispatcher<P> {
@@ -118,7 +116,6 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             skipped: 0,
             follow_ups: Vec::new(),
             follow_ups_turn: false,
-            follow_ups_dispatched: 0,
         }
     }
 
@@ -270,18 +267,22 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         let mut batch = std::mem::take(&mut self.follow_ups);
         self.shared.follow_ups.take(&mut batch);
         self.follow_ups_turn = false;
+        self.follow_ups = self.run_follow_ups(batch);
+    }
+
+    /// Dispatches a batch of follow-ups, then drops the events (every handler
+    /// has returned; a panicking `Drop` is contained, one event at a time).
+    /// Returns the emptied vector, for its capacity.
+    fn run_follow_ups(&mut self, mut batch: Vec<FollowUp<P>>) -> Vec<FollowUp<P>> {
         if !batch.is_empty() {
             self.dispatch(Some(&batch[..]));
-            self.follow_ups_dispatched += batch.len() as u64;
-            self.counters.follow_ups = self.follow_ups_dispatched;
+            self.counters.follow_ups += batch.len() as u64;
             self.publish_stats();
         }
-        // Every handler has returned: drop the events (a panicking `Drop` is
-        // contained, one event at a time), keep the vector's capacity.
         for f in batch.drain(..) {
             drop_quietly(f);
         }
-        self.follow_ups = batch;
+        batch
     }
 
     /// Publishes how far everything is settled (see `Progress::settled`) and
@@ -366,14 +367,8 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 // Chains stop growing here; what they published before is still
                 // dispatched (it was accepted).
                 open = false;
-                self.follow_ups = self.shared.follow_ups.close();
-                let batch = std::mem::take(&mut self.follow_ups);
-                if !batch.is_empty() {
-                    self.dispatch(Some(&batch[..]));
-                    self.follow_ups_dispatched += batch.len() as u64;
-                    self.counters.follow_ups = self.follow_ups_dispatched;
-                }
-                batch.into_iter().for_each(drop_quietly);
+                let accepted = self.shared.follow_ups.close();
+                self.run_follow_ups(accepted);
             }
             if self.shared.follow_ups.is_pending() {
                 self.dispatch_follow_ups();
@@ -428,12 +423,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         // follow-up published from `on_shutdown` is refused). Nothing is left in
         // it: everything accepted was dispatched above.
         let late = self.shared.follow_ups.close();
-        if !late.is_empty() {
-            self.dispatch(Some(&late[..]));
-            self.follow_ups_dispatched += late.len() as u64;
-            self.counters.follow_ups = self.follow_ups_dispatched;
-        }
-        late.into_iter().for_each(drop_quietly);
+        self.run_follow_ups(late);
         self.shared.control.close();
         for slot in self.slots.iter_mut().flatten() {
             let handler = &mut slot.handler;
@@ -444,9 +434,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
         let handlers = self
             .shared
-            .handlers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .handler_infos()
             .iter()
             .map(HandlerInfo::snapshot)
             .collect();

@@ -243,6 +243,14 @@ impl<P> Shared<P> {
         self as *const Self as *const () as usize
     }
 
+    /// The live handler instances now.
+    pub(crate) fn handler_infos(&self) -> Vec<HandlerInfo> {
+        self.handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Queues a control message and wakes the dispatcher; `false` if the dispatcher
     /// is gone (the message is dropped).
     pub(crate) fn send_control(&self, msg: Control<P>) -> bool {
