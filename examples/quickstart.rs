@@ -118,8 +118,8 @@ struct Audit {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // A small ring on purpose: 5 050 events go through 64 slots, and handlers
-    // publish 10 000 follow-ups while it is full.
+    // A small ring on purpose: 5 050 events go through 64 slots while handlers
+    // publish 10 000 follow-ups, with the producer keeping the ring full.
     let bus = BusBuilder::<ShopEvent>::new().capacity(64).build()?;
 
     // Payment service: charges each order and publishes the outcome as a
@@ -157,10 +157,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 .into()
             };
+            // `caused_by`: the follow-up carries the order's id as its causation
+            // and correlation id. A refused publish is worth a retry: transient.
             payments
                 .publish(Event::typed(outcome).caused_by(e))
                 .transient()
         },
+        // Up to 3 attempts, 1 ms apart, for transient errors; only the attempt
+        // that gets past the gateway publishes, so no outcome is published twice.
         SubscribeOptions::new()
             .name("payments")
             .retry(RetryPolicy::fixed(Duration::from_millis(1), 3)),
