@@ -157,7 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 .into()
             };
-            // `caused_by`: the follow-up carries the order's id as its causation
+            // `caused_by`: the follow-up carries the `order.placed` event id as its causation
             // and correlation id. A refused publish is worth a retry: transient.
             payments
                 .publish(Event::typed(outcome).caused_by(e))
