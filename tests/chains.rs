@@ -581,3 +581,46 @@ fn follow_ups_count_in_metrics() {
     let _ = AtomicU64::new(0);
     bus.shutdown().unwrap();
 }
+
+#[test]
+fn question_mark_on_a_follow_up_publish_classifies_the_refusal() {
+    use ringbus::failure::ErrorKind;
+    let closed = HandlerError::from(PublishError::Closed(ev("b", 1)));
+    assert_eq!(closed.kind(), ErrorKind::Permanent);
+    let full = HandlerError::from(PublishError::FollowUpLimit(ev("b", 2)));
+    assert_eq!(full.kind(), ErrorKind::Transient);
+    // The event is kept inside the error.
+    let source = std::error::Error::source(&full).expect("the publish error");
+    let back = source
+        .downcast_ref::<PublishError<u64>>()
+        .expect("downcasts to the publish error");
+    assert!(matches!(back, PublishError::FollowUpLimit(e) if e.data == 2));
+
+    // Through a bus: the second follow-up of each event is over the limit of
+    // one waiting follow-up; `?` makes the handler fail (transient).
+    let bus = BusBuilder::<u64>::new()
+        .capacity(16)
+        .max_follow_ups(1)
+        .build()
+        .unwrap();
+    let mut p = bus.publisher();
+    bus.subscribe_with(
+        "chain.a",
+        move |e| -> R {
+            p.publish(ev("b", e.data))?;
+            p.publish(ev("b", e.data + 100))?;
+            Ok(())
+        },
+        SubscribeOptions::new().name("two-follow-ups"),
+    )
+    .unwrap();
+    bus.publisher().publish(ev("a", 1)).unwrap();
+    bus.flush().unwrap();
+    let report = bus.shutdown().unwrap();
+    let h = report
+        .handler("two-follow-ups")
+        .expect("named in the report");
+    assert_eq!((h.handled, h.errors), (0, 1));
+    assert_eq!(report.counters.follow_ups, 1);
+    assert!(report.handler("nobody").is_none());
+}

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::dispatch::PatternError;
 use crate::event::Event;
-use crate::outcome::SubscriptionId;
+use crate::outcome::{ErrorKind, HandlerError, SubscriptionId};
 
 #[cfg(doc)]
 use super::Bus;
@@ -166,6 +166,19 @@ impl<P> PublishError<P> {
             PublishError::Closed(_) => Refusal::Closed,
             PublishError::FollowUpLimit(_) => Refusal::FollowUpLimit,
         }
+    }
+}
+
+/// `?` on a publish inside a handler: a follow-up over the limit is transient (a
+/// retry may find room), a closed bus permanent. The event stays inside the
+/// error (its `source`, downcastable to `PublishError<P>`).
+impl<P: Send + Sync + 'static> From<PublishError<P>> for HandlerError {
+    fn from(e: PublishError<P>) -> Self {
+        let kind = match e {
+            PublishError::FollowUpLimit(_) => ErrorKind::Transient,
+            PublishError::Closed(_) => ErrorKind::Permanent,
+        };
+        HandlerError::new(kind, e)
     }
 }
 

@@ -65,6 +65,14 @@ pub struct ShutdownReport {
     pub stuck: Vec<StuckHandler>,
 }
 
+impl ShutdownReport {
+    /// The numbers of the handler named `name` (its first lane, for a
+    /// partitioned subscription: iterate `handlers` for the others).
+    pub fn handler(&self, name: &str) -> Option<&HandlerMetrics> {
+        self.handlers.iter().find(|h| &*h.handler == name)
+    }
+}
+
 /// A handler still running when `shutdown_timeout`'s deadline passed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
