@@ -22,6 +22,19 @@ pub struct Failure<'a, P> {
     pub lane: u32,
     /// What went wrong.
     pub reason: &'a FailureReason,
+    /// Which call of this handler on this event failed: 1 for the first, 2 for
+    /// the first retry, and so on. A redriven dead letter starts again at 1.
+    pub attempt: u32,
+    /// Whether no retry follows this failure: the event went to the dead-letter
+    /// queue (before the policy runs), or — for a subscription without failure
+    /// handling — is dropped after this call (then `attempt` is 1), unless
+    /// [`BusBuilder::dead_letter_failures`](crate::BusBuilder::dead_letter_failures)
+    /// dead-letters it. `false` when a retry is scheduled; an event waiting for
+    /// its retry can still be dead-lettered without another call (its queue
+    /// overflowing `max_pending`, `unsubscribe`, shutdown):
+    /// [`BusBuilder::on_dead_letter`](crate::BusBuilder::on_dead_letter) sees
+    /// every dead letter.
+    pub last: bool,
 }
 
 /// Decides what happens after a handler fails. Runs on the dispatcher thread, after
