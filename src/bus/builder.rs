@@ -631,7 +631,7 @@ impl<P: Clone + Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     /// bus.flush()?;
     /// let letters = bus.dead_letters().list(&DlqFilter::all());
     /// assert_eq!(letters.len(), 1);
-    /// assert_eq!(letters[0].attempts[0].error, "cannot place order 7");
+    /// assert_eq!(letters[0].attempts[0].error, "permanent error: cannot place order 7");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn dead_letter_failures(mut self, on: bool) -> Self {

@@ -18,7 +18,7 @@ use super::waiting::Waiting;
 use super::work::Work;
 use crate::event::Event;
 use crate::metrics::{Counters, FlowLog};
-use crate::outcome::SubscriptionId;
+use crate::outcome::{FailureReason, SubscriptionId};
 use crate::resilience::DeadLetterInfo;
 use crate::resilience::{Attempt, DeadLetter};
 use crate::ring::{Consumer, Next, Ring};
@@ -569,7 +569,12 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     let services = &self.config.services;
                     match catch_unwind(AssertUnwindSafe(|| clone(event))) {
                         Ok(copy) => {
-                            let attempts = vec![Attempt::new(services.clock.now(), &reason)];
+                            // Worded as the retry queue words its attempts.
+                            let attempts = vec![Attempt {
+                                at: services.clock.now(),
+                                error: reason.to_string(),
+                                panicked: matches!(reason, FailureReason::Panic(_)),
+                            }];
                             dead_letter(services, copy, slot.sub, &slot.name, attempts);
                             plain_letters += 1;
                         }
