@@ -8,9 +8,9 @@ use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use crate::dispatch::{
-    BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, Failure,
-    FailurePolicy, FollowUps, LogFailures, Progress, Sampling, Services, Shared, ShutdownReport,
-    Stats, DEFAULT_SAMPLE_EVERY,
+    BreakerListener, CloneEvent, ControlQueue, DeadLetterListener, DispatchConfig, Dispatcher,
+    Execution, Executor, Failure, FailurePolicy, FollowUps, LogFailures, Progress, Sampling,
+    Services, Shared, ShutdownReport, Stats, DEFAULT_SAMPLE_EVERY,
 };
 use crate::event::Event;
 use crate::metrics::FlowLog;
@@ -146,7 +146,7 @@ pub struct BusBuilder<P = serde_json::Value, M = Multi> {
     thread_name: String,
     policy: Option<Box<dyn FailurePolicy<P>>>,
     /// Set by [`BusBuilder::dead_letter_failures`] (only when `P: Clone`).
-    dead_letter_plain: Option<fn(&Event<P>) -> Event<P>>,
+    dead_letter_plain: Option<CloneEvent<P>>,
     extras: Extras,
     _mode: PhantomData<M>,
 }
@@ -162,7 +162,7 @@ struct Extras {
     flow_log: Option<usize>,
     retry_drain: Duration,
     on_breaker: Option<BreakerListener>,
-    on_dead_letter: Option<StdArc<dyn Fn(&DeadLetterInfo) + Send + Sync>>,
+    on_dead_letter: Option<DeadLetterListener>,
     max_follow_ups: usize,
 }
 
@@ -635,7 +635,7 @@ impl<P: Clone + Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn dead_letter_failures(mut self, on: bool) -> Self {
-        self.dead_letter_plain = on.then_some(Event::<P>::clone as fn(&Event<P>) -> Event<P>);
+        self.dead_letter_plain = on.then_some(Event::<P>::clone as CloneEvent<P>);
         self
     }
 }
