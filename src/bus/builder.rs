@@ -8,15 +8,17 @@ use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use crate::dispatch::{
-    BreakerListener, ControlQueue, DispatchConfig, Dispatcher, Execution, Executor, Failure,
-    FailurePolicy, FollowUps, LogFailures, Progress, Sampling, Services, Shared, ShutdownReport,
-    Stats, DEFAULT_SAMPLE_EVERY,
+    BreakerListener, CloneEvent, ControlQueue, DeadLetterListener, DispatchConfig, Dispatcher,
+    Execution, Executor, Failure, FailurePolicy, FollowUps, LogFailures, Progress, Sampling,
+    Services, Shared, ShutdownReport, Stats, DEFAULT_SAMPLE_EVERY,
 };
+use crate::event::Event;
 use crate::metrics::FlowLog;
 use crate::metrics::LocalHistogram;
 use crate::outcome::SubscriptionId;
 use crate::resilience::{
-    BreakerTransition, Clock, DeadLetterQueue, DlqFullPolicy, GuardedClock, SystemClock,
+    BreakerTransition, Clock, DeadLetterInfo, DeadLetterQueue, DlqFullPolicy, GuardedClock,
+    SystemClock,
 };
 #[cfg(not(loom))]
 use crate::resilience::{ClockWaker, Wake};
@@ -143,6 +145,8 @@ pub struct BusBuilder<P = serde_json::Value, M = Multi> {
     execution: Execution,
     thread_name: String,
     policy: Option<Box<dyn FailurePolicy<P>>>,
+    /// Set by [`BusBuilder::dead_letter_failures`] (only when `P: Clone`).
+    dead_letter_plain: Option<CloneEvent<P>>,
     extras: Extras,
     _mode: PhantomData<M>,
 }
@@ -158,6 +162,7 @@ struct Extras {
     flow_log: Option<usize>,
     retry_drain: Duration,
     on_breaker: Option<BreakerListener>,
+    on_dead_letter: Option<DeadLetterListener>,
     max_follow_ups: usize,
 }
 
@@ -172,6 +177,7 @@ impl Default for Extras {
             flow_log: None,
             retry_drain: Duration::from_secs(5),
             on_breaker: None,
+            on_dead_letter: None,
             max_follow_ups: 1 << 20,
         }
     }
@@ -206,6 +212,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             execution: self.execution,
             thread_name: self.thread_name,
             policy: self.policy,
+            dead_letter_plain: self.dead_letter_plain,
             extras: self.extras,
             _mode: PhantomData,
         }
@@ -393,6 +400,52 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
         self
     }
 
+    /// Called every time an event is dead-lettered, with the letter as
+    /// [`DeadLetters::list`](crate::DeadLetters::list) shows it (its
+    /// [`id`](DeadLetterInfo::id) included), once it is in the queue: for a
+    /// permanent error or a panic, after the last attempt, when a handler's
+    /// queue overflows its [`max_pending`](crate::SubscribeOptions::max_pending),
+    /// for events still waiting at a handler when it is unsubscribed or the bus
+    /// shuts down, and for the failures [`dead_letter_failures`](BusBuilder::dead_letter_failures)
+    /// keeps. (A letter the queue later evicts to make room is not reported
+    /// again.)
+    ///
+    /// It runs on the thread that dead-letters — a handler's thread, or the
+    /// dispatcher's — so keep it short: count, log, alert. A panic in it is
+    /// caught (and reported as a `tracing` warning with the `tracing` feature);
+    /// the letter stays queued and the bus goes on.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{event_type, source, BusBuilder, Event, HandlerError, SubscribeOptions};
+    /// use ringbus::resilience::DlqFilter;
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let ids = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = ids.clone();
+    /// let bus = BusBuilder::<u32>::new()
+    ///     .on_dead_letter(move |letter| seen.lock().unwrap().push(letter.id))
+    ///     .build()?;
+    /// bus.subscribe_with(
+    ///     "order.placed",
+    ///     |_e| Err::<(), _>(HandlerError::permanent("bad order")),
+    ///     SubscribeOptions::new(),
+    /// )?;
+    /// bus.publisher().publish(Event::new(event_type!("order.placed"), source!("shop"), 7))?;
+    /// bus.flush()?;
+    /// let listed: Vec<u64> = bus.dead_letters().list(&DlqFilter::all()).iter().map(|l| l.id).collect();
+    /// assert_eq!(*ids.lock().unwrap(), listed);
+    /// assert_eq!(listed.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_dead_letter(
+        mut self,
+        hook: impl Fn(&DeadLetterInfo) + Send + Sync + 'static,
+    ) -> Self {
+        self.extras.on_dead_letter = Some(StdArc::new(hook));
+        self
+    }
+
     fn err(kind: BuildErrorKind) -> BuildError {
         BuildError { kind }
     }
@@ -488,6 +541,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
                 clock: GuardedClock::new(extras.clock.clone()),
                 dlq: dlq.clone(),
                 on_breaker: extras.on_breaker.clone(),
+                on_dead_letter: extras.on_dead_letter.clone(),
+                dead_letter_plain: self.dead_letter_plain,
                 metrics: if extras.metrics {
                     sampling
                 } else {
@@ -538,6 +593,53 @@ fn spawn_dispatcher<P: Send + Sync + 'static>(
     Ok(loom::thread::spawn(move || dispatcher.run()))
 }
 
+impl<P: Clone + Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
+    /// Whether a failed call of a subscription **without** failure handling
+    /// (made with [`Bus::subscribe`], [`subscribe_all`](Bus::subscribe_all),
+    /// [`subscribe_handler`](Bus::subscribe_handler) or
+    /// [`subscribe_partitioned`](Bus::subscribe_partitioned)) also puts a copy
+    /// of its event in the dead-letter queue, with its one attempt. Default
+    /// `false`: such a failure is counted, shown to the
+    /// [failure policy](BusBuilder::failure_policy) (with
+    /// [`last`](Failure::last) set) and the event dropped. Only for a payload
+    /// that is `Clone`.
+    ///
+    /// The copy is made on the dispatcher thread after the batch, once per
+    /// failure, so handlers that succeed pay nothing for it. The letter can be
+    /// listed, read, taken and discarded like any other, and
+    /// [`on_dead_letter`](BusBuilder::on_dead_letter) sees it; it **cannot be
+    /// redriven**: its subscription keeps no retry queue, so
+    /// [`DeadLetters::redrive`](crate::DeadLetters::redrive) returns
+    /// [`SubscribeError::UnknownSubscription`](crate::SubscribeError::UnknownSubscription)
+    /// and [`redrive_matching`](crate::DeadLetters::redrive_matching) skips it,
+    /// leaving it in the queue. To deliver it again,
+    /// [`get`](crate::DeadLetters::get) it, publish its event, and
+    /// [`discard`](crate::DeadLetters::discard) it. Subscriptions
+    /// made with [`Bus::subscribe_with`] dead-letter their failures whatever this
+    /// says.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{event_type, source, BusBuilder, Event, HandlerError};
+    /// use ringbus::resilience::DlqFilter;
+    ///
+    /// let bus = BusBuilder::<u32>::new().dead_letter_failures(true).build()?;
+    /// bus.subscribe("order.placed", |e| -> Result<(), HandlerError> {
+    ///     Err(HandlerError::permanent(format!("cannot place order {}", e.data)))
+    /// })?;
+    /// bus.publisher().publish(Event::new(event_type!("order.placed"), source!("shop"), 7))?;
+    /// bus.flush()?;
+    /// let letters = bus.dead_letters().list(&DlqFilter::all());
+    /// assert_eq!(letters.len(), 1);
+    /// assert_eq!(letters[0].attempts[0].error, "permanent error: cannot place order 7");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dead_letter_failures(mut self, on: bool) -> Self {
+        self.dead_letter_plain = on.then_some(Event::<P>::clone as CloneEvent<P>);
+        self
+    }
+}
+
 impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
     /// A builder for a bus of payload `P`, with the defaults [`Bus::builder`]
     /// documents — the spelling for a typed bus (`Bus::builder()` builds the
@@ -565,6 +667,7 @@ impl<P: Send + Sync + 'static> BusBuilder<P, Multi> {
             execution: Execution::default(),
             thread_name: "ringbus-dispatch".to_owned(),
             policy: None,
+            dead_letter_plain: None,
             extras: Extras::default(),
             _mode: PhantomData,
         }

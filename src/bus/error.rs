@@ -30,6 +30,10 @@ pub enum SubscribeError {
     UnknownSubscription(SubscriptionId),
     /// `SubscribeOptions::max_pending(0)`.
     InvalidMaxPending,
+    /// The retry policy was made from values that cannot work (see [`crate::resilience::RetryPolicy::validate`]).
+    InvalidRetryPolicy(crate::resilience::ResilienceConfigError),
+    /// The circuit breaker was configured with values that cannot work (see [`crate::resilience::BreakerConfig::validate`]).
+    InvalidCircuitBreaker(crate::resilience::ResilienceConfigError),
 }
 
 impl fmt::Display for SubscribeError {
@@ -46,6 +50,8 @@ impl fmt::Display for SubscribeError {
             SubscribeError::Closed => f.write_str("the bus has shut down"),
             SubscribeError::UnknownSubscription(id) => write!(f, "{id} is not subscribed"),
             SubscribeError::InvalidMaxPending => f.write_str("max_pending must be at least 1"),
+            SubscribeError::InvalidRetryPolicy(e) => write!(f, "invalid retry policy: {e}"),
+            SubscribeError::InvalidCircuitBreaker(e) => write!(f, "invalid circuit breaker: {e}"),
         }
     }
 }

@@ -90,6 +90,13 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// Every failure that is not retried — a permanent error, a panic, the last
     /// attempt — sends the event to the bus's dead-letter queue with every
     /// attempt's error and time.
+    ///
+    /// # Errors
+    /// Besides those of [`Bus::subscribe`]: [`SubscribeError::InvalidMaxPending`],
+    /// and [`SubscribeError::InvalidRetryPolicy`] or
+    /// [`SubscribeError::InvalidCircuitBreaker`] for a policy or breaker made
+    /// from values that cannot work (a backoff factor read from a configuration
+    /// file as NaN, say): nothing is subscribed.
     pub fn subscribe_with<F, R>(
         &self,
         patterns: impl IntoPatterns,
@@ -320,14 +327,18 @@ impl SubscribeOptions {
         self
     }
 
-    /// The retry policy.
+    /// The retry policy. An invalid one (see
+    /// [`RetryPolicy::validate`]) makes the subscribe call fail with
+    /// [`SubscribeError::InvalidRetryPolicy`].
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
     /// A circuit breaker: while open, the handler is not called and its events wait
-    /// in its queue, in order — not lost, not counted as failures.
+    /// in its queue, in order — not lost, not counted as failures. An invalid
+    /// configuration (see [`BreakerConfig::validate`]) makes the subscribe call
+    /// fail with [`SubscribeError::InvalidCircuitBreaker`].
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = Some(config);
         self
@@ -344,6 +355,14 @@ impl SubscribeOptions {
     fn into_spec<P: Clone>(self) -> Result<ResilienceSpec<P>, SubscribeError> {
         if self.max_pending == 0 {
             return Err(SubscribeError::InvalidMaxPending);
+        }
+        self.retry
+            .validate()
+            .map_err(SubscribeError::InvalidRetryPolicy)?;
+        if let Some(breaker) = &self.breaker {
+            breaker
+                .validate()
+                .map_err(SubscribeError::InvalidCircuitBreaker)?;
         }
         Ok(ResilienceSpec {
             retry: self.retry,

@@ -18,7 +18,7 @@ use super::waiting::Waiting;
 use super::work::Work;
 use crate::event::Event;
 use crate::metrics::{Counters, FlowLog};
-use crate::outcome::SubscriptionId;
+use crate::outcome::{FailureReason, SubscriptionId};
 use crate::resilience::DeadLetterInfo;
 use crate::resilience::{Attempt, DeadLetter};
 use crate::ring::{Consumer, Next, Ring};
@@ -529,16 +529,52 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             // Follow-ups the policy publishes belong to this slot's chains.
             let _root = (!slot.failures.is_empty())
                 .then(|| Inside::enter_at(self.config.services.bus, Role::Dispatch, slot.run_root));
+            // A subscription without failure handling keeps no copies; with
+            // `dead_letter_failures` the dispatcher copies its failed events to
+            // the dead-letter queue here, off the handler's path.
+            let copy_plain = self
+                .config
+                .services
+                .dead_letter_plain
+                .filter(|_| !slot.can_queue());
+            let mut plain_letters = 0;
             for (failed, reason) in slot.failures.drain(..) {
-                let (event, sequence) = match &failed {
-                    Failed::Fresh(off) => {
+                let (event, sequence, attempt, last) = match &failed {
+                    Failed::Fresh { off, last } => {
                         let batch = batch.expect("a fresh failure comes from a batch");
-                        (batch.event(*off), batch.sequence(*off))
+                        (batch.event(*off), batch.sequence(*off), 1, *last)
                     }
-                    Failed::Queued(Some(e), seq) => (&**e, *seq),
+                    Failed::Queued {
+                        copy: Some(e),
+                        sequence,
+                        attempt,
+                        last,
+                    } => (&**e, *sequence, *attempt, *last),
                     // The payload's `clone` panicked: no copy to show the policy.
-                    Failed::Queued(None, _) => continue,
+                    Failed::Queued { copy: None, .. } => continue,
                 };
+                if let Some(clone) = copy_plain {
+                    let services = &self.config.services;
+                    match catch_unwind(AssertUnwindSafe(|| clone(event))) {
+                        Ok(copy) => {
+                            // Worded as the retry queue words its attempts.
+                            let attempts = vec![Attempt {
+                                at: services.clock.now(),
+                                error: reason.to_string(),
+                                panicked: matches!(reason, FailureReason::Panic(_)),
+                            }];
+                            dead_letter(services, copy, slot.sub, &slot.name, attempts);
+                            plain_letters += 1;
+                        }
+                        Err(p) => {
+                            crate::log::warning!(
+                                "ringbus: the payload's clone panicked: not dead-lettered",
+                                handler = slot.name
+                            );
+                            drop_quietly(p);
+                        }
+                    }
+                }
                 let failure = Failure {
                     event,
                     sequence,
@@ -546,12 +582,18 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     handler: &slot.name,
                     lane: slot.lane,
                     reason: &reason,
+                    attempt,
+                    last,
                 };
                 let policy = &mut self.config.policy;
                 call_hook("failure policy", "on_failure", || {
                     policy.on_failure(&failure)
                 });
                 drop_quietly(failed);
+            }
+            if plain_letters > 0 {
+                slot.count_dead_letters(plain_letters);
+                self.counters.dead_lettered += plain_letters;
             }
             slot.work.clear();
         }
@@ -764,6 +806,9 @@ fn give_up<P>(
 /// known. A queue closed by then (only past the end of shutdown) hands the letter
 /// back; it is dropped, as is an evicted one — quietly, since a payload's `Drop`
 /// is user code (a panic there leaves the letter queued, its id unknown).
+///
+/// Every dead letter goes through here: once it is queued, the `on_dead_letter`
+/// hook sees it, on this thread (a panic in the hook is contained).
 pub(crate) fn dead_letter<P>(
     services: &Services<P>,
     event: Event<P>,
@@ -771,11 +816,22 @@ pub(crate) fn dead_letter<P>(
     name: &StdArc<str>,
     attempts: Vec<Attempt>,
 ) -> Option<u64> {
+    // What the hook will see, taken before the queue owns the letter (only when
+    // there is a hook: the copy of the attempts costs an allocation).
+    let info = services.on_dead_letter.as_ref().map(|_| DeadLetterInfo {
+        id: 0,
+        event_id: event.id,
+        event_type: event.event_type,
+        subject: event.subject.clone(),
+        subscription: sub,
+        handler: name.clone(),
+        attempts: attempts.clone(),
+    });
     let dlq = &services.dlq;
     let pushed = catch_unwind(AssertUnwindSafe(|| {
         dlq.push(event, sub, name.clone(), attempts)
     }));
-    match pushed {
+    let id = match pushed {
         Ok(Ok(id)) => Some(id),
         Ok(Err(closed)) => {
             crate::log::error!("ringbus: dead-letter queue closed", handler = name);
@@ -786,5 +842,10 @@ pub(crate) fn dead_letter<P>(
             drop_quietly(p);
             None
         }
+    };
+    if let (Some(id), Some(mut info), Some(hook)) = (id, info, &services.on_dead_letter) {
+        info.id = id;
+        call_hook(name, "on_dead_letter", || hook(&info));
     }
+    id
 }

@@ -22,14 +22,49 @@ pub struct Failure<'a, P> {
     pub lane: u32,
     /// What went wrong.
     pub reason: &'a FailureReason,
+    /// Which call of this handler on this event failed: 1 for the first, 2 for
+    /// the first retry, and so on. A redriven dead letter starts again at 1.
+    pub attempt: u32,
+    /// Whether no retry follows this failure: the event went to the dead-letter
+    /// queue (before the policy runs), or — for a subscription without failure
+    /// handling — is dropped after this call (then `attempt` is 1), unless
+    /// [`BusBuilder::dead_letter_failures`](crate::BusBuilder::dead_letter_failures)
+    /// dead-letters it. `false` when a retry is scheduled; an event waiting for
+    /// its retry can still be dead-lettered without another call (its queue
+    /// overflowing `max_pending`, `unsubscribe`, shutdown):
+    /// [`BusBuilder::on_dead_letter`](crate::BusBuilder::on_dead_letter) sees
+    /// every dead letter.
+    pub last: bool,
 }
 
 /// Decides what happens after a handler fails. Runs on the dispatcher thread, after
 /// the batch, once per failure, in the order of the handler's events.
 ///
-/// The bus has already counted the failure and the handler has already moved on to
-/// its next event; the policy can log, keep, or (in a later version) schedule a
-/// retry or dead-letter the event.
+/// The bus has already counted the failure, and the handler has already moved on
+/// to its next event; a retry is already scheduled or the event already
+/// dead-lettered ([`Failure::attempt`] and [`Failure::last`] say which). The
+/// policy can log, count, alert, or keep a copy of the event.
+///
+/// # Examples
+/// ```
+/// use ringbus::{event_type, source, BusBuilder, Event, HandlerError};
+/// use std::sync::{Arc, Mutex};
+///
+/// let given_up = Arc::new(Mutex::new(Vec::new()));
+/// let log = given_up.clone();
+/// let bus = BusBuilder::<u32>::new()
+///     .failure_policy(move |f| {
+///         if f.last {
+///             log.lock().unwrap().push((f.event.data, f.attempt));
+///         }
+///     })
+///     .build()?;
+/// bus.subscribe("order.placed", |_e| Err::<(), _>(HandlerError::permanent("no stock")))?;
+/// bus.publisher().publish(Event::new(event_type!("order.placed"), source!("shop"), 7))?;
+/// bus.flush()?;
+/// assert_eq!(*given_up.lock().unwrap(), [(7, 1)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait FailurePolicy<P>: Send + 'static {
     /// Called once per failed handler call.
     fn on_failure(&mut self, failure: &Failure<'_, P>);
@@ -49,7 +84,7 @@ where
 ///
 /// With the `tracing` feature, each reported failure is one event with the fields
 /// `handler`, `subscription`, `lane`, `event_id`, `event_type`, `sequence`,
-/// `reason` and `failure` (the running count): at `WARN` for an error the handler
+/// `reason`, `attempt`, `last` and `failure` (the running count): at `WARN` for an error the handler
 /// returned, at `ERROR` for a panic. It reports every one of the first 100
 /// failures, then one in every 10 000, so a handler failing on every event cannot
 /// flood the log.
@@ -58,8 +93,9 @@ where
 /// stay visible where they always are — counted in [`Bus::stats`](crate::Bus::stats)
 /// (`failed`, `panicked`) and per handler in [`Bus::metrics`](crate::Bus::metrics),
 /// recorded in the [flow log](crate::BusBuilder::flow_log) if it is on, and, for a
-/// subscription with failure handling ([`Bus::subscribe_with`](crate::Bus::subscribe_with)),
-/// kept in the dead-letter queue with every attempt. Install your own
+/// subscription with failure handling ([`Bus::subscribe_with`](crate::Bus::subscribe_with))
+/// — or any, with [`BusBuilder::dead_letter_failures`](crate::BusBuilder::dead_letter_failures)
+/// — kept in the dead-letter queue with every attempt. Install your own
 /// [`FailurePolicy`] to log elsewhere.
 #[derive(Debug, Default)]
 pub struct LogFailures {
@@ -81,6 +117,8 @@ impl<P> FailurePolicy<P> for LogFailures {
                         event_type = f.event.event_type,
                         sequence = f.sequence,
                         reason = f.reason,
+                        attempt = f.attempt,
+                        last = f.last,
                         failure = self.seen,
                     )
                 };

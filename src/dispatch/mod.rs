@@ -62,7 +62,7 @@ pub(crate) use execution::Executor;
 pub(crate) use follow_ups::{FollowUps, Refused};
 pub(crate) use inside::{Inside, Role};
 pub(crate) use shared::{Progress, Shared, Stats};
-pub(crate) use slot::{BreakerListener, Services};
+pub(crate) use slot::{BreakerListener, CloneEvent, DeadLetterListener, Services};
 pub(crate) use slot_metrics::{Sampling, DEFAULT_SAMPLE_EVERY};
 pub(crate) use waiting::ResilienceSpec;
 

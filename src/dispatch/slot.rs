@@ -18,12 +18,18 @@ use super::work::Work;
 use crate::event::{Event, Timestamp};
 use crate::metrics::FlowEntry;
 use crate::outcome::{FailureReason, SubscriptionId};
-use crate::resilience::{BreakerTransition, DeadLetterQueue, GuardedClock};
+use crate::resilience::{BreakerTransition, DeadLetterInfo, DeadLetterQueue, GuardedClock};
 use crate::unwind::{drop_quietly, panic_message};
 
 /// Called on every breaker state change: (subscription, handler name, transition).
 pub(crate) type BreakerListener =
     StdArc<dyn Fn(SubscriptionId, &str, BreakerTransition) + Send + Sync>;
+
+/// Called on every dead letter, with the letter as the queue lists it.
+pub(crate) type DeadLetterListener = StdArc<dyn Fn(&DeadLetterInfo) + Send + Sync>;
+
+/// Copies an event (`Event::clone`, for a `P: Clone`).
+pub(crate) type CloneEvent<P> = fn(&Event<P>) -> Event<P>;
 
 /// Bus-wide services a slot's failure handling uses.
 pub(crate) struct Services<P> {
@@ -32,17 +38,37 @@ pub(crate) struct Services<P> {
     pub(crate) clock: GuardedClock,
     pub(crate) dlq: DeadLetterQueue<P>,
     pub(crate) on_breaker: Option<BreakerListener>,
+    /// Called after each dead letter is queued (see `dispatcher::dead_letter`).
+    pub(crate) on_dead_letter: Option<DeadLetterListener>,
+    /// Set by `BusBuilder::dead_letter_failures`: how to copy the event of a
+    /// failed call of a subscription without failure handling into the
+    /// dead-letter queue (the dispatcher does it, after the batch).
+    pub(crate) dead_letter_plain: Option<CloneEvent<P>>,
     pub(crate) metrics: Sampling,
     pub(crate) flow_log: bool,
 }
 
 /// A failed call, for the failure policy (run on the dispatcher after the batch).
 pub(crate) enum Failed<P> {
-    /// A fresh event of the batch, at this offset.
-    Fresh(u32),
+    /// A fresh event of the batch, at this offset: its first call (attempt 1);
+    /// `last` when no retry was scheduled.
+    Fresh { off: u32, last: bool },
     /// A queued event (a retry): a copy, since the original stays queued or moved
-    /// on (`None` if the payload's `clone` panicked).
-    Queued(Option<Box<Event<P>>>, u64),
+    /// on (`None` if the payload's `clone` panicked), its sequence, which call
+    /// this was (1-based) and whether it was the last.
+    Queued {
+        copy: Option<Box<Event<P>>>,
+        sequence: u64,
+        attempt: u32,
+        last: bool,
+    },
+}
+
+impl<P> Failed<P> {
+    /// A fresh event's failed call after which nothing is retried.
+    pub(crate) fn last_fresh(off: u32) -> Self {
+        Failed::Fresh { off, last: true }
+    }
 }
 
 /// One handler instance (a lane, for a partitioned subscription).
@@ -167,8 +193,12 @@ impl<P: 'static> HandlerSlot<P> {
                     if services.flow_log {
                         self.flow.push(flow_entry(event, Some(&reason)));
                     }
-                    self.after_fresh_failure(event, (off, seq), &reason, services);
-                    self.failures.push((Failed::Fresh(off), reason));
+                    let retried = self.after_fresh_failure(event, (off, seq), &reason, services);
+                    let failed = Failed::Fresh {
+                        off,
+                        last: !retried,
+                    };
+                    self.failures.push((failed, reason));
                     continue;
                 }
             }
@@ -214,7 +244,7 @@ impl<P: 'static> HandlerSlot<P> {
                         Ok(()) => ok += 1,
                         Err(e) => {
                             errors += 1;
-                            failures.push((Failed::Fresh(off), FailureReason::Error(e)));
+                            failures.push((Failed::last_fresh(off), FailureReason::Error(e)));
                         }
                     }
                     i += 1;
@@ -226,7 +256,7 @@ impl<P: 'static> HandlerSlot<P> {
                 self.run_panicked += 1;
                 self.run_failed += 1;
                 self.failures.push((
-                    Failed::Fresh(work[i]),
+                    Failed::last_fresh(work[i]),
                     FailureReason::Panic(panic_message(&*p)),
                 ));
                 drop_quietly(p);
@@ -319,6 +349,15 @@ impl<P: 'static> HandlerSlot<P> {
                 drop_quietly(p);
             }
         }
+    }
+
+    /// Counts `n` dead letters the dispatcher made for this slot (see
+    /// `Services::dead_letter_plain`), in its totals and metrics at once.
+    pub(crate) fn count_dead_letters(&mut self, n: u64) {
+        self.dead_lettered += n;
+        self.metrics
+            .dead_lettered
+            .store(self.dead_lettered, StdOrdering::Relaxed);
     }
 
     pub(crate) fn publish_metrics(&mut self) {

@@ -164,7 +164,7 @@ impl<P: 'static> HandlerSlot<P> {
                 // No copy to keep: the event cannot wait here. A failure.
                 self.errors += 1;
                 self.run_failed += 1;
-                self.failures.push((Failed::Fresh(off), reason));
+                self.failures.push((Failed::last_fresh(off), reason));
                 return;
             }
         };
@@ -200,15 +200,16 @@ impl<P: 'static> HandlerSlot<P> {
     }
 
     /// After a fresh event failed: schedule its retry, or dead-letter it.
+    /// Returns whether a retry was scheduled.
     pub(super) fn after_fresh_failure(
         &mut self,
         event: &Event<P>,
         (off, seq): (u32, u64),
         reason: &FailureReason,
         services: &Services<P>,
-    ) {
+    ) -> bool {
         let Some(r) = self.resilience.as_mut() else {
-            return;
+            return false;
         };
         let now = services.clock.now();
         let mut attempts = vec![attempt(now, reason)];
@@ -217,8 +218,8 @@ impl<P: 'static> HandlerSlot<P> {
             Err(why) => {
                 // No copy: the event can be neither retried nor dead-lettered. The
                 // handler's failure is reported already; this one says why.
-                self.failures.push((Failed::Fresh(off), why));
-                return;
+                self.failures.push((Failed::last_fresh(off), why));
+                return false;
             }
         };
         match next_delay(&r.spec.retry, 1, reason, &mut r.rng, &mut attempts, now) {
@@ -235,8 +236,12 @@ impl<P: 'static> HandlerSlot<P> {
                     due: now.saturating_add(delay),
                 });
                 self.overflow_check(services);
+                true
             }
-            None => self.dead_letter(copy, attempts, services),
+            None => {
+                self.dead_letter(copy, attempts, services);
+                false
+            }
         }
     }
 
@@ -337,14 +342,16 @@ impl<P: 'static> HandlerSlot<P> {
                     w.attempts.push(attempt(now, &reason));
                     let made = w.attempts.len() as u32;
                     let report = try_clone(r.spec.clone, &w.event).ok().map(Box::new);
-                    match next_delay(
+                    let retry = next_delay(
                         &r.spec.retry,
                         made,
                         &reason,
                         &mut r.rng,
                         &mut w.attempts,
                         now,
-                    ) {
+                    );
+                    let last = retry.is_none();
+                    match retry {
                         Some(delay) => {
                             self.retries += 1;
                             self.run_retried += 1;
@@ -363,8 +370,13 @@ impl<P: 'static> HandlerSlot<P> {
                             self.dead_letter(w.event, w.attempts, services);
                         }
                     }
-                    self.failures
-                        .push((Failed::Queued(report, sequence), reason));
+                    let failed = Failed::Queued {
+                        copy: report,
+                        sequence,
+                        attempt: made,
+                        last,
+                    };
+                    self.failures.push((failed, reason));
                 }
             }
         }

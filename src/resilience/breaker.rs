@@ -21,7 +21,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::error::{ResilienceConfigError, ResilienceConfigErrorKind as Kind};
-use super::retry::unwrap_config;
 
 /// The largest failure-ratio window, in calls.
 pub const MAX_WINDOW: u32 = 1 << 16;
@@ -43,6 +42,16 @@ enum Trip {
 /// When a circuit breaker opens, how long it stays open, and how many trial calls
 /// decide whether it closes again.
 ///
+/// ## Invalid values
+/// The plain constructors never panic. Given values that cannot work (a
+/// threshold or window of 0, a ratio outside `(0, 1]`, …) they return an
+/// *invalid* configuration that keeps the values and says what is wrong through
+/// [`validate`](BreakerConfig::validate);
+/// [`Bus::subscribe_with`](crate::Bus::subscribe_with) refuses it with
+/// [`SubscribeError::InvalidCircuitBreaker`](crate::SubscribeError::InvalidCircuitBreaker),
+/// and a [`CircuitBreaker`] made from it never opens. The `try_*` constructors
+/// return the error at once instead.
+///
 /// # Examples
 /// ```
 /// use std::time::Duration;
@@ -59,18 +68,22 @@ enum Trip {
 pub struct BreakerConfig {
     trip: Trip,
     cool_down: Duration,
-    /// `1 ..= u32::MAX`.
+    /// `1 ..= u32::MAX` (0 only in an invalid configuration).
     half_open_trials: u32,
 }
 
 impl BreakerConfig {
     /// Opens after `n` consecutive failures; stays open for `cool_down`.
     ///
-    /// # Panics
-    /// If `n` is 0; see [`try_consecutive_failures`](BreakerConfig::try_consecutive_failures).
-    #[track_caller]
+    /// An `n` of 0 gives an [invalid](BreakerConfig#invalid-values)
+    /// configuration; [`try_consecutive_failures`](BreakerConfig::try_consecutive_failures)
+    /// returns the error.
     pub fn consecutive_failures(n: u32, cool_down: Duration) -> Self {
-        unwrap_config(BreakerConfig::try_consecutive_failures(n, cool_down))
+        BreakerConfig {
+            trip: Trip::Consecutive(n),
+            cool_down,
+            half_open_trials: 1,
+        }
     }
 
     /// [`consecutive_failures`](BreakerConfig::consecutive_failures), or an error if
@@ -79,27 +92,27 @@ impl BreakerConfig {
         n: u32,
         cool_down: Duration,
     ) -> Result<Self, ResilienceConfigError> {
-        if n == 0 {
-            return Err(ResilienceConfigError::new(Kind::ZeroFailureThreshold));
-        }
-        Ok(BreakerConfig {
-            trip: Trip::Consecutive(n),
-            cool_down,
-            half_open_trials: 1,
-        })
+        let config = BreakerConfig::consecutive_failures(n, cool_down);
+        config.validate()?;
+        Ok(config)
     }
 
     /// Opens when, among the last `window` calls, at least `min_calls` calls were
     /// made and the share that failed is `ratio` or more; stays open for
     /// `cool_down`. The check runs after each failure. A `min_calls` of 0 means 1.
     ///
-    /// # Panics
-    /// On an invalid configuration; see [`try_failure_ratio`](BreakerConfig::try_failure_ratio).
-    #[track_caller]
+    /// Values [`try_failure_ratio`](BreakerConfig::try_failure_ratio) rejects give
+    /// an [invalid](BreakerConfig#invalid-values) configuration.
     pub fn failure_ratio(ratio: f64, window: u32, min_calls: u32, cool_down: Duration) -> Self {
-        unwrap_config(BreakerConfig::try_failure_ratio(
-            ratio, window, min_calls, cool_down,
-        ))
+        BreakerConfig {
+            trip: Trip::Ratio {
+                ratio,
+                window,
+                min_calls: min_calls.max(1),
+            },
+            cool_down,
+            half_open_trials: 1,
+        }
     }
 
     /// [`failure_ratio`](BreakerConfig::failure_ratio), or an error if `ratio` is
@@ -111,49 +124,69 @@ impl BreakerConfig {
         min_calls: u32,
         cool_down: Duration,
     ) -> Result<Self, ResilienceConfigError> {
-        if ratio.is_nan() || ratio <= 0.0 || ratio > 1.0 {
-            return Err(ResilienceConfigError::new(Kind::InvalidRatio(ratio)));
-        }
-        if window == 0 {
-            return Err(ResilienceConfigError::new(Kind::ZeroWindow));
-        }
-        if window > MAX_WINDOW {
-            return Err(ResilienceConfigError::new(Kind::WindowTooLarge(window)));
-        }
-        if min_calls > window {
-            return Err(ResilienceConfigError::new(Kind::MinCallsAboveWindow {
-                min_calls,
-                window,
-            }));
-        }
-        Ok(BreakerConfig {
-            trip: Trip::Ratio {
+        let config = BreakerConfig::failure_ratio(ratio, window, min_calls, cool_down);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `Ok` for a configuration that can work; for an
+    /// [invalid](BreakerConfig#invalid-values) one, what is wrong with its values.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ringbus::resilience::{BreakerConfig, ResilienceConfigErrorKind};
+    ///
+    /// let config = BreakerConfig::consecutive_failures(0, Duration::from_secs(1));
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.kind(), &ResilienceConfigErrorKind::ZeroFailureThreshold);
+    /// ```
+    pub fn validate(&self) -> Result<(), ResilienceConfigError> {
+        let err = |kind| Err(ResilienceConfigError::new(kind));
+        match self.trip {
+            Trip::Consecutive(0) => return err(Kind::ZeroFailureThreshold),
+            Trip::Consecutive(_) => {}
+            Trip::Ratio {
                 ratio,
                 window,
-                min_calls: min_calls.max(1),
-            },
-            cool_down,
-            half_open_trials: 1,
-        })
+                min_calls,
+            } => {
+                if ratio.is_nan() || ratio <= 0.0 || ratio > 1.0 {
+                    return err(Kind::InvalidRatio(ratio));
+                }
+                if window == 0 {
+                    return err(Kind::ZeroWindow);
+                }
+                if window > MAX_WINDOW {
+                    return err(Kind::WindowTooLarge(window));
+                }
+                if min_calls > window {
+                    return err(Kind::MinCallsAboveWindow { min_calls, window });
+                }
+            }
+        }
+        if self.half_open_trials == 0 {
+            return err(Kind::ZeroHalfOpenTrials);
+        }
+        Ok(())
     }
 
     /// How many trial calls a half-open breaker lets through (default 1). All
     /// must succeed for it to close; any failure re-opens it.
     ///
-    /// # Panics
-    /// If `n` is 0; see [`try_half_open_trials`](BreakerConfig::try_half_open_trials).
-    #[track_caller]
-    pub fn half_open_trials(self, n: u32) -> Self {
-        unwrap_config(self.try_half_open_trials(n))
+    /// An `n` of 0 gives an [invalid](BreakerConfig#invalid-values)
+    /// configuration; [`try_half_open_trials`](BreakerConfig::try_half_open_trials)
+    /// returns the error.
+    pub fn half_open_trials(mut self, n: u32) -> Self {
+        self.half_open_trials = n;
+        self
     }
 
-    /// [`half_open_trials`](BreakerConfig::half_open_trials), or an error if `n` is 0.
-    pub fn try_half_open_trials(mut self, n: u32) -> Result<Self, ResilienceConfigError> {
-        if n == 0 {
-            return Err(ResilienceConfigError::new(Kind::ZeroHalfOpenTrials));
-        }
-        self.half_open_trials = n;
-        Ok(self)
+    /// [`half_open_trials`](BreakerConfig::half_open_trials), or an error if `n` is 0
+    /// (or this configuration was invalid already).
+    pub fn try_half_open_trials(self, n: u32) -> Result<Self, ResilienceConfigError> {
+        let config = self.half_open_trials(n);
+        config.validate()?;
+        Ok(config)
     }
 
     /// How long the breaker stays open before it lets a trial through.
@@ -296,12 +329,16 @@ pub struct CircuitBreaker {
     recent_failures: u32,
     /// A transition made by `allow`, not yet taken.
     pending: Option<BreakerTransition>,
+    /// Whether `config` is valid; an invalid one never trips (and keeps no window).
+    valid: bool,
 }
 
 impl CircuitBreaker {
-    /// A closed breaker.
+    /// A closed breaker. One made from an [invalid](BreakerConfig#invalid-values)
+    /// configuration never opens.
     pub fn new(config: BreakerConfig) -> Self {
         CircuitBreaker {
+            valid: config.validate().is_ok(),
             config,
             phase: Phase::Closed,
             consecutive_failures: 0,
@@ -429,6 +466,9 @@ impl CircuitBreaker {
         let Trip::Ratio { window, .. } = self.config.trip else {
             return;
         };
+        if !self.valid {
+            return;
+        }
         if self.recent.len() == window as usize {
             if let Some(true) = self.recent.pop_front() {
                 self.recent_failures -= 1;
@@ -439,6 +479,9 @@ impl CircuitBreaker {
     }
 
     fn tripped(&self) -> bool {
+        if !self.valid {
+            return false;
+        }
         match self.config.trip {
             Trip::Consecutive(n) => self.consecutive_failures >= n,
             Trip::Ratio {
@@ -671,6 +714,45 @@ mod tests {
         assert_eq!(
             kind(BreakerConfig::consecutive_failures(1, secs(1)).try_half_open_trials(0)),
             Kind::ZeroHalfOpenTrials
+        );
+    }
+
+    #[test]
+    fn plain_constructors_never_panic_and_an_invalid_breaker_never_opens() {
+        let invalid = [
+            (
+                BreakerConfig::consecutive_failures(0, secs(1)),
+                Kind::ZeroFailureThreshold,
+            ),
+            (
+                BreakerConfig::failure_ratio(f64::INFINITY, 4, 1, secs(1)),
+                Kind::InvalidRatio(f64::INFINITY),
+            ),
+            (
+                BreakerConfig::failure_ratio(0.5, 0, 0, secs(1)),
+                Kind::ZeroWindow,
+            ),
+            (
+                BreakerConfig::failure_ratio(0.5, u32::MAX, 1, secs(1)),
+                Kind::WindowTooLarge(u32::MAX),
+            ),
+            (
+                BreakerConfig::consecutive_failures(1, secs(1)).half_open_trials(0),
+                Kind::ZeroHalfOpenTrials,
+            ),
+        ];
+        for (config, expected) in invalid {
+            assert_eq!(config.validate().unwrap_err().kind(), &expected);
+            let mut b = CircuitBreaker::new(config);
+            for t in 0..100 {
+                assert!(b.allow(secs(t)));
+                assert_eq!(b.on_failure(secs(t)), None, "{config:?}");
+            }
+            assert_eq!(b.window(), (0, 0), "keeps no window");
+        }
+        assert_eq!(
+            BreakerConfig::failure_ratio(0.5, 10, 0, secs(1)).validate(),
+            Ok(())
         );
     }
 

@@ -4,8 +4,9 @@ use std::fmt;
 
 /// A retry policy, circuit breaker or dead-letter queue was configured with values
 /// that cannot work (a backoff factor below 1, zero attempts, a ratio outside
-/// `(0, 1]`, …). Returned by the `try_*` constructors; the plain constructors panic
-/// with the same message.
+/// `(0, 1]`, …). Returned by the `try_*` constructors; the plain constructors of a
+/// retry policy or breaker keep it for their `validate` (and `subscribe_with`
+/// refuses them with it).
 ///
 /// # Examples
 /// ```

@@ -43,6 +43,15 @@ enum Backoff {
 /// or a panic goes to the dead-letter queue after its first attempt. Change that with
 /// [`retry_if`](RetryPolicy::retry_if).
 ///
+/// ## Invalid values
+/// The plain constructors never panic. Given values that cannot work (zero
+/// attempts, a backoff factor that is NaN, infinite or below 1, …) they return an
+/// *invalid* policy that keeps the values, never retries, and says what is wrong
+/// through [`validate`](RetryPolicy::validate);
+/// [`Bus::subscribe_with`](crate::Bus::subscribe_with) refuses it with
+/// [`SubscribeError::InvalidRetryPolicy`](crate::SubscribeError::InvalidRetryPolicy).
+/// The `try_*` constructors return the error at once instead.
+///
 /// # Examples
 /// ```
 /// use std::time::Duration;
@@ -75,6 +84,8 @@ pub struct RetryPolicy {
     jitter: f64,
     /// `None`: the default, [`FailureReason::is_transient`].
     retry_if: Option<Predicate>,
+    /// Why the values given to a plain constructor cannot work (`None`: they can).
+    invalid: Option<ResilienceConfigError>,
 }
 
 /// Replaces a zero xorshift state, which would stay zero forever.
@@ -87,7 +98,21 @@ impl RetryPolicy {
             max_attempts,
             jitter: 0.0,
             retry_if: None,
+            invalid: None,
         }
+    }
+
+    /// The policy `checked` returned, or — for invalid values — one that keeps
+    /// them (for `Debug`) and the error, and never retries.
+    fn or_invalid(
+        checked: Result<Self, ResilienceConfigError>,
+        backoff: Backoff,
+        max_attempts: u32,
+    ) -> Self {
+        checked.unwrap_or_else(|e| RetryPolicy {
+            invalid: Some(e),
+            ..RetryPolicy::with(backoff, max_attempts)
+        })
     }
 
     /// No retries: a failed event goes to the dead-letter queue after its one call.
@@ -98,11 +123,14 @@ impl RetryPolicy {
     /// Retries at once (on the timer's next turn, never inside the dispatcher's
     /// current batch), up to `max_attempts` calls in all.
     ///
-    /// # Panics
-    /// If `max_attempts` is 0; see [`try_immediate`](RetryPolicy::try_immediate).
-    #[track_caller]
+    /// A `max_attempts` of 0 gives an [invalid](RetryPolicy#invalid-values)
+    /// policy; [`try_immediate`](RetryPolicy::try_immediate) returns the error.
     pub fn immediate(max_attempts: u32) -> Self {
-        unwrap_config(RetryPolicy::try_immediate(max_attempts))
+        RetryPolicy::or_invalid(
+            RetryPolicy::try_immediate(max_attempts),
+            Backoff::Immediate,
+            max_attempts,
+        )
     }
 
     /// [`immediate`](RetryPolicy::immediate), or an error if `max_attempts` is 0.
@@ -113,11 +141,14 @@ impl RetryPolicy {
 
     /// Waits `delay` before every retry, up to `max_attempts` calls in all.
     ///
-    /// # Panics
-    /// If `max_attempts` is 0; see [`try_fixed`](RetryPolicy::try_fixed).
-    #[track_caller]
+    /// A `max_attempts` of 0 gives an [invalid](RetryPolicy#invalid-values)
+    /// policy; [`try_fixed`](RetryPolicy::try_fixed) returns the error.
     pub fn fixed(delay: Duration, max_attempts: u32) -> Self {
-        unwrap_config(RetryPolicy::try_fixed(delay, max_attempts))
+        RetryPolicy::or_invalid(
+            RetryPolicy::try_fixed(delay, max_attempts),
+            Backoff::Fixed(delay),
+            max_attempts,
+        )
     }
 
     /// [`fixed`](RetryPolicy::fixed), or an error if `max_attempts` is 0.
@@ -130,19 +161,32 @@ impl RetryPolicy {
     /// each next one, never more than `cap`: retry `n` (1-based) waits
     /// `min(initial * factor^(n-1), cap)`. Up to `max_attempts` calls in all.
     ///
-    /// # Panics
-    /// On an invalid configuration (a `factor` that is NaN, infinite or below
-    /// 1.0, a zero `initial`, `initial` above `cap`, zero `max_attempts`): fine for
-    /// constants written in the program; for values read at run time use
-    /// [`try_exponential`](RetryPolicy::try_exponential), which returns the error.
-    #[track_caller]
+    /// Invalid values (a `factor` that is NaN, infinite or below 1.0, a zero
+    /// `initial`, `initial` above `cap`, zero `max_attempts`) give an
+    /// [invalid](RetryPolicy#invalid-values) policy, which
+    /// [`Bus::subscribe_with`](crate::Bus::subscribe_with) refuses with a typed
+    /// error; [`try_exponential`](RetryPolicy::try_exponential) returns the error
+    /// at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ringbus::resilience::{ResilienceConfigErrorKind, RetryPolicy};
+    ///
+    /// let policy = RetryPolicy::exponential(Duration::from_millis(10), 0.5, Duration::from_secs(1), 5);
+    /// let err = policy.validate().unwrap_err();
+    /// assert_eq!(err.kind(), &ResilienceConfigErrorKind::InvalidFactor(0.5));
+    /// assert!(!policy.retries());
+    /// ```
     pub fn exponential(initial: Duration, factor: f64, cap: Duration, max_attempts: u32) -> Self {
-        unwrap_config(RetryPolicy::try_exponential(
-            initial,
-            factor,
-            cap,
+        RetryPolicy::or_invalid(
+            RetryPolicy::try_exponential(initial, factor, cap, max_attempts),
+            Backoff::Exponential {
+                initial,
+                factor,
+                cap,
+            },
             max_attempts,
-        ))
+        )
     }
 
     /// [`exponential`](RetryPolicy::exponential), or an error if `max_attempts` is 0,
@@ -227,7 +271,17 @@ impl RetryPolicy {
         self
     }
 
-    /// Calls in all, the first included (1 for [`none`](RetryPolicy::none)).
+    /// `Ok` for a policy that can work; for an [invalid](RetryPolicy#invalid-values)
+    /// one, what is wrong with the values given to its constructor.
+    pub fn validate(&self) -> Result<(), ResilienceConfigError> {
+        match &self.invalid {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    /// Calls in all, the first included (1 for [`none`](RetryPolicy::none)), as
+    /// given to the constructor (so 0 for an invalid `immediate(0)`).
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
@@ -237,9 +291,9 @@ impl RetryPolicy {
         self.jitter
     }
 
-    /// Whether this policy ever retries (`max_attempts > 1`).
+    /// Whether this policy ever retries (`max_attempts > 1`, and valid).
     pub fn retries(&self) -> bool {
-        self.max_attempts > 1
+        self.max_attempts > 1 && self.invalid.is_none()
     }
 
     /// Whether the predicate considers `reason` worth retrying (ignoring the
@@ -252,8 +306,12 @@ impl RetryPolicy {
     }
 
     /// The delay before retry number `retry` (1-based), before jitter; `retry` 0
-    /// is treated as 1. Independent of `max_attempts`.
+    /// is treated as 1. Independent of `max_attempts`. Zero for an
+    /// [invalid](RetryPolicy#invalid-values) policy.
     pub fn base_delay(&self, retry: u32) -> Duration {
+        if self.invalid.is_some() {
+            return Duration::ZERO;
+        }
         match self.backoff {
             Backoff::Immediate => Duration::ZERO,
             Backoff::Fixed(d) => d,
@@ -287,8 +345,8 @@ impl RetryPolicy {
     ///   state is replaced by a fixed non-zero constant before use. Seed it once
     ///   (per handler, say) and keep passing the same variable.
     ///
-    /// Gives up when `attempts_made >= max_attempts` or the predicate rejects
-    /// `reason`; otherwise returns [`base_delay(attempts_made)`](RetryPolicy::base_delay)
+    /// Gives up when `attempts_made >= max_attempts`, the predicate rejects
+    /// `reason`, or the policy is [invalid](RetryPolicy#invalid-values); otherwise returns [`base_delay(attempts_made)`](RetryPolicy::base_delay)
     /// scaled by the jitter factor.
     pub fn next_delay(
         &self,
@@ -297,7 +355,7 @@ impl RetryPolicy {
         rng: &mut u64,
     ) -> Option<Duration> {
         let made = attempts_made.max(1);
-        if made >= self.max_attempts || !self.should_retry(reason) {
+        if made >= self.max_attempts || self.invalid.is_some() || !self.should_retry(reason) {
             return None;
         }
         let base = self.base_delay(made);
@@ -369,8 +427,11 @@ impl fmt::Debug for RetryPolicy {
                 } else {
                     "is_transient"
                 },
-            )
-            .finish()
+            );
+        if let Some(e) = &self.invalid {
+            d.field("invalid", &e.to_string());
+        }
+        d.finish()
     }
 }
 
@@ -597,8 +658,41 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "invalid resilience configuration: max_attempts must be at least 1")]
-    fn plain_constructor_panics_on_zero_attempts() {
-        let _ = RetryPolicy::immediate(0);
+    fn plain_constructors_never_panic_and_keep_the_error() {
+        let nan = RetryPolicy::exponential(ms(1), f64::NAN, ms(9), 3);
+        assert!(matches!(nan.validate().unwrap_err().kind(), Kind::InvalidFactor(f) if f.is_nan()));
+        assert!(format!("{nan:?}").contains("invalid"));
+        let invalid = [
+            (RetryPolicy::immediate(0), Kind::ZeroMaxAttempts),
+            (RetryPolicy::fixed(ms(5), 0), Kind::ZeroMaxAttempts),
+            (
+                RetryPolicy::exponential(ms(1), f64::INFINITY, ms(9), 3),
+                Kind::InvalidFactor(f64::INFINITY),
+            ),
+            (
+                RetryPolicy::exponential(ms(1), -2.0, ms(9), 3),
+                Kind::InvalidFactor(-2.0),
+            ),
+            (
+                RetryPolicy::exponential(Duration::ZERO, 2.0, ms(9), 3),
+                Kind::ZeroInitialDelay,
+            ),
+            (
+                RetryPolicy::exponential(ms(10), 2.0, ms(9), 3),
+                Kind::InitialAboveCap,
+            ),
+        ];
+        let policies = invalid.iter().map(|(p, _)| p).chain([&nan]);
+        for p in policies {
+            assert!(!p.retries(), "{p:?}");
+            for retry in [0, 1, 2, 64, u32::MAX] {
+                assert_eq!(p.base_delay(retry), Duration::ZERO, "{p:?}");
+                assert_eq!(p.next_delay(retry, &transient(), &mut 7), None, "{p:?}");
+            }
+        }
+        for (p, expected) in &invalid {
+            assert_eq!(p.validate().unwrap_err().kind(), expected);
+        }
+        assert_eq!(RetryPolicy::immediate(3).validate(), Ok(()));
     }
 }
