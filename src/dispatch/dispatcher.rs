@@ -300,8 +300,8 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             )
             .min()
             .unwrap_or(self.next);
-        // Never backwards: a conservative root may lie below an earlier mark.
-        progress.settled.fetch_max(settled, Ordering::AcqRel);
+        // It may go down: a redriven event re-enters below earlier marks.
+        progress.settled.store(settled, Ordering::Release);
         progress.notify();
     }
 
@@ -639,6 +639,11 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 }
                 Control::Redrive(which, ack) => {
                     let n = self.redrive(&which);
+                    // Before the caller returns: a flush after the redrive
+                    // sees the redriven events as unsettled.
+                    if n > 0 {
+                        self.report_progress();
+                    }
                     ack.complete(Reply::Done(n));
                 }
             }
@@ -666,8 +671,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         let n = letters.len();
         for (letter, i) in letters.into_iter().zip(targets) {
             if let Some(slot) = self.slots[i].as_mut() {
-                // Flush waits for it like for an event published now.
-                slot.enqueue_redrive(letter.event, self.next);
+                // Its root lies below every later flush mark (the claim count,
+                // at least `next`): a flush after the redrive waits for it.
+                slot.enqueue_redrive(letter.event, self.next.saturating_sub(1));
             }
         }
         n
