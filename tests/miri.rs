@@ -263,7 +263,7 @@ fn publish_every_verb<M: ProducerMode>(
 
 /// Two handlers (so that the pool runs them in parallel), one producer.
 fn every_verb_single(exec: Exec) {
-    const N: usize = if cfg!(miri) { 20 } else { 200 };
+    const N: usize = if cfg!(miri) { 10 } else { 200 };
     let (tally, clock) = (Arc::new(Tally::default()), ManualClock::new());
     let (bus, mut p) = builder(exec, 4, &clock).single_producer().build().unwrap();
     let seen: Vec<Seen> = (0..2).map(|_| Seen::default()).collect();
@@ -284,7 +284,7 @@ fn every_verb_single(exec: Exec) {
 
 /// Two handlers, two producer threads with a publisher each.
 fn every_verb_multi(exec: Exec) {
-    const N: usize = if cfg!(miri) { 15 } else { 200 };
+    const N: usize = if cfg!(miri) { 8 } else { 200 };
     let (tally, clock) = (Arc::new(Tally::default()), ManualClock::new());
     let bus = builder(exec, 8, &clock).build().unwrap();
     let seen: Vec<Seen> = (0..2).map(|_| Seen::default()).collect();
@@ -314,6 +314,10 @@ fn every_verb_single_producer_inline() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "under Miri the multi-producer `_pool` tests cover the pool path"
+)]
 fn every_verb_single_producer_pool() {
     every_verb_single(Exec::Pool);
 }
@@ -483,6 +487,10 @@ fn user_code_panics_while_claiming_single_producer_inline() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "under Miri the multi-producer `_pool` tests cover the pool path"
+)]
 fn user_code_panics_while_claiming_single_producer_pool() {
     user_code_panics_single(Exec::Pool);
 }
@@ -493,6 +501,10 @@ fn user_code_panics_while_claiming_multi_producer_inline() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "under Miri the multi-producer `_pool` tests cover the pool path"
+)]
 fn user_code_panics_while_claiming_multi_producer_pool() {
     user_code_panics_multi(Exec::Pool);
 }
@@ -563,6 +575,10 @@ fn full_ring_and_timed_out_claim_multi_producer_inline() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "under Miri the multi-producer `_pool` tests cover the pool path"
+)]
 fn full_ring_and_timed_out_claim_multi_producer_pool() {
     full_ring_multi(Exec::Pool);
 }
@@ -573,7 +589,7 @@ fn full_ring_and_timed_out_claim_multi_producer_pool() {
 /// clock delivers it, and the events behind it on its subject wait, in order.
 /// The retry queue holds clones: they are dropped too.
 fn retrying(exec: Exec) {
-    const N: usize = if cfg!(miri) { 7 } else { 31 };
+    const N: usize = if cfg!(miri) { 4 } else { 31 };
     let (tally, clock) = (Arc::new(Tally::default()), ManualClock::new());
     let bus = builder(exec, 8, &clock).build().unwrap();
     let attempts: Arc<Mutex<Vec<(usize, bool)>>> = Arc::default();
@@ -651,7 +667,7 @@ fn retrying_subscription_pool() {
 /// Three lanes, two producers, four subjects: each event reaches exactly one
 /// lane, each subject stays on one lane, in publish order.
 fn partitioned(exec: Exec) {
-    const N: usize = if cfg!(miri) { 12 } else { 200 };
+    const N: usize = if cfg!(miri) { 8 } else { 200 };
     let (tally, clock) = (Arc::new(Tally::default()), ManualClock::new());
     let bus = builder(exec, 8, &clock).build().unwrap();
     // (lane, subject, producer, seq) per call.
@@ -778,6 +794,10 @@ fn payload_drop_panic_single_producer_inline() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "under Miri the multi-producer `_pool` tests cover the pool path"
+)]
 fn payload_drop_panic_single_producer_pool() {
     drop_panics_single(Exec::Pool);
 }
@@ -909,6 +929,10 @@ fn shutdown_while_producer_busy_single_producer_inline() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "under Miri the multi-producer `_pool` tests cover the pool path"
+)]
 fn shutdown_while_producer_busy_single_producer_pool() {
     shutdown_while_busy_single(Exec::Pool);
 }
