@@ -47,7 +47,9 @@ impl<T> Ring<T> {
 
     /// Single producer: claims the next `n` sequences, waiting for space (per the
     /// producer wait strategy, until `deadline` if any) unless `wait` is false.
-    /// Fails at once with `Closed` on a closed ring, also while waiting.
+    /// A closed ring is noticed where it costs nothing extra: while waiting for
+    /// space (`Closed` at once), and otherwise at the publish (the one
+    /// compare-and-swap), which then hands the written values back.
     #[inline]
     pub(crate) fn claim_single<'a>(
         &'a self,
