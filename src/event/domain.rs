@@ -157,33 +157,20 @@ impl Event<serde_json::Value> {
     /// assert!(matches!(unknown.into_typed::<ShopEvent>(),
     ///     Err(VariantError::UnknownEventType { .. })));
     /// ```
-    pub fn into_typed<E: EventEnum>(self) -> Result<Event<E>, VariantError> {
+    pub fn into_typed<E: EventEnum>(mut self) -> Result<Event<E>, VariantError> {
         let name = self.event_type.name();
-        let data = match E::deserialize_variant(name, self.data) {
-            None => {
-                return Err(VariantError::UnknownEventType {
-                    event_type: name.to_owned(),
-                })
-            }
-            Some(Err(e)) => {
-                return Err(VariantError::PayloadMismatch {
-                    event_type: name.to_owned(),
-                    message: e.to_string(),
-                })
-            }
-            Some(Ok(data)) => data,
-        };
-        Ok(Event {
-            id: self.id,
-            event_type: self.event_type,
-            source: self.source,
-            timestamp: self.timestamp,
-            version: self.version,
-            subject: self.subject,
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
-            data,
-        })
+        let value = std::mem::take(&mut self.data);
+        match E::deserialize_variant(name, value) {
+            None => Err(VariantError::UnknownEventType {
+                event_type: name.to_owned(),
+            }),
+            Some(Err(e)) => Err(VariantError::PayloadMismatch {
+                event_type: name.to_owned(),
+                message: e.to_string(),
+            }),
+            // The envelope as it is, the payload typed.
+            Some(Ok(data)) => Ok(self.map(|_| data)),
+        }
     }
 }
 
