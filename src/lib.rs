@@ -65,7 +65,7 @@ pub use ring::WaitStrategy;
 /// trailing tokens), as in NATS subjects. Every event is `">"` — not `"*"`, which
 /// matches single-token types only (see [`Pattern`](pattern::Pattern)).
 pub mod pattern {
-    pub use crate::dispatch::{IntoPatterns, Pattern, PatternError};
+    pub use crate::dispatch::{named, IntoPatterns, Named, Pattern, PatternError};
 }
 
 /// What happens when a handler fails: the failure record, the policy hook that

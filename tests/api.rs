@@ -413,3 +413,44 @@ fn handler_error_is_a_std_error() {
     assert_eq!(reason.to_string(), "permanent error: gone");
     assert!(!reason.is_transient());
 }
+
+/// Every verb takes a name with its patterns (`pattern::named`), whatever the
+/// payload: here one that is not `Clone`, so `SubscribeOptions` is out of reach.
+#[test]
+fn every_verb_takes_a_name_with_its_patterns() {
+    use ringbus::pattern::named;
+    struct NotClone(#[allow(dead_code)] u32);
+    let bus = ringbus::BusBuilder::<NotClone>::new().build().unwrap();
+    let plain = bus.subscribe(named("plain", "a.*"), |_e| ()).unwrap();
+    let all = bus.subscribe(named("all", ">"), |_e| ()).unwrap();
+    // A factory returning closures would otherwise be named `{{closure}}`.
+    let lanes = bus
+        .subscribe_partitioned(named("lanes", "a.b"), 2, |_lane| {
+            |_e: &ringbus::Event<NotClone>| -> Result<(), ringbus::HandlerError> { Ok(()) }
+        })
+        .unwrap();
+    struct H;
+    impl ringbus::Handler<NotClone> for H {
+        fn handle(&mut self, _e: &ringbus::Event<NotClone>) -> Result<(), ringbus::HandlerError> {
+            Ok(())
+        }
+    }
+    let typed = bus.subscribe_handler(named("typed", "a.b"), H).unwrap();
+    let m = bus.metrics();
+    for (id, lane, name) in [
+        (plain, 0, "plain"),
+        (all, 0, "all"),
+        (lanes, 0, "lanes"),
+        (lanes, 1, "lanes"),
+        (typed, 0, "typed"),
+    ] {
+        assert_eq!(&*m.handler(id, lane).unwrap().handler, name);
+    }
+    // Unnamed: the patterns' text, never `{{closure}}`.
+    let unnamed = bus.subscribe(["a.b", "c.>"], |_e| ()).unwrap();
+    assert_eq!(
+        &*bus.metrics().handler(unnamed, 0).unwrap().handler,
+        "a.b, c.>"
+    );
+    bus.shutdown().unwrap();
+}

@@ -22,7 +22,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// pattern or several; see [`Pattern`] for the syntax). A closure matched by
     /// several of its patterns gets each event once. Its name in metrics, failures
     /// and dead letters is its patterns' text (`"order.*"`; several joined by
-    /// `", "`); [`Bus::subscribe_with`] gives another.
+    /// `", "`). Every subscribe verb takes another name with the patterns:
+    /// `subscribe(named("emails", "user.*"), f)` ([`named`](crate::pattern::named)),
+    /// or through [`SubscribeOptions::name`] in the `_with` verbs.
     ///
     /// `f` takes `&Event<P>` — no annotation needed, the bus knows `P` — and
     /// returns `()` or a `Result` (see [`HandlerResult`]). For a type
@@ -71,8 +73,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         F: FnMut(&Event<P>) -> R + Send + 'static,
         R: HandlerResult + 'static,
     {
-        let patterns = self.checked(patterns, 1)?;
-        let name = patterns_text(&patterns);
+        let (patterns, name) = self.checked(patterns, 1)?;
+        let name = name.unwrap_or_else(|| patterns_text(&patterns));
         self.install(
             Some(patterns),
             vec![Box::new(FnHandler::new(f))],
@@ -108,10 +110,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         F: FnMut(&Event<P>) -> R + Send + 'static,
         R: HandlerResult + 'static,
     {
-        let patterns = self.checked(patterns, 1)?;
-        let name = options
-            .name
-            .clone()
+        let (patterns, name) = self.checked(patterns, 1)?;
+        let name = name
+            .or_else(|| options.name.clone())
             .unwrap_or_else(|| patterns_text(&patterns));
         let spec = options.into_spec()?;
         let handlers = vec![Box::new(FnHandler::new(f)) as Box<dyn Handler<P>>];
@@ -120,8 +121,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
 
     /// Subscribes the closure `f` to every event — the seed's `SubscribeToAll`
     /// (its `"*"`; in ringbus patterns `*` is exactly one token). The same as
-    /// `subscribe(">", f)`, and named `">"`; name it, or add failure handling,
-    /// with [`Bus::subscribe_with`]`(">", f, options)`.
+    /// `subscribe(">", f)`, and named `">"`; name it with
+    /// `subscribe(named("audit", ">"), f)`, add failure handling with
+    /// [`Bus::subscribe_with`]`(">", f, options)`.
     pub fn subscribe_all<F, R>(&self, f: F) -> Result<SubscriptionId, SubscribeError>
     where
         F: FnMut(&Event<P>) -> R + Send + 'static,
@@ -138,9 +140,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         patterns: impl IntoPatterns,
         handler: H,
     ) -> Result<SubscriptionId, SubscribeError> {
-        let patterns = self.checked(patterns, 1)?;
-        let name = std::any::type_name::<H>();
-        self.install(Some(patterns), vec![Box::new(handler)], name, None)
+        let (patterns, name) = self.checked(patterns, 1)?;
+        let name = name.unwrap_or_else(|| std::any::type_name::<H>().to_owned());
+        self.install(Some(patterns), vec![Box::new(handler)], &name, None)
     }
 
     /// [`Bus::subscribe_handler`] with failure handling (see
@@ -169,11 +171,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         lanes: usize,
         mut factory: impl FnMut(usize) -> H,
     ) -> Result<SubscriptionId, SubscribeError> {
-        let patterns = self.checked(patterns, lanes)?;
+        let (patterns, name) = self.checked(patterns, lanes)?;
+        let name = name.unwrap_or_else(|| std::any::type_name::<H>().to_owned());
         let handlers = (0..lanes)
             .map(|lane| Box::new(factory(lane)) as Box<dyn Handler<P>>)
             .collect();
-        self.install(Some(patterns), handlers, std::any::type_name::<H>(), None)
+        self.install(Some(patterns), handlers, &name, None)
     }
 
     /// [`Bus::subscribe_partitioned`] with failure handling (see
@@ -188,10 +191,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     where
         P: Clone,
     {
-        let patterns = self.checked(patterns, lanes)?;
-        let name = options
-            .name
-            .clone()
+        let (patterns, name) = self.checked(patterns, lanes)?;
+        let name = name
+            .or_else(|| options.name.clone())
             .unwrap_or_else(|| std::any::type_name::<H>().to_owned());
         let spec = options.into_spec()?;
         let handlers = (0..lanes)
@@ -200,20 +202,21 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         self.install(Some(patterns), handlers, &name, Some(spec))
     }
 
-    /// The patterns, parsed, and the lane count checked.
+    /// The patterns, parsed, with the name that came with them (`named`), and
+    /// the lane count checked.
     fn checked(
         &self,
         patterns: impl IntoPatterns,
         lanes: usize,
-    ) -> Result<Vec<Pattern>, SubscribeError> {
+    ) -> Result<(Vec<Pattern>, Option<String>), SubscribeError> {
         if lanes == 0 || lanes > MAX_LANES {
             return Err(SubscribeError::InvalidLanes(lanes));
         }
-        let patterns = patterns.into_patterns()?;
+        let (patterns, name) = patterns.into_named_patterns()?;
         if patterns.is_empty() {
             return Err(SubscribeError::NoPatterns);
         }
-        Ok(patterns)
+        Ok((patterns, name))
     }
 
     fn install(

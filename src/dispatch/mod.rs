@@ -53,7 +53,7 @@ pub use execution::Execution;
 pub use failure::{Failure, FailurePolicy, LogFailures};
 pub(crate) use handler::FnHandler;
 pub use handler::{Handler, HandlerResult};
-pub use pattern::{IntoPatterns, Pattern, PatternError};
+pub use pattern::{named, IntoPatterns, Named, Pattern, PatternError};
 pub use shared::{ShutdownReport, StuckHandler};
 
 pub(crate) use control::{Ack, Control, ControlQueue, Redrive, Reply, SubscribeSpec};

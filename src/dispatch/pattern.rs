@@ -175,6 +175,50 @@ impl fmt::Display for Pattern {
 pub trait IntoPatterns {
     /// Parses every pattern.
     fn into_patterns(self) -> Result<Vec<Pattern>, PatternError>;
+
+    /// Parses every pattern, and gives the subscription's name if one came with
+    /// them ([`named`]).
+    fn into_named_patterns(self) -> Result<(Vec<Pattern>, Option<String>), PatternError>
+    where
+        Self: Sized,
+    {
+        Ok((self.into_patterns()?, None))
+    }
+}
+
+/// Patterns with the name of the subscription made to them: every subscribe verb
+/// takes one this way (metrics, failures and dead letters show it), whatever the
+/// payload type — `SubscribeOptions::name` needs a `Clone` payload.
+///
+/// ```
+/// use ringbus::{pattern::named, Bus};
+/// let bus = Bus::builder().build()?;
+/// let id = bus.subscribe(named("emails", ["user.registered", "order.*"]), |_e| ())?;
+/// assert_eq!(&*bus.metrics().handler(id, 0).unwrap().handler, "emails");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn named<T: IntoPatterns>(name: impl Into<String>, patterns: T) -> Named<T> {
+    Named {
+        name: name.into(),
+        patterns,
+    }
+}
+
+/// Patterns and a subscription name; made by [`named`].
+#[derive(Debug, Clone)]
+pub struct Named<T> {
+    name: String,
+    patterns: T,
+}
+
+impl<T: IntoPatterns> IntoPatterns for Named<T> {
+    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
+        self.patterns.into_patterns()
+    }
+
+    fn into_named_patterns(self) -> Result<(Vec<Pattern>, Option<String>), PatternError> {
+        Ok((self.patterns.into_patterns()?, Some(self.name)))
+    }
 }
 
 impl IntoPatterns for &str {
