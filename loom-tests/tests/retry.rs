@@ -70,6 +70,6 @@ fn queued_behind_a_retry_goes_idle_and_shuts_down() {
             .last()
             .unwrap()
             .error
-            .contains("retry drain deadline")));
+            .contains("no retry before the stop deadline")));
     });
 }
