@@ -624,3 +624,50 @@ fn question_mark_on_a_follow_up_publish_classifies_the_refusal() {
     assert_eq!(report.counters.follow_ups, 1);
     assert!(report.handler("nobody").is_none());
 }
+
+#[test]
+fn unsubscribe_returns_while_an_endless_chain_runs() {
+    // `chain.a` republishes itself forever (a ticker made of follow-ups): the
+    // follow-up queue is never empty, yet unsubscribing another handler returns
+    // after the follow-ups queued before it were dispatched, and the ring keeps
+    // flowing.
+    let bus = BusBuilder::<u64>::new().capacity(16).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, mut p) = (stop.clone(), bus.publisher());
+    bus.subscribe("chain.a", move |e| {
+        if !s.load(SeqCst) {
+            p.publish(ev("a", e.data + 1)).unwrap();
+        }
+    })
+    .unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let c = seen.clone();
+    let other = bus
+        .subscribe("chain.other", move |_e| {
+            c.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+    let mut p = bus.publisher();
+    p.publish(ev("a", 0)).unwrap();
+    for i in 0..100 {
+        p.publish(ev("other", i)).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let bus = Arc::new(bus);
+    let b = bus.clone();
+    let unsubscriber = std::thread::spawn(move || tx.send(b.unsubscribe(other)).unwrap());
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("unsubscribe returned during an endless chain")
+        .unwrap();
+    unsubscriber.join().unwrap();
+    assert_eq!(
+        seen.load(SeqCst),
+        100,
+        "every event published before the call"
+    );
+    p.publish(ev("other", 100)).unwrap();
+    stop.store(true, SeqCst);
+    bus.flush().unwrap();
+    assert_eq!(seen.load(SeqCst), 100, "nothing after it");
+    Arc::try_unwrap(bus).unwrap().shutdown().unwrap();
+}

@@ -64,6 +64,10 @@ pub(crate) struct DispatchConfig<P> {
 struct Removal {
     id: SubscriptionId,
     until: u64,
+    /// The follow-up batches that must have run first: follow-ups published
+    /// before the call were queued by the time the dispatcher saw it, and the
+    /// next follow-up batch takes all of them.
+    follow_up_batches: u64,
     ack: Arc<Ack>,
 }
 
@@ -89,6 +93,8 @@ pub(crate) struct Dispatcher<P> {
     /// Whether waiting follow-ups go before the next ring batch: ring batches
     /// and follow-up batches alternate while both have work.
     follow_ups_turn: bool,
+    /// Follow-up batches dispatched so far.
+    follow_up_batches: u64,
 }
 
 impl<P> std::fmt::Debug for Dispatcher<P> {
@@ -116,6 +122,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             skipped: 0,
             follow_ups: Vec::new(),
             follow_ups_turn: false,
+            follow_up_batches: 0,
         }
     }
 
@@ -276,6 +283,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     fn run_follow_ups(&mut self, mut batch: Vec<FollowUp<P>>) -> Vec<FollowUp<P>> {
         if !batch.is_empty() {
             self.dispatch(Some(&batch[..]));
+            self.follow_up_batches += 1;
             self.counters.follow_ups += batch.len() as u64;
             self.publish_stats();
         }
@@ -307,13 +315,13 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
 
     /// Removes the subscriptions whose last event has been dispatched.
     fn apply_removals(&mut self) {
-        let next = self.next;
-        // Follow-ups published before the call are dispatched too.
-        let follow_ups = self.shared.follow_ups.is_pending();
+        let (next, batches) = (self.next, self.follow_up_batches);
+        // Follow-ups published before the call are dispatched too (not every
+        // follow-up since: an endless chain must not hold the removal up).
         let (done, waiting): (Vec<Removal>, Vec<Removal>) = self
             .removals
             .drain(..)
-            .partition(|r| r.until <= next && !follow_ups);
+            .partition(|r| r.until <= next && r.follow_up_batches <= batches);
         self.removals = waiting;
         for r in done {
             let found = self.remove(r.id);
@@ -344,6 +352,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         // Every event is dispatched: every pending unsubscribe can complete.
         for r in &mut self.removals {
             r.until = 0;
+            r.follow_up_batches = 0;
         }
         while self.shared.follow_ups.is_pending() {
             self.dispatch_follow_ups();
@@ -632,7 +641,14 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 }
                 Control::Unsubscribe { id, until, ack } => {
                     if self.subs.iter().any(|s| s.id == id) {
-                        self.removals.push(Removal { id, until, ack });
+                        let follow_up_batches =
+                            self.follow_up_batches + u64::from(self.shared.follow_ups.is_pending());
+                        self.removals.push(Removal {
+                            id,
+                            until,
+                            follow_up_batches,
+                            ack,
+                        });
                     } else {
                         ack.complete(Reply::Done(0));
                     }
