@@ -249,8 +249,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     }
 
     /// Removes a subscription. Its handlers get every event published before this
-    /// call (they are removed once the dispatcher has dispatched those), then their
-    /// `on_shutdown` runs, and the call returns: they receive nothing more.
+    /// call (they are removed once the dispatcher has dispatched those — for
+    /// follow-ups, those queued when the dispatcher takes the call; an endless
+    /// follow-up chain does not hold the removal up), then their `on_shutdown`
+    /// runs, and the call returns: they receive nothing more.
     /// Events still waiting at them for a retry go to the dead-letter queue.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), SubscribeError> {
         // From a handler, or while this thread holds a claim (a `publish_with`
