@@ -45,16 +45,15 @@ use builder::JoinHandle;
 ///
 /// # Examples
 /// ```
-/// use ringbus::{event_type, source, Bus, Event, HandlerError};
+/// use ringbus::{event_type, source, Bus, Event};
 /// use serde_json::json;
 /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
 ///
 /// let bus = Bus::builder().capacity(1024).build().unwrap();
 /// let orders = Arc::new(AtomicUsize::new(0));
 /// let seen = orders.clone();
-/// bus.subscribe("order.*", move |_e: &Event| -> Result<(), HandlerError> {
+/// bus.subscribe("order.*", move |_e| {
 ///     seen.fetch_add(1, Ordering::Relaxed);
-///     Ok(())
 /// }).unwrap();
 ///
 /// let mut publisher = bus.publisher();
@@ -181,16 +180,14 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     ///
     /// let bus = BusBuilder::<u64>::new().capacity(16).build().unwrap();
     /// let seen = Arc::new(AtomicUsize::new(0));
-    /// let (s, mut follow) = (seen.clone(), bus.publisher());
-    /// bus.subscribe("order.placed", move |e: &Event<u64>| -> Result<(), ringbus::HandlerError> {
-    ///     // A follow-up, published from the handler: never blocks.
-    ///     follow.publish(Event::new(event_type!("order.paid"), source!("shop"), e.data)).ok();
-    ///     Ok(())
+    /// let mut follow = bus.publisher();
+    /// bus.subscribe("order.placed", move |e| {
+    ///     // A follow-up, published from the handler: never waits for the ring.
+    ///     follow.publish(Event::new(event_type!("order.paid"), source!("shop"), e.data))
     /// }).unwrap();
-    /// let s2 = seen.clone();
-    /// bus.subscribe("order.paid", move |_e: &Event<u64>| -> Result<(), ringbus::HandlerError> {
-    ///     s2.fetch_add(1, Ordering::Relaxed);
-    ///     Ok(())
+    /// let s = seen.clone();
+    /// bus.subscribe("order.paid", move |_e| {
+    ///     s.fetch_add(1, Ordering::Relaxed);
     /// }).unwrap();
     ///
     /// let mut p = bus.publisher();
@@ -199,7 +196,6 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     /// }
     /// bus.flush().unwrap();
     /// assert_eq!(seen.load(Ordering::Relaxed), 100);
-    /// # drop(s);
     /// ```
     pub fn flush(&self) -> Result<(), FlushError> {
         self.flush_until(None)
