@@ -504,10 +504,15 @@ mod tests {
         assert!(Source::try_new("bad\u{7}").is_err());
     }
 
-    /// The `const` character classes are `std`'s, for every `char`.
+    /// The `const` character classes are `std`'s, for every `char` (under Miri,
+    /// which interprets a million iterations too slowly for CI, every 4099th
+    /// code point plus the first 4096: ASCII, Latin-1 and the first
+    /// multi-byte classes).
     #[test]
     fn const_char_classes_match_std() {
-        for c in (0..=0x10_ffff).filter_map(char::from_u32) {
+        let step = if cfg!(miri) { 4099 } else { 1 };
+        let codes = (0..4096).chain((4096..=0x10_ffff).step_by(step));
+        for c in codes.filter_map(char::from_u32) {
             assert_eq!(is_whitespace(c as u32), c.is_whitespace(), "{c:?}");
             assert_eq!(is_control(c as u32), c.is_control(), "{c:?}");
             let mut buf = [0; 4];
