@@ -620,7 +620,10 @@ mod tests {
     // Miri perturbs `powi` results by a few ULPs on purpose (float
     // non-determinism), so delays one ULP apart can come out in either order
     // there; natively the computation is exact for these factors.
-    #[cfg_attr(miri, ignore = "Miri's deliberate float imprecision breaks ULP-level monotonicity")]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri's deliberate float imprecision breaks ULP-level monotonicity"
+    )]
     fn every_bad_factor_is_an_error_and_every_good_one_computes_without_panicking() {
         for bad in [
             f64::NAN,
