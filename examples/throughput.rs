@@ -192,6 +192,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let load_before = load_average();
     let wanted = |name: &str| opts.scenario.as_deref().is_none_or(|s| s == name);
     let (budget, n) = if opts.quick {
         (Duration::from_millis(100), 200_000u64)
@@ -399,12 +400,24 @@ fn main() {
         if let Some(ns) = event_ns {
             out["event_new_ns"] = serde_json::json!(ns);
         }
+        out["load_average_before"] = serde_json::json!(load_before);
+        out["load_average_after"] = serde_json::json!(load_average());
+        out["event_size_bytes"] = serde_json::json!(std::mem::size_of::<ringbus::Event<u64>>());
+        out["envelope_size_bytes"] = serde_json::json!(std::mem::size_of::<support::Envelope>());
         println!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
 
+    let load_after = load_average();
     println!("ringbus throughput report — commit {commit}, {cores} cores, {model}");
-    println!("workload: 112-byte envelope per event, routed by type through 8 handlers (see benches/support/mod.rs)");
+    println!(
+        "workload: routed by type through {} handlers (see benches/support/mod.rs); slot payload: \
+         ringbus Event<u64> {} bytes, the competitors' Envelope {} bytes",
+        support::HANDLERS,
+        std::mem::size_of::<ringbus::Event<u64>>(),
+        std::mem::size_of::<support::Envelope>()
+    );
+    print_load(load_before, load_after, cores);
     if opts.quick {
         println!("(--quick: short runs, figures are rough)");
     }
@@ -487,6 +500,37 @@ fn main() {
         println!(
             "\nidle: a default bus (Blocking, internal pool) used {:.2} % of one core over 1 s",
             idle * 100.0
+        );
+    }
+}
+
+/// The 1-minute load average (Linux `/proc/loadavg`), if readable.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Says what the host's load was, and what that means for the spinning rows.
+fn print_load(before: Option<f64>, after: Option<f64>, cores: usize) {
+    let show = |l: Option<f64>| l.map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"));
+    println!(
+        "host load (1-min average): {} before, {} after",
+        show(before),
+        show(after)
+    );
+    // Busy: more than half the cores' worth of other work.
+    let busy = [before, after]
+        .into_iter()
+        .flatten()
+        .any(|l| l >= cores as f64 / 2.0);
+    if busy {
+        println!(
+            "WARNING: the host was busy: busy-spin rows (ringbus BusySpin, the disruptor) and \
+             ratios against them measure the scheduler, not the rings"
         );
     }
 }
