@@ -262,12 +262,14 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     }
 
     /// [`Bus::shutdown`] within `timeout`: the same steps, with this deadline
-    /// for all of them. At the deadline, retries still waiting are dead-lettered
-    /// and the follow-up queue closes (follow-ups accepted before are still
-    /// dispatched). If a handler is still running at the deadline, the call
-    /// returns anyway: the report's `completed` is `false` and `stuck` names the
-    /// handler with the events it still held; the dispatcher finishes in the
-    /// background if that handler ever returns.
+    /// for all of them. Once the accepted events are dispatched and the deadline
+    /// has passed, retries still waiting are dead-lettered and the follow-up
+    /// queue closes (follow-ups accepted before are still dispatched). If the
+    /// dispatcher has not finished at the deadline — a handler still running, or
+    /// a backlog still being dispatched — the call returns anyway: the report's
+    /// `completed` is `false` and `stuck` names the handlers running then, with
+    /// the events they held; the dispatcher finishes in the background (once a
+    /// stuck handler returns, if it ever does).
     ///
     /// # Errors
     /// As [`Bus::shutdown`].

@@ -57,9 +57,10 @@ pub struct ShutdownReport {
     pub handlers: Vec<HandlerMetrics>,
     /// Whether the dispatcher finished: `false` only when
     /// [`Bus::shutdown_timeout`](crate::Bus::shutdown_timeout) returned at its
-    /// deadline while a handler was still running. The dispatcher then finishes
-    /// by itself in the background once that handler returns; the counters are
-    /// those of the moment the call returned.
+    /// deadline before it did — a handler still running (named in `stuck`), or
+    /// a backlog of accepted events still being dispatched. The dispatcher then
+    /// finishes by itself in the background; the counters are those of the
+    /// moment the call returned.
     pub completed: bool,
     /// The handlers running when the deadline passed (empty when `completed`).
     pub stuck: Vec<StuckHandler>,
