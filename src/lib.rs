@@ -38,7 +38,8 @@ pub mod metrics;
 mod outcome;
 pub mod resilience;
 // The ring owns every `unsafe` of the crate: producers write through its claims,
-// the dispatcher reads through its batches.
+// the dispatcher reads through its batches. (The one other is a foreign call: the
+// coarse clock `Event::new` reads, in `event/id.rs`.)
 #[allow(unsafe_code)]
 mod ring;
 

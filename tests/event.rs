@@ -1,7 +1,7 @@
 //! The event envelope: JSON with the seed's field names, typed domain events,
 //! causation.
 
-use ringbus::{domain_event, event_type, source, DomainEvent, Event, EventType, Timestamp};
+use ringbus::{domain_event, event_type, source, DomainEvent, Event, EventType, Source, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -154,4 +154,35 @@ fn names_known_only_at_run_time_are_checked_without_a_panic() {
         event_type!(PLACED),
         EventType::try_new("order.placed").unwrap()
     );
+}
+
+/// `Event::new`'s documented stamps: coarse-clock timestamps strictly increasing
+/// within a thread, ids strictly increasing and carrying the timestamp's
+/// millisecond, never ahead of the precise clock.
+#[test]
+fn event_new_stamps_are_coarse_but_strictly_increasing_per_thread() {
+    let ty = EventType::new("stamp.test");
+    let src = Source::new("test");
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut prev = Event::new(ty, src, 0u32);
+                for i in 1..50_000u32 {
+                    let e = Event::new(ty, src, i);
+                    assert!(e.timestamp > prev.timestamp);
+                    assert!(e.id > prev.id);
+                    let (s, n) = e.id.as_uuid().get_timestamp().unwrap().to_unix();
+                    assert_eq!(s * 1000 + u64::from(n) / 1_000_000, e.timestamp.as_millis());
+                    prev = e;
+                }
+                assert!(prev.timestamp <= Timestamp::now());
+                prev.id
+            })
+        })
+        .collect();
+    let ids: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_ne!(ids[0], ids[1]);
+    let precise = Timestamp::now();
+    let e = Event::new(ty, src, 0u32).with_timestamp(precise);
+    assert_eq!(e.timestamp, precise);
 }

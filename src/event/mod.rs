@@ -66,7 +66,8 @@ pub struct Event<P = serde_json::Value> {
     pub event_type: EventType,
     /// Who said so (`"order-service"`).
     pub source: Source,
-    /// When it happened: nanoseconds since the Unix epoch, UTC.
+    /// When it happened: nanoseconds since the Unix epoch, UTC. [`Event::new`] stamps
+    /// it from the coarse clock (resolution [`Timestamp::coarse_resolution`]).
     pub timestamp: Timestamp,
     /// Schema version of `data`, for upcasting. Starts at 1.
     pub version: u32,
@@ -81,13 +82,20 @@ pub struct Event<P = serde_json::Value> {
 }
 
 impl<P> Event<P> {
-    /// A new event, stamped now (one clock read for both the id and the timestamp),
-    /// version 1, without subject or causal parent.
+    /// A new event, stamped now, version 1, without subject or causal parent.
+    ///
+    /// The timestamp comes from the coarse real-time clock
+    /// ([`Timestamp::now_coarse`]: the kernel's last tick, resolution
+    /// [`Timestamp::coarse_resolution`], 1–4 ms on Linux), made strictly increasing
+    /// within the calling thread; the id is a UUID v7 carrying the timestamp's
+    /// millisecond, strictly increasing within the thread. For a nanosecond-precise
+    /// time, set it with [`Event::with_timestamp`]`(Timestamp::now())` (about 30 ns
+    /// more).
     #[inline]
     pub fn new(event_type: EventType, source: Source, data: P) -> Self {
-        let timestamp = Timestamp::now();
+        let (timestamp, id) = id::stamp();
         Event {
-            id: EventId::at(timestamp),
+            id,
             event_type,
             source,
             timestamp,
@@ -133,6 +141,23 @@ impl<P> Event<P> {
     #[inline]
     pub fn with_version(mut self, version: u32) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Sets the timestamp — e.g. `Timestamp::now()` for a nanosecond-precise time
+    /// instead of [`Event::new`]'s coarse one. The id keeps the millisecond it was
+    /// made with.
+    ///
+    /// ```
+    /// use ringbus::{Event, EventType, Source, Timestamp};
+    /// let before = Timestamp::now();
+    /// let e = Event::new(EventType::new("tick"), Source::new("clock"), 1)
+    ///     .with_timestamp(Timestamp::now());
+    /// assert!(e.timestamp >= before);
+    /// ```
+    #[inline]
+    pub fn with_timestamp(mut self, timestamp: Timestamp) -> Self {
+        self.timestamp = timestamp;
         self
     }
 

@@ -239,7 +239,10 @@ pub struct HandlerMetrics {
     pub breaker: BreakerState,
     /// Time in the handler per call, in nanoseconds.
     pub handler_time_ns: HistogramSummary,
-    /// Publish → handled latency per event, in nanoseconds.
+    /// The event's age when handled (handled − `event.timestamp`), in nanoseconds.
+    /// Its resolution is the timestamp's: [`Event::new`](crate::Event::new) stamps
+    /// from the coarse clock (1–4 ms); events stamped with `Timestamp::now()` give
+    /// nanosecond figures.
     pub latency_ns: HistogramSummary,
 }
 
