@@ -79,9 +79,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
 
     /// Publishes one event, waiting (per the producer wait strategy) while the ring
     /// is full. `Err` only when the bus is shut down, with the event. A publish that
-    /// starts after the close is refused at once; a single producer already waiting
-    /// for space gives up when the bus closes; a multi-producer publish that claimed
-    /// its slot before the close keeps waiting and is delivered (`Ok`).
+    /// starts after the close is refused at once, and one still waiting for a free
+    /// slot gives up when the bus closes (in either producer mode it claims a slot
+    /// only once the slot is free, so while it waits it holds nothing the
+    /// dispatcher waits for).
     ///
     /// From inside the bus (a handler) the event is a follow-up and this never
     /// waits (see [the type docs](Publisher#publishing-from-a-handler-follow-ups)).
@@ -96,11 +97,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
 
     /// Publishes one event if a slot is free now.
     ///
-    /// In multi-producer mode a slot counts as taken as soon as a blocking
-    /// publisher has claimed it, before it is free: while other producers keep
-    /// the ring over-claimed (e.g. `publish_batch` loops), `try_publish` keeps
-    /// returning `Full`. [`publish_timeout`](Publisher::publish_timeout) waits its
-    /// turn in line instead and gets in as the dispatcher makes progress.
+    /// In multi-producer mode other producers may take each slot as it frees (e.g.
+    /// `publish_batch` loops), so `try_publish` can keep returning `Full`;
+    /// [`publish_timeout`](Publisher::publish_timeout) waits its turn in line
+    /// instead and gets in as the dispatcher makes progress.
     #[inline]
     pub fn try_publish(&mut self, event: Event<P>) -> Result<(), TryPublishError<P>> {
         self.publish_inner(event, false, None)
@@ -114,8 +114,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     /// Publishes one event, waiting at most `timeout` for a free slot. A timeout
     /// too large for an [`Instant`] waits like [`publish`](Publisher::publish).
     ///
-    /// In multi-producer mode the call takes its place in line like a blocking
-    /// publish (one `fetch_add`), so it is not starved by other producers; if the
+    /// In multi-producer mode the call takes its place in line (one `fetch_add`),
+    /// so it is not starved by producers that take each slot as it frees; if the
     /// deadline passes first, its sequence is left for the dispatcher to skip and
     /// the event comes back.
     pub fn publish_timeout(

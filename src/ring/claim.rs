@@ -68,8 +68,8 @@ impl<T> Ring<T> {
         })
     }
 
-    /// Multi producer: claims `n` sequences with one `fetch_add` and waits for
-    /// their slots to be free.
+    /// Multi producer: waits for `n` free slots, then claims them (see
+    /// `Ring::mp_claim`).
     #[inline]
     pub(crate) fn claim_multi(
         &self,
