@@ -37,6 +37,7 @@ mod log;
 pub mod metrics;
 mod outcome;
 pub mod resilience;
+pub mod store;
 // The ring owns every `unsafe` of the crate: producers write through its claims,
 // the dispatcher reads through its batches. (The one other is a foreign call: the
 // coarse clock `Event::new` reads, in `event/id.rs`.)

@@ -488,6 +488,16 @@ impl<T> Ring<T> {
     /// dispatcher if it sleeps.
     #[inline]
     fn mp_publish(&self, seq: u64, n: u64) {
+        if n == 1 && self.consumer_wait.parks() {
+            // One slot for a dispatcher that may sleep: publish its flag with a
+            // SeqCst RMW, so the wake-up check needs no fence (`mfence` + load →
+            // `xchg` + load on x86; see `Signal::notify_after_seqcst_rmw`). The
+            // dispatcher's sleep check reads this very flag. (For several slots
+            // it reads the first one's, another location: those keep the fence.)
+            self.flags[(seq & self.mask) as usize].swap(seq, Ordering::SeqCst);
+            self.data_signal.notify_after_seqcst_rmw();
+            return;
+        }
         for s in seq..seq + n {
             self.flags[(s & self.mask) as usize].store(s, Ordering::Release);
         }
