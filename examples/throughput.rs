@@ -364,9 +364,11 @@ fn main() {
         support::work_iters();
     }
     // Warm-up: page in the code and the rings, let the CPU settle.
-    let warm = &scenarios[0];
-    for &(system, shape) in warm.entries.iter().take(2) {
-        let _ = warm.run(system, shape, n / 4);
+    if scenarios.iter().any(|s| wanted(s.name)) || wanted("metrics") {
+        let warm = &scenarios[0];
+        for &(system, shape) in warm.entries.iter().take(2) {
+            let _ = warm.run(system, shape, n / 4);
+        }
     }
 
     let mut rows: Vec<Row> = Vec::new();

@@ -1303,7 +1303,7 @@ pub fn scenarios() -> Vec<Scenario> {
             publish: Publish::Single,
             make: Make::New,
             entries: all(Shape::Routed),
-            divisor: 2,
+            divisor: 4,
         },
         Scenario {
             name: "mpsc_4p",
@@ -1312,7 +1312,7 @@ pub fn scenarios() -> Vec<Scenario> {
             publish: Publish::Single,
             make: Make::New,
             entries: all(Shape::Routed),
-            divisor: 2,
+            divisor: 4,
         },
         Scenario {
             name: "fanout_4",
@@ -1328,7 +1328,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 (System::Disruptor(DisruptorWait::Sleep), one),
                 (System::Channel(Channel::Crossbeam), one),
             ],
-            divisor: 2,
+            divisor: 4,
         },
         Scenario {
             name: "partitioned",
