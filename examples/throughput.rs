@@ -39,7 +39,7 @@ const EXTRAS: &[(&str, &str)] = &[
     ),
     (
         "event",
-        "cost of Event::new (one clock read, one UUID v7 id)",
+        "cost of Event::new (its id and timestamp included)",
     ),
 ];
 
@@ -635,7 +635,7 @@ fn main() {
     }
 
     if let Some(ns) = event_ns {
-        println!("\nEvent::new (clock read + UUID v7 id): {ns:.1} ns/event");
+        println!("\nEvent::new: {ns:.1} ns/event");
     }
     if let Some(idle) = idle {
         println!(
