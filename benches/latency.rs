@@ -1,40 +1,49 @@
 //! One-way publish→handler latency at fixed offered rates, recorded in an HDR
 //! histogram against each event's *intended* send time (so a stalled producer's
-//! backlog is counted: no coordinated omission). `cargo bench --bench latency`.
+//! backlog is counted: no coordinated omission), in interleaved rounds — the
+//! throughput report's latency section, same systems and labels.
+//! `cargo bench --bench latency`.
 //!
-//! Systems: ringbus with each wait strategy, the disruptor crate (busy-spin),
-//! crossbeam-channel. Set `LATENCY_SECS` to change the run length per point
-//! (default 2).
+//! Systems: ringbus `BusySpin` and the disruptor `BusySpin` (busy-spin both),
+//! ringbus `Blocking`, the disruptor `Sleep` (its nearest to blocking) and
+//! crossbeam-channel (blocking). Each figure is the median over the rounds of that
+//! round's percentile. `LATENCY_ROUNDS` (default 5) and `LATENCY_SECS` (per round,
+//! default 0.3) change the run length.
 
 use std::time::Duration;
 
 mod support;
-use support::LatencySystem;
+use support::{median, LATENCY_RATES, LATENCY_SYSTEMS};
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a smoke test.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let secs: f64 = std::env::var("LATENCY_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if quick { 0.05 } else { 2.0 });
-    let systems = LatencySystem::ALL;
+    // `cargo bench` passes `--bench`; `cargo bench -- --test` and `cargo test
+    // --benches` run this as a smoke test.
+    let quick =
+        !std::env::args().any(|a| a == "--bench") || std::env::args().any(|a| a == "--test");
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<f64>().ok());
+    let rounds = env("LATENCY_ROUNDS").map_or(if quick { 1 } else { 5 }, |r| r as usize);
+    let secs = env("LATENCY_SECS").unwrap_or(if quick { 0.02 } else { 0.3 });
     println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "system", "rate", "p50 ns", "p99 ns", "p99.9 ns", "p99.99 ns", "max ns"
+        "{:<22} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9}   (median of {rounds} rounds of {secs} s)",
+        "system", "wait", "rate", "p50 ns", "p99 ns", "p99.9 ns", "max ns"
     );
-    for rate in [100_000u64, 500_000, 1_000_000] {
-        for sys in systems {
-            let h = support::latency_run(sys, rate, Duration::from_secs_f64(secs));
+    for rate in LATENCY_RATES {
+        let r = support::latency_rounds(
+            &LATENCY_SYSTEMS,
+            rate,
+            rounds.max(1),
+            Duration::from_secs_f64(secs),
+        );
+        for (sys, l) in LATENCY_SYSTEMS.iter().zip(r) {
             println!(
-                "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "{:<22} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 sys.name(),
+                sys.waiting().name(),
                 rate,
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.value_at_quantile(0.999),
-                h.value_at_quantile(0.9999),
-                h.max()
+                median(&l.p50),
+                median(&l.p99),
+                median(&l.p999),
+                median(&l.max)
             );
         }
     }

@@ -1,125 +1,32 @@
 //! Throughput, side by side: ringbus vs the disruptor crate, crossbeam-channel,
-//! flume and std's sync_channel, on the same workload (see `support/mod.rs`).
-//! `cargo bench --bench throughput`.
+//! flume and std's sync_channel — the throughput report's scenarios, systems and
+//! labels (`support::scenarios()`), each run measured by Criterion.
+//! `cargo bench --bench throughput`; what each system does per event:
+//! BENCHMARKS.md, "How we measure".
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringbus::WaitStrategy;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 mod support;
-use support::{Channel, Publish};
 
-const CHANNELS: [Channel; 3] = [Channel::Crossbeam, Channel::Flume, Channel::Std];
-
-fn group(
-    c: &mut Criterion,
-    name: &str,
-    f: impl Fn(&mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>),
-) {
-    let mut g = c.benchmark_group(name);
-    g.throughput(Throughput::Elements(1));
-    g.sample_size(10);
-    g.warm_up_time(Duration::from_millis(500));
-    g.measurement_time(Duration::from_secs(3));
-    f(&mut g);
-    g.finish();
-}
-
-fn spsc(c: &mut Criterion) {
-    group(c, "spsc_single", |g| {
-        for wait in [WaitStrategy::Blocking, WaitStrategy::BusySpin] {
-            g.bench_function(BenchmarkId::new("ringbus", format!("{wait:?}")), |b| {
-                b.iter_custom(|n| support::ringbus_run(n.max(1000), 1, Publish::Single, wait, 0))
+fn scenarios(c: &mut Criterion) {
+    // Calibrated before any system runs, as in the report.
+    support::work_iters();
+    for sc in support::scenarios() {
+        let mut g = c.benchmark_group(sc.name);
+        g.throughput(Throughput::Elements(1));
+        g.sample_size(10);
+        g.warm_up_time(Duration::from_millis(500));
+        g.measurement_time(Duration::from_secs(3));
+        for &(system, shape) in &sc.entries {
+            g.bench_function(system.label(shape), |b| {
+                b.iter_custom(|n| sc.run(system, shape, n.max(1000)))
             });
         }
-        g.bench_function("disruptor", |b| {
-            b.iter_custom(|n| support::disruptor_run(n.max(1000), 1, Publish::Single, 0, 0))
-        });
-        for ch in CHANNELS {
-            g.bench_function(ch.name(), |b| {
-                b.iter_custom(|n| support::channel_run(ch, n.max(1000), 1, 0, 0))
-            });
-        }
-    });
-    for batch in [10, 100] {
-        group(c, &format!("spsc_batch{batch}"), |g| {
-            for wait in [WaitStrategy::Blocking, WaitStrategy::BusySpin] {
-                g.bench_function(BenchmarkId::new("ringbus", format!("{wait:?}")), |b| {
-                    b.iter_custom(|n| {
-                        support::ringbus_run(n.max(1000), 1, Publish::Batch(batch), wait, 0)
-                    })
-                });
-            }
-            g.bench_function("disruptor", |b| {
-                b.iter_custom(|n| {
-                    support::disruptor_run(n.max(1000), 1, Publish::Batch(batch), 0, 0)
-                })
-            });
-        });
+        g.finish();
     }
 }
 
-fn mpsc(c: &mut Criterion) {
-    for producers in [2, 4] {
-        group(c, &format!("mpsc_{producers}p"), |g| {
-            for wait in [WaitStrategy::Blocking, WaitStrategy::BusySpin] {
-                g.bench_function(BenchmarkId::new("ringbus", format!("{wait:?}")), |b| {
-                    b.iter_custom(|n| {
-                        support::ringbus_run(n.max(1000), producers, Publish::Single, wait, 0)
-                    })
-                });
-            }
-            g.bench_function("disruptor", |b| {
-                b.iter_custom(|n| {
-                    support::disruptor_run(n.max(1000), producers, Publish::Single, 0, 0)
-                })
-            });
-            for ch in CHANNELS {
-                g.bench_function(ch.name(), |b| {
-                    b.iter_custom(|n| support::channel_run(ch, n.max(1000), producers, 0, 0))
-                });
-            }
-        });
-    }
-}
-
-fn fanout(c: &mut Criterion) {
-    group(c, "fanout_4_handlers", |g| {
-        g.bench_function("ringbus", |b| {
-            b.iter_custom(|n| {
-                support::ringbus_run(n.max(1000), 1, Publish::Single, WaitStrategy::Blocking, 4)
-            })
-        });
-        g.bench_function("disruptor", |b| {
-            b.iter_custom(|n| support::disruptor_run(n.max(1000), 1, Publish::Single, 4, 0))
-        });
-        for ch in CHANNELS {
-            g.bench_function(ch.name(), |b| {
-                b.iter_custom(|n| support::channel_run(ch, n.max(1000), 1, 4, 0))
-            });
-        }
-    });
-}
-
-fn partitioned(c: &mut Criterion) {
-    let spin = support::calibrate_work(200);
-    group(c, "partitioned_4_lanes_200ns", |g| {
-        g.bench_function("ringbus", |b| {
-            b.iter_custom(|n| {
-                support::ringbus_partitioned(n.max(1000), 4, 2, spin, WaitStrategy::Blocking)
-            })
-        });
-        g.bench_function("disruptor", |b| {
-            b.iter_custom(|n| support::disruptor_run(n.max(1000), 1, Publish::Batch(100), 0, spin))
-        });
-        for ch in CHANNELS {
-            g.bench_function(ch.name(), |b| {
-                b.iter_custom(|n| support::channel_run(ch, n.max(1000), 1, 0, spin))
-            });
-        }
-    });
-}
-
-criterion_group!(benches, spsc, mpsc, fanout, partitioned);
+criterion_group!(benches, scenarios);
 criterion_main!(benches);
