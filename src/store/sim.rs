@@ -154,8 +154,8 @@ impl Inode {
                     if how == Crash::ZeroUnsynced {
                         out[start..end].fill(0);
                     } else if rng.below(2) == 0 {
-                        for i in start..end {
-                            out[i] = self.data.get(i).copied().unwrap_or(0);
+                        for (i, byte) in out.iter_mut().enumerate().take(end).skip(start) {
+                            *byte = self.data.get(i).copied().unwrap_or(0);
                         }
                     }
                 }
