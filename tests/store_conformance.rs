@@ -6,18 +6,22 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+use ringbus::store::StreamId;
 use ringbus::store::{
     AppendError, AppendOutcome, EventStore, ExpectedVersion, InMemoryStore, Position, Recorded,
     RejectReason,
 };
-use ringbus::store::StreamId;
 use ringbus::{event_type, source, Event, EventId, Subject};
 use serde_json::{json, Value};
 
 use ExpectedVersion::{Any, Exact, NoStream, StreamExists};
 
 fn ev(n: u64) -> Event {
-    Event::new(event_type!("test.happened"), source!("conformance"), json!({ "n": n }))
+    Event::new(
+        event_type!("test.happened"),
+        source!("conformance"),
+        json!({ "n": n }),
+    )
 }
 
 fn evs(k: u64) -> Vec<Event> {
@@ -61,7 +65,11 @@ mod cases {
     }
 
     /// The store is exactly as it was: same head, same stream versions.
-    fn assert_unchanged<S: EventStore<Value>>(store: &S, head: Option<Position>, versions: &[(&StreamId, u64)]) {
+    fn assert_unchanged<S: EventStore<Value>>(
+        store: &S,
+        head: Option<Position>,
+        versions: &[(&StreamId, u64)],
+    ) {
         assert_eq!(store.head(), head, "head moved");
         for (s, v) in versions {
             assert_eq!(store.stream_version(s).unwrap(), *v, "version of {s}");
@@ -70,7 +78,12 @@ mod cases {
         assert_eq!(all.len() as u64, head.map_or(0, |h| h.0 + 1));
     }
 
-    fn expect_conflict<S: EventStore<Value>>(store: &S, stream: &StreamId, expected: ExpectedVersion, actual: u64) {
+    fn expect_conflict<S: EventStore<Value>>(
+        store: &S,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        actual: u64,
+    ) {
         let head = store.head();
         let batch = evs(2);
         match store.append(stream, expected, batch.clone()) {
@@ -88,7 +101,12 @@ mod cases {
         assert_unchanged(store, head, &[(stream, actual)]);
     }
 
-    fn expect_append<S: EventStore<Value>>(store: &S, stream: &StreamId, expected: ExpectedVersion, version: u64) {
+    fn expect_append<S: EventStore<Value>>(
+        store: &S,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        version: u64,
+    ) {
         let batch = evs(2);
         let o = store.append(stream, expected, batch.clone()).unwrap();
         assert!(!o.duplicate);
@@ -169,7 +187,7 @@ mod cases {
     /// A reader never sees part of an append: while batches of 3 are appended,
     /// the head always ends a batch and `read_all` returns whole batches.
     pub(super) fn readers_see_whole_appends<S: EventStore<Value>>(store: &S) {
-        let batches: u64 = if cfg!(miri) { 10 } else { 300 };
+        let batches: u64 = if cfg!(miri) { 10 } else { 20_000 };
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..batches {
@@ -177,18 +195,19 @@ mod cases {
                     store.append(&stream, Any, evs(3)).unwrap();
                 }
             });
-            s.spawn(|| loop {
-                let head = store.head();
-                if let Some(h) = head {
-                    assert_eq!((h.0 + 1) % 3, 0, "head {h} inside a batch");
+            s.spawn(|| {
+                let mut seen = 0;
+                while seen < 3 * batches {
+                    if let Some(h) = store.head() {
+                        assert_eq!((h.0 + 1) % 3, 0, "head {h} inside a batch");
+                    }
+                    let new = store.read_all(Position(seen), usize::MAX).unwrap();
+                    assert_eq!(new.len() % 3, 0, "read_all returned {} events", new.len());
+                    for r in &new {
+                        assert_eq!(r.position.0, seen);
+                        seen += 1;
+                    }
                 }
-                let n = store.read_all(Position(0), usize::MAX).unwrap().len() as u64;
-                assert_eq!(n % 3, 0, "read_all returned {n} events");
-                assert!(n >= head.map_or(0, |h| h.0 + 1));
-                if n == 3 * batches {
-                    break;
-                }
-                std::thread::yield_now();
             });
         });
     }
@@ -205,7 +224,14 @@ mod cases {
         let head = store.head();
         let version = store.stream_version(stream).unwrap();
         let o = store.append(stream, expected, batch.to_vec()).unwrap();
-        assert_eq!(o, AppendOutcome { duplicate: true, ..original }, "{expected:?}");
+        assert_eq!(
+            o,
+            AppendOutcome {
+                duplicate: true,
+                ..original
+            },
+            "{expected:?}"
+        );
         assert_unchanged(store, head, &[(stream, version)]);
     }
 
@@ -250,7 +276,11 @@ mod cases {
         let version = store.stream_version(stream).unwrap();
         match store.append(stream, expected, batch.clone()) {
             Err(AppendError::Rejected {
-                reason: RejectReason::PartialDuplicate { already_stored: n, batch: b },
+                reason:
+                    RejectReason::PartialDuplicate {
+                        already_stored: n,
+                        batch: b,
+                    },
                 events,
             }) => {
                 assert_eq!((n, b), (already_stored, batch.len()));
@@ -304,7 +334,11 @@ mod cases {
 
     // ---- errors hand the events back ------------------------------------------
 
-    fn expect_rejected<S: EventStore<Value>>(store: &S, batch: Vec<Event>, check: impl Fn(&RejectReason) -> bool) {
+    fn expect_rejected<S: EventStore<Value>>(
+        store: &S,
+        batch: Vec<Event>,
+        check: impl Fn(&RejectReason) -> bool,
+    ) {
         let head = store.head();
         let a = sid("a");
         let version = store.stream_version(&a).unwrap();
@@ -312,13 +346,18 @@ mod cases {
         let first_ids = ids(&batch[..n.min(4)]);
         match store.append(&a, Any, batch) {
             Err(e @ AppendError::Rejected { .. }) => {
-                let AppendError::Rejected { reason, .. } = &e else { unreachable!() };
+                let AppendError::Rejected { reason, .. } = &e else {
+                    unreachable!()
+                };
                 assert!(check(reason), "{reason:?}");
                 assert!(!e.to_string().is_empty());
                 let events = e.into_events();
                 assert_eq!(events.len(), n);
                 assert_eq!(ids(&events[..n.min(4)]), first_ids);
-                assert!(events.iter().all(|e| e.subject.is_none()), "subjects untouched");
+                assert!(
+                    events.iter().all(|e| e.subject.is_none()),
+                    "subjects untouched"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -334,19 +373,43 @@ mod cases {
         let mut twice = evs(3);
         twice[2].id = twice[0].id;
         let id = twice[0].id;
-        expect_rejected(store, twice, |r| *r == RejectReason::DuplicateEventId { index: 2, id });
+        expect_rejected(store, twice, |r| {
+            *r == RejectReason::DuplicateEventId { index: 2, id }
+        });
     }
 
     /// The codec's limits bound one append: 65 536 events, 16 MiB.
     pub(super) fn oversized_batches_are_rejected<S: EventStore<Value>>(store: &S) {
-        let many: Vec<Event> = (0..65_537).map(|_| Event::new(event_type!("t"), source!("s"), Value::Null)).collect();
-        expect_rejected(store, many, |r| matches!(r, RejectReason::TooManyEvents { count: 65_537, .. }));
-        let big = Event::new(event_type!("t"), source!("s"), Value::String("x".repeat(17 << 20)));
-        expect_rejected(store, vec![big], |r| matches!(r, RejectReason::TooLarge { .. }));
-        let halves = (0..2).map(|_| Event::new(event_type!("t"), source!("s"), Value::String("x".repeat(9 << 20)))).collect();
-        expect_rejected(store, halves, |r| matches!(r, RejectReason::TooLarge { .. }));
+        let many: Vec<Event> = (0..65_537)
+            .map(|_| Event::new(event_type!("t"), source!("s"), Value::Null))
+            .collect();
+        expect_rejected(store, many, |r| {
+            matches!(r, RejectReason::TooManyEvents { count: 65_537, .. })
+        });
+        let big = Event::new(
+            event_type!("t"),
+            source!("s"),
+            Value::String("x".repeat(17 << 20)),
+        );
+        expect_rejected(store, vec![big], |r| {
+            matches!(r, RejectReason::TooLarge { .. })
+        });
+        let halves = (0..2)
+            .map(|_| {
+                Event::new(
+                    event_type!("t"),
+                    source!("s"),
+                    Value::String("x".repeat(9 << 20)),
+                )
+            })
+            .collect();
+        expect_rejected(store, halves, |r| {
+            matches!(r, RejectReason::TooLarge { .. })
+        });
         // Exactly the maximum number of events is fine.
-        let max: Vec<Event> = (0..65_536).map(|_| Event::new(event_type!("t"), source!("s"), Value::Null)).collect();
+        let max: Vec<Event> = (0..65_536)
+            .map(|_| Event::new(event_type!("t"), source!("s"), Value::Null))
+            .collect();
         assert_eq!(store.append(&sid("a"), Any, max).unwrap().len(), 65_536);
     }
 
@@ -384,7 +447,11 @@ mod cases {
 
     pub(super) fn read_stream_backward_bounds<S: EventStore<Value>>(store: &S) {
         let a = sid("a");
-        let stored = [put(store, &a, 3), put(store, &sid("b"), 1), put(store, &a, 2)];
+        let stored = [
+            put(store, &a, 3),
+            put(store, &sid("b"), 1),
+            put(store, &a, 2),
+        ];
         let mut a_ids = ids(&stored[0]);
         a_ids.extend(ids(&stored[2]));
         a_ids.reverse();
@@ -394,7 +461,10 @@ mod cases {
         assert!(back(0).is_empty());
         let versions: Vec<u64> = back(usize::MAX).iter().map(|r| r.version).collect();
         assert_eq!(versions, [5, 4, 3, 2, 1]);
-        assert!(store.read_stream_backward(&sid("absent"), 10).unwrap().is_empty());
+        assert!(store
+            .read_stream_backward(&sid("absent"), 10)
+            .unwrap()
+            .is_empty());
     }
 
     pub(super) fn read_all_bounds<S: EventStore<Value>>(store: &S) {
@@ -413,13 +483,20 @@ mod cases {
         assert!(read(n as u64, 4).is_empty());
         assert!(read(u64::MAX, usize::MAX).is_empty());
         assert!(read(3, 0).is_empty());
-        let positions: Vec<u64> = store.read_all(Position(6), 3).unwrap().iter().map(|r| r.position.0).collect();
+        let positions: Vec<u64> = store
+            .read_all(Position(6), 3)
+            .unwrap()
+            .iter()
+            .map(|r| r.position.0)
+            .collect();
         assert_eq!(positions, [6, 7, 8]);
         assert_eq!(store.head(), Some(Position(n as u64 - 1)));
     }
 
     pub(super) fn scan_all_bounds<S: EventStore<Value>>(store: &S) {
-        let mut none = |_: Position, _: &ringbus::codec::EventRef<'_>| -> ControlFlow<()> { panic!("empty store") };
+        let mut none = |_: Position, _: &ringbus::codec::EventRef<'_>| -> ControlFlow<()> {
+            panic!("empty store")
+        };
         assert_eq!(store.scan_all(Position(0), &mut none).unwrap(), None);
         for i in 0..4 {
             put(store, &sid(&format!("s{}", i % 2)), 3);
@@ -457,7 +534,15 @@ mod cases {
         assert_eq!((seen, last), (vec![5, 6, 7], Some(Position(7))));
         // At and past the end.
         let mut seen = Vec::new();
-        assert_eq!(store.scan_all(Position(11), &mut |p, _| { seen.push(p.0); ControlFlow::Continue(()) }).unwrap(), Some(Position(11)));
+        assert_eq!(
+            store
+                .scan_all(Position(11), &mut |p, _| {
+                    seen.push(p.0);
+                    ControlFlow::Continue(())
+                })
+                .unwrap(),
+            Some(Position(11))
+        );
         assert_eq!(seen, [11]);
         assert_eq!(store.scan_all(Position(12), &mut none).unwrap(), None);
         assert_eq!(store.scan_all(Position(u64::MAX), &mut none).unwrap(), None);
@@ -481,7 +566,10 @@ mod cases {
         let start = Instant::now();
         assert_eq!(store.wait_past(Some(Position(1)), t), Some(Position(1)));
         assert!(start.elapsed() >= t);
-        assert_eq!(store.wait_past(Some(Position(5)), Duration::ZERO), Some(Position(1)));
+        assert_eq!(
+            store.wait_past(Some(Position(5)), Duration::ZERO),
+            Some(Position(1))
+        );
     }
 
     /// Waiters wake on the commit that passes them, long before their timeout;
@@ -511,7 +599,10 @@ mod cases {
                 for w in waiters {
                     let (head, waited) = w.join().unwrap();
                     assert!(head > before, "round {round}: woke with head {head:?}");
-                    assert!(waited < timeout, "round {round}: timed out instead of waking");
+                    assert!(
+                        waited < timeout,
+                        "round {round}: timed out instead of waking"
+                    );
                 }
             });
         }

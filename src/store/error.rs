@@ -311,7 +311,8 @@ mod tests {
     #[test]
     fn every_variant_hands_the_events_back() {
         let stream = StreamId::new("s").unwrap();
-        let make: [fn(Vec<Event<u8>>, &StreamId) -> AppendError<u8>; 4] = [
+        type Make = fn(Vec<Event<u8>>, &StreamId) -> AppendError<u8>;
+        let make: [Make; 4] = [
             |events, stream| AppendError::WrongExpectedVersion {
                 stream: stream.clone(),
                 expected: ExpectedVersion::NoStream,

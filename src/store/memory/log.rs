@@ -38,11 +38,14 @@ pub(crate) struct Entry<P> {
     pub(crate) frame: Box<[u8]>,
 }
 
+/// `CHUNK_LEN` slots.
 type Chunk<P> = Box<[OnceLock<Entry<P>>]>;
+/// Bucket `b`: `2^b` chunks.
+type Bucket<P> = Box<[OnceLock<Chunk<P>>]>;
 
 /// The chunked, append-only array of entries.
 pub(crate) struct Log<P> {
-    buckets: [OnceLock<Box<[OnceLock<Chunk<P>>]>>; BUCKETS],
+    buckets: [OnceLock<Bucket<P>>; BUCKETS],
 }
 
 impl<P> Log<P> {
