@@ -25,12 +25,20 @@ struct Tick {
 
 fn events(n: u64) -> Vec<Event<Tick>> {
     (0..n)
-        .map(|seq| Event::new(event_type!("bench.tick"), source!("bench"), Tick { seq, value: 7 }))
+        .map(|seq| {
+            Event::new(
+                event_type!("bench.tick"),
+                source!("bench"),
+                Tick { seq, value: 7 },
+            )
+        })
         .collect()
 }
 
 fn streams(n: usize) -> Vec<StreamId> {
-    (0..n).map(|i| StreamId::new(format!("s-{i}")).unwrap()).collect()
+    (0..n)
+        .map(|i| StreamId::new(format!("s-{i}")).unwrap())
+        .collect()
 }
 
 /// A store of `n` events spread over `k` streams, appended one by one.
@@ -38,7 +46,9 @@ fn filled(n: u64, k: usize) -> (InMemoryStore<Tick>, Vec<StreamId>) {
     let store = InMemoryStore::new();
     let ids = streams(k);
     for (i, e) in events(n).into_iter().enumerate() {
-        store.append(&ids[i % k], ExpectedVersion::Any, vec![e]).unwrap();
+        store
+            .append(&ids[i % k], ExpectedVersion::Any, vec![e])
+            .unwrap();
     }
     (store, ids)
 }
@@ -61,6 +71,17 @@ fn appends(c: &mut Criterion) {
                 versions[s] = o.unwrap().version;
             }
             start.elapsed()
+        })
+    });
+    // The part of an append spent making its frame (encode into a reused buffer,
+    // copy into a box): what keeping frames for `scan_all` costs an append.
+    g.bench_function("append_part/encode_frame", |b| {
+        let e = &events(1)[0];
+        let mut buf = Vec::with_capacity(256);
+        b.iter(|| {
+            buf.clear();
+            encode(black_box(e), &mut buf).unwrap();
+            black_box(Box::<[u8]>::from(&buf[..]))
         })
     });
     // Four threads, each appending to its own stream; time from a common start

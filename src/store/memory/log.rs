@@ -20,8 +20,8 @@ use crate::event::Event;
 
 /// log2 of the events per chunk. Small under Miri so tests cross chunks.
 const CHUNK_BITS: u32 = if cfg!(miri) { 3 } else { 12 };
-/// Events per chunk (4 096, about 600 KiB of slots for small payloads).
-const CHUNK_LEN: usize = 1 << CHUNK_BITS;
+/// Events per chunk (4 096: about 550 KiB of slots for small payloads).
+pub(crate) const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 /// Buckets needed to index chunk `u64::MAX >> CHUNK_BITS`: bucket `b` is in
 /// `0 ..= 64 - CHUNK_BITS`.
 const BUCKETS: usize = 65 - CHUNK_BITS as usize;
@@ -72,15 +72,28 @@ impl<P> Log<P> {
         Some(&self.buckets[b].get()?[offset].get()?[..])
     }
 
+    /// Allocates the chunk holding `p` if it is missing, so the writer rarely
+    /// allocates (and takes the page faults of) a chunk inside its critical
+    /// section. Any thread may call this; one allocation per chunk wins.
+    #[inline]
+    pub(crate) fn prepare(&self, p: u64) {
+        if self.chunk(p).is_none() {
+            self.chunk_or_init(p);
+        }
+    }
+
+    fn chunk_or_init(&self, p: u64) -> &[OnceLock<Entry<P>>] {
+        let (b, offset, _) = Self::locate(p);
+        let bucket =
+            self.buckets[b].get_or_init(|| (0..1_usize << b).map(|_| OnceLock::new()).collect());
+        bucket[offset].get_or_init(|| (0..CHUNK_LEN).map(|_| OnceLock::new()).collect())
+    }
+
     /// Stores the entry at `p`. Only the write-lock holder calls this, once per
     /// position, in increasing order.
     pub(crate) fn set(&self, p: u64, entry: Entry<P>) {
-        let (b, offset, slot) = Self::locate(p);
-        let bucket =
-            self.buckets[b].get_or_init(|| (0..1_usize << b).map(|_| OnceLock::new()).collect());
-        let chunk =
-            bucket[offset].get_or_init(|| (0..CHUNK_LEN).map(|_| OnceLock::new()).collect());
-        let fresh = chunk[slot].set(entry).is_ok();
+        let slot = (p as usize) & (CHUNK_LEN - 1);
+        let fresh = self.chunk_or_init(p)[slot].set(entry).is_ok();
         assert!(fresh, "log position {p} written twice");
     }
 
