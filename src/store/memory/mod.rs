@@ -385,11 +385,11 @@ mod tests {
 
     /// A payload whose `Serialize` fails (or appends to a store while it is
     /// being encoded).
-    #[derive(Clone, Debug, PartialEq)]
+    #[derive(Clone, Debug)]
     enum Odd {
         Fine(u32),
         Broken,
-        Nested(std::sync::Arc<InMemoryStore<Odd>>),
+        Nested(std::sync::Weak<InMemoryStore<Odd>>),
     }
 
     impl Serialize for Odd {
@@ -398,18 +398,13 @@ mod tests {
                 Odd::Fine(n) => s.serialize_u32(*n),
                 Odd::Broken => Err(serde::ser::Error::custom("refuses")),
                 Odd::Nested(store) => {
+                    let store = store.upgrade().expect("the store is alive");
                     let inner = StreamId::new("inner").unwrap();
                     let e = Event::new(event_type!("t"), source!("s"), Odd::Fine(9));
                     store.append(&inner, ExpectedVersion::Any, vec![e]).unwrap();
                     s.serialize_unit()
                 }
             }
-        }
-    }
-
-    impl PartialEq for InMemoryStore<Odd> {
-        fn eq(&self, other: &Self) -> bool {
-            std::ptr::eq(self, other)
         }
     }
 
@@ -428,7 +423,11 @@ mod tests {
                 events,
             }) => {
                 assert!(error.to_string().contains("refuses"), "{error}");
-                assert_eq!(events, batch, "subjects unstamped");
+                assert_eq!(events.len(), 2);
+                assert!(events
+                    .iter()
+                    .zip(&batch)
+                    .all(|(a, b)| a.id == b.id && a.subject.is_none()));
             }
             other => panic!("{other:?}"),
         }
@@ -446,16 +445,13 @@ mod tests {
             .append(
                 &s,
                 ExpectedVersion::NoStream,
-                vec![ev(Odd::Nested(store.clone()))],
+                vec![ev(Odd::Nested(std::sync::Arc::downgrade(&store)))],
             )
             .unwrap();
         // The inner append committed first.
         assert_eq!(o.first_position, Position(1));
         let inner = StreamId::new("inner").unwrap();
-        assert_eq!(
-            store.read_stream(&inner, 1, 9).unwrap()[0].event.data,
-            Odd::Fine(9)
-        );
-        // The stored event holds the store: a cycle this test leaks.
+        let nested = &store.read_stream(&inner, 1, 9).unwrap()[0];
+        assert!(matches!(nested.event.data, Odd::Fine(9)));
     }
 }
