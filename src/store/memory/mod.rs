@@ -80,7 +80,9 @@ type Frames = SmallVec<[Box<[u8]>; 1]>;
 /// durable.
 ///
 /// For tests, prototypes and caches. Appends are serialised by one short
-/// critical section; reads of the whole log take no lock. An append holds at most
+/// critical section; reads of the whole log take no lock. The payload must be
+/// `Serialize` (each event is encoded once, at append, for
+/// [`scan_all`](EventStore::scan_all)) and `Clone` (reads return owned events). An append holds at most
 /// [`Limits::DEFAULT`]'s batch limit of events (65 536) and frame limit of encoded
 /// bytes (16 MiB), like a file store's.
 ///
