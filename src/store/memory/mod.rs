@@ -22,22 +22,23 @@
 //! appending thread, before the write lock; MessagePack payload, no checksum,
 //! the codec's default) and keeps the frame beside the event; a scan decodes the
 //! view in place. Measured with `cargo bench --bench store` (a 16-byte typed
-//! payload, 72-byte frames; 2 vCPUs shared with other builds, load average 4–6,
-//! so absolute figures are pessimistic; medians of one criterion run):
+//! payload, 72-byte frames; 2 vCPUs shared with other builds, load average 3–5,
+//! so absolute figures are pessimistic; medians of 3 criterion runs, range in
+//! brackets):
 //!
 //! | | per event |
 //! | --- | --- |
-//! | single-event append, whole (1 thread) | 285 ns |
-//! | of which: encode the frame and box it | 43 ns |
-//! | `scan_all` over stored frames | 32 ns |
-//! | a scan that encodes on the fly instead (`read_all` + encode + view) | 83 ns |
+//! | single-event append, whole (1 thread) | 200 ns [164–211] |
+//! | of which: encode the frame and box it | 50 ns [38–62] |
+//! | `scan_all` over the stored frames | 20 ns [20–27] |
+//! | a scan that encodes instead (`read_all` + encode + view) | 113 ns [65–118] |
 //!
-//! So keeping frames costs an append about 15 % and one frame of memory per
-//! event (72 bytes here, beside the 112-byte `Event`), and makes every scan 2.6×
-//! faster; projections scan the same events many times, an event is appended
-//! once. Encoding at append also makes the in-memory store refuse what a file
-//! store refuses (a payload whose `Serialize` fails, an append over the frame
-//! limit) at `append`, instead of failing a later scan.
+//! So keeping frames costs an append about a quarter of its time and one frame
+//! of memory per event (72 bytes here, beside the 112-byte `Event`), and makes
+//! every scan 3–6× faster; projections scan the same events many times, an event
+//! is appended once. Encoding at append also makes the in-memory store refuse
+//! what a file store refuses (a payload whose `Serialize` fails, an append over
+//! the frame limit) at `append`, instead of failing a later scan.
 //!
 //! # Memory ordering
 //! The log's slots are `OnceLock`s (set with Release, read with Acquire), written
