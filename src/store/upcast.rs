@@ -554,8 +554,7 @@ impl UpcastError {
     ///
     /// ```
     /// use ringbus::store::upcast::Upcasters;
-    /// let upcasters = Upcasters::new();
-    /// # let mut upcasters = upcasters;
+    /// let mut upcasters = Upcasters::new();
     /// upcasters.add("a.b", 3, |e| Ok(e)).unwrap();
     /// assert_eq!(upcasters.needs_upcast("a.b", 9).unwrap_err().event_type(), "a.b");
     /// ```
