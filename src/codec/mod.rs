@@ -65,6 +65,7 @@ mod payload;
 mod reader;
 mod varint;
 
+pub use crate::store::upcast::{decode_upcast, decode_upcast_typed};
 pub use batch::{BatchIter, BatchRef};
 pub use encode::Encoder;
 pub use error::{DecodeError, EncodeError, Field, FrameKind, Limit};

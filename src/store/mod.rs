@@ -29,8 +29,12 @@
 //! * **Readers do not block writers** — `read_all` and `scan_all` take no lock;
 //!   `read_stream` holds a shard's read lock only to copy the positions it returns.
 //!
+//! [`checkpoint`] stores subscription checkpoints (in memory or in files);
+//! [`upcast`] turns events written at older schema versions into the current
+//! ones on every typed read path.
+//!
 //! Not here (yet): the file store, catch-up subscriptions and live delivery
-//! through the bus, checkpoints, upcasting and snapshots. Multi-stream atomic
+//! through the bus, and snapshots. Multi-stream atomic
 //! appends, stream deletion and scavenging are out of scope.
 //!
 //! # Examples
@@ -61,12 +65,14 @@
 //! ```
 
 mod check;
+pub mod checkpoint;
 mod error;
 mod expected;
 mod memory;
 mod position;
 mod recorded;
 mod stream_id;
+pub mod upcast;
 // The file system behind the file store, and its simulation for crash tests
 // (the lead's groundwork for `FileStore`).
 #[cfg(test)]
