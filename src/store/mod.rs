@@ -77,7 +77,7 @@ pub mod upcast;
 // (the lead's groundwork for `FileStore`).
 #[cfg(test)]
 pub(crate) mod sim;
-#[allow(dead_code)] // Until the file store uses it.
+#[allow(dead_code)] // Parts wait for the file store.
 pub(crate) mod vfs;
 
 pub use error::{AppendError, ReadError, RejectReason};

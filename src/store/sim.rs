@@ -338,17 +338,6 @@ impl SimFs {
             Entry::Dir => None,
         }
     }
-
-    /// Replaces the contents of `path` (durably; tests that corrupt a disk).
-    pub(crate) fn overwrite(&self, path: &Path, data: Vec<u8>) {
-        let mut s = self.lock();
-        if let Some(Entry::File(ino)) = s.entries.get(path).cloned() {
-            let inode = s.inodes.get_mut(&ino).expect("entry without inode");
-            inode.durable = data.clone();
-            inode.data = data;
-            inode.unsynced.clear();
-        }
-    }
 }
 
 struct SimFile {
