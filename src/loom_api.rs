@@ -224,3 +224,40 @@ impl FollowUpQueue {
             .collect()
     }
 }
+
+/// The in-memory store's visibility watermark (`store/memory/watermark.rs`):
+/// `publish` is what a committing append does (store the new count, then wake),
+/// `wait_past` what a live reader does.
+pub struct Watermark {
+    inner: crate::store::memory::watermark::Watermark,
+}
+
+impl Watermark {
+    pub fn new() -> Self {
+        Watermark {
+            inner: crate::store::memory::watermark::Watermark::new(),
+        }
+    }
+
+    /// Makes positions below `next` visible and wakes waiters.
+    pub fn publish(&self, next: u64) {
+        self.inner.publish(next);
+        self.inner.wake();
+    }
+
+    /// How many positions are visible.
+    pub fn visible(&self) -> u64 {
+        self.inner.visible()
+    }
+
+    /// Waits until the head is past `after`; returns the head. (Loom has no
+    /// timeouts: a lost wake-up is a deadlock it reports.)
+    pub fn wait_past(&self, after: Option<u64>) -> Option<u64> {
+        self.inner
+            .wait_past(
+                after.map(crate::store::Position),
+                std::time::Duration::from_secs(3600),
+            )
+            .map(|p| p.0)
+    }
+}

@@ -68,7 +68,7 @@ mod check;
 pub mod checkpoint;
 mod error;
 mod expected;
-mod memory;
+pub(crate) mod memory;
 mod position;
 mod recorded;
 mod stream_id;

@@ -52,7 +52,7 @@
 
 mod log;
 mod streams;
-mod watermark;
+pub(crate) mod watermark;
 
 use std::cell::RefCell;
 use std::fmt;

@@ -8,18 +8,21 @@
 //! It only grows.
 //!
 //! Waiting ([`Watermark::wait_past`]) is the classic "flag + sleeper count +
-//! condvar" handshake with no lost wake-up: a waiter registers in `sleepers`
-//! (SeqCst) under `lock` *before* it re-reads `next` (SeqCst); the writer stores
-//! `next` (SeqCst) *before* it reads `sleepers` (SeqCst). In the single total order
-//! of those four operations either the waiter sees the new `next`, or the writer
-//! sees the sleeper and takes `lock` — which it can only get once the waiter is
-//! inside `Condvar::wait` — and notifies. A writer that sees no sleeper pays one
-//! load: appends do not touch the lock or the condvar unless someone waits.
+//! condvar" handshake with no lost wake-up, written with fences (as the ring's
+//! `Signal` is, and for the same reason: loom models SeqCst fences, not SeqCst
+//! accesses): a waiter registers in `sleepers` under `lock`, then a SeqCst fence,
+//! then re-reads `next`; the writer stores `next`, then a SeqCst fence, then reads
+//! `sleepers`. Of the two fences, the later one in their single total order lets
+//! its thread see the other's write: either the waiter sees the new `next`, or the
+//! writer sees the sleeper and takes `lock` — which it can only get once the
+//! waiter is inside `Condvar::wait` — and notifies. A writer that sees no sleeper
+//! pays a fence and a load: appends do not touch the lock or the condvar unless
+//! someone waits. The loom model `loom-tests/tests/store.rs` checks this.
 
 use std::time::{Duration, Instant};
 
 use super::super::Position;
-use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{fence, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
 
 pub(crate) struct Watermark {
     /// Committed events; in `0 ..= u64::MAX`, only grows.
@@ -58,13 +61,14 @@ impl Watermark {
     #[inline]
     pub(crate) fn publish(&self, next: u64) {
         debug_assert!(next >= self.next.load(Ordering::Relaxed));
-        self.next.store(next, Ordering::SeqCst);
+        self.next.store(next, Ordering::Release);
     }
 
     /// Wakes the threads in `wait_past`, if there are any.
     #[inline]
     pub(crate) fn wake(&self) {
-        if self.sleepers.load(Ordering::SeqCst) != 0 {
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
             // Taking the lock orders this notify after every registered waiter
             // entered `wait` (they hold the lock until then).
             drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()));
@@ -81,9 +85,10 @@ impl Watermark {
         }
         let deadline = Instant::now().checked_add(timeout);
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
         loop {
-            if past(self.next.load(Ordering::SeqCst)) {
+            fence(Ordering::SeqCst);
+            if past(self.next.load(Ordering::Acquire)) {
                 break;
             }
             let wait = match deadline {
@@ -100,7 +105,7 @@ impl Watermark {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
         drop(guard);
         self.head()
     }
