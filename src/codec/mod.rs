@@ -60,6 +60,7 @@ mod encode;
 mod error;
 mod event_ref;
 mod frame;
+mod msgpack;
 mod names;
 mod payload;
 mod reader;

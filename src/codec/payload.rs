@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::{DecodeError, EncodeError, Field, Limit};
+use super::msgpack;
 use crate::event::EventEnum;
 
 /// The code that says how a payload's bytes are encoded.
@@ -78,16 +79,31 @@ pub(crate) fn serialize<P: Serialize + ?Sized>(
         message,
     };
     match ct {
-        ContentType::MESSAGEPACK if compact => {
-            let mut ser = rmp_serde::Serializer::new(&mut *out);
-            data.serialize(&mut ser).map_err(|e| err(e.to_string()))
-        }
         ContentType::MESSAGEPACK => {
-            let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
-            data.serialize(&mut ser).map_err(|e| err(e.to_string()))
+            let start = out.len();
+            if msgpack::ser::to_vec(data, !compact, out).is_ok() {
+                return Ok(());
+            }
+            // What the fast writer does not copy, `rmp-serde` writes (or refuses).
+            out.truncate(start);
+            serialize_rmp(data, compact, out).map_err(|e| err(e.to_string()))
         }
         ContentType::JSON => serde_json::to_writer(&mut *out, data).map_err(|e| err(e.to_string())),
         other => Err(EncodeError::UnsupportedContentType(other)),
+    }
+}
+
+/// `data` written by `rmp-serde`: the reference the fast writer copies, and
+/// what runs when it gives up.
+pub(crate) fn serialize_rmp<P: Serialize + ?Sized>(
+    data: &P,
+    compact: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), rmp_serde::encode::Error> {
+    if compact {
+        data.serialize(&mut rmp_serde::Serializer::new(&mut *out))
+    } else {
+        data.serialize(&mut rmp_serde::Serializer::new(&mut *out).with_struct_map())
     }
 }
 
@@ -103,6 +119,11 @@ pub(crate) fn deserialize<P: DeserializeOwned>(
     };
     match ct {
         ContentType::MESSAGEPACK => {
+            if let Ok(v) = msgpack::de::from_slice(bytes, max_depth) {
+                return Ok(v);
+            }
+            // The fast reader decides nothing: the checked `rmp-serde` path
+            // returns the value or the error.
             check_msgpack(bytes, max_depth)?;
             let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
             de.set_max_depth(max_depth as usize + 1);
@@ -142,6 +163,12 @@ pub(crate) fn deserialize_variant<E: EventEnum>(
         ContentType::MESSAGEPACK => {
             // Well formed, one value, every length inside the input: what fails
             // after this is the value not fitting the variant's type.
+            let mut fast = msgpack::de::FastDe::new(bytes, max_depth);
+            if let Some(Ok(v)) = E::deserialize_variant(event_type, &mut fast) {
+                if fast.end().is_ok() {
+                    return Ok(v);
+                }
+            }
             check_msgpack(bytes, max_depth)?;
             let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
             de.set_max_depth(max_depth as usize + 1);
