@@ -194,3 +194,51 @@ pub(crate) fn type_name(t: EventType) -> &'static str {
 pub(crate) fn source_name(s: Source) -> &'static str {
     SOURCE_NAMES.with(|c| c.borrow_mut().get_or(s.id(), || s.name()))
 }
+
+/// How many `(event type, source)` pairs [`put_names`] keeps per thread.
+const PAIRS: usize = 16;
+
+/// The last pairs of names written on this thread, each as the bytes an event
+/// frame holds (length-prefixed event type, then length-prefixed source): an
+/// event frame's names cost one lookup and one copy.
+struct PairCache {
+    /// Direct-mapped by [`PairCache::slot`]: `(type id, source id, bytes)`.
+    slots: [Option<(u32, u32, Box<[u8]>)>; PAIRS],
+}
+
+impl PairCache {
+    #[inline(always)]
+    fn slot(t: u32, s: u32) -> usize {
+        (t.wrapping_mul(0x9E37_79B9) ^ s) as usize % PAIRS
+    }
+}
+
+thread_local! {
+    static PAIR_NAMES: RefCell<PairCache> = const {
+        RefCell::new(PairCache { slots: [const { None }; PAIRS] })
+    };
+}
+
+/// Appends the event type's and the source's names, each a varint length and
+/// its bytes (an event frame's fields 2 and 3).
+#[inline]
+pub(crate) fn put_names(out: &mut Vec<u8>, t: EventType, s: Source) {
+    PAIR_NAMES.with(|c| {
+        let mut c = c.borrow_mut();
+        let slot = &mut c.slots[PairCache::slot(t.id(), s.id())];
+        match slot {
+            Some((ti, si, bytes)) if *ti == t.id() && *si == s.id() => {
+                out.extend_from_slice(bytes);
+            }
+            _ => {
+                let mut bytes = Vec::new();
+                for name in [t.name(), s.name()] {
+                    super::varint::put_u64(&mut bytes, name.len() as u64);
+                    bytes.extend_from_slice(name.as_bytes());
+                }
+                out.extend_from_slice(&bytes);
+                *slot = Some((t.id(), s.id(), bytes.into_boxed_slice()));
+            }
+        }
+    })
+}

@@ -82,10 +82,8 @@ impl FastSer<'_> {
     fn str(&mut self, s: &str) -> Result {
         let n = Self::len32(s.len())?;
         if n < 32 {
-            self.out.reserve(1 + s.len());
             self.out.push(0xa0 | n as u8);
         } else if n < 256 {
-            self.out.reserve(2 + s.len());
             self.out.extend_from_slice(&[0xd9, n as u8]);
         } else if n <= u32::from(u16::MAX) {
             self.out.push(0xda);
