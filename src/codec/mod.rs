@@ -162,8 +162,7 @@ impl Decoder {
         &self,
         bytes: &[u8],
     ) -> Result<(Event<P>, usize), DecodeError> {
-        let (view, n) = EventRef::decode_with(bytes, &self.limits)?;
-        Ok((view.to_event()?, n))
+        event_ref::decode_owned(bytes, &self.limits)
     }
 
     /// Decodes the batch frame at the start of `bytes`; returns its events and

@@ -64,6 +64,72 @@ thread_local! {
     static SOURCES: Cache<Source> = const { Cache::new() };
 }
 
+/// A checked name from a frame: its interned id when the per-thread cache knew
+/// it, else the name to intern.
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Name<'a, T> {
+    /// Already interned.
+    Interned(T),
+    /// Checked against the rules; not interned yet.
+    Checked(&'a str),
+}
+
+/// The event type in `bytes` (at `offset` in the frame), checked: what
+/// [`event_type_name`] checks, with the interned id when the cache has it.
+#[inline]
+pub(crate) fn event_type_of(
+    bytes: &[u8],
+    offset: usize,
+    field: Field,
+) -> Result<Name<'_, EventType>, DecodeError> {
+    if let Some(k) = TYPES.with(|c| c.get(bytes)) {
+        return Ok(match k.id {
+            Some(t) => Name::Interned(t),
+            None => Name::Checked(k.name),
+        });
+    }
+    event_type_name(bytes, offset, field).map(Name::Checked)
+}
+
+/// The source in `bytes` (at `offset` in the frame), checked: what
+/// [`source_name_of`] checks, with the interned id when the cache has it.
+#[inline]
+pub(crate) fn source_of(
+    bytes: &[u8],
+    offset: usize,
+    field: Field,
+) -> Result<Name<'_, Source>, DecodeError> {
+    if let Some(k) = SOURCES.with(|c| c.get(bytes)) {
+        return Ok(match k.id {
+            Some(s) => Name::Interned(s),
+            None => Name::Checked(k.name),
+        });
+    }
+    source_name_of(bytes, offset, field).map(Name::Checked)
+}
+
+impl Name<'_, EventType> {
+    /// The interned event type (interning it now if need be).
+    #[inline]
+    pub(crate) fn intern(self, field: Field) -> Result<EventType, DecodeError> {
+        match self {
+            Name::Interned(t) => Ok(t),
+            Name::Checked(name) => intern_event_type(name, field),
+        }
+    }
+}
+
+impl Name<'_, Source> {
+    /// The interned source (interning it now if need be).
+    #[inline]
+    pub(crate) fn intern(self, field: Field) -> Result<Source, DecodeError> {
+        match self {
+            Name::Interned(s) => Ok(s),
+            Name::Checked(name) => intern_source(name, field),
+        }
+    }
+}
+
 /// The event-type name in `bytes` (at `offset` in the frame), checked.
 #[inline]
 pub(crate) fn event_type_name(
