@@ -108,7 +108,26 @@ pub(crate) fn serialize_rmp<P: Serialize + ?Sized>(
 }
 
 /// Decodes a payload of content type `ct` into `P`.
+// Always inlined, and only the fast MessagePack path: out of line, its `Result`
+// goes through memory and the caller's reload stalls on the stores that wrote it.
+#[inline(always)]
 pub(crate) fn deserialize<P: DeserializeOwned>(
+    ct: ContentType,
+    bytes: &[u8],
+    max_depth: u32,
+) -> Result<P, DecodeError> {
+    if ct == ContentType::MESSAGEPACK {
+        if let Ok(v) = msgpack::de::from_slice(bytes, max_depth) {
+            return Ok(v);
+        }
+    }
+    deserialize_checked(ct, bytes, max_depth)
+}
+
+/// [`deserialize`] without the fast MessagePack path: the checked `rmp-serde`
+/// path (which returns the value or decides the error) and JSON.
+#[inline(never)]
+fn deserialize_checked<P: DeserializeOwned>(
     ct: ContentType,
     bytes: &[u8],
     max_depth: u32,
@@ -119,11 +138,6 @@ pub(crate) fn deserialize<P: DeserializeOwned>(
     };
     match ct {
         ContentType::MESSAGEPACK => {
-            if let Ok(v) = msgpack::de::from_slice(bytes, max_depth) {
-                return Ok(v);
-            }
-            // The fast reader decides nothing: the checked `rmp-serde` path
-            // returns the value or the error.
             check_msgpack(bytes, max_depth)?;
             let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
             de.set_max_depth(max_depth as usize + 1);

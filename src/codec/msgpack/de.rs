@@ -43,7 +43,7 @@ const EXT_STRUCT_NAME: &str = "_ExtStruct";
 
 /// Deserializes `bytes`, which must be exactly one MessagePack value nested at
 /// most `max_depth` deep, as `T`; [`GiveUp`] when the `rmp-serde` path must decide.
-#[inline]
+#[inline(always)]
 pub(crate) fn from_slice<'de, T: de::Deserialize<'de>>(
     bytes: &'de [u8],
     max_depth: u32,
