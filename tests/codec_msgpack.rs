@@ -411,3 +411,77 @@ fn typed_event_enums_use_the_same_reader() {
         Err(DecodeError::PayloadMismatch { .. })
     ));
 }
+
+#[test]
+fn field_and_variant_names_decode_as_rmp_serde_decodes_them() {
+    // Renamed, aliased and flattened fields, renamed variants, unknown fields:
+    // the fast reader offers names as bytes, and the values are rmp-serde's.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    #[serde(rename_all = "camelCase")]
+    enum Kind {
+        FirstKind,
+        #[serde(rename = "other")]
+        Other {
+            how_much: u8,
+        },
+    }
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Inner {
+        #[serde(rename = "ID")]
+        id: u32,
+        #[serde(alias = "mail")]
+        email: String,
+        kinds: Vec<Kind>,
+        #[serde(flatten)]
+        extra: BTreeMap<String, u8>,
+    }
+    let payload = rmp_serde::to_vec_named(&serde_json::json!({
+        "ID": 7,
+        "mail": "a@b",
+        "kinds": ["firstKind", {"other": {"how_much": 3}}],
+        "unknown": 9,
+        "ünïcode": 1,
+    }))
+    .unwrap();
+    let frame = frame_with_payload(&payload);
+    let ours = decode::<Inner>(&frame).unwrap().0.data;
+    assert_eq!(Some(&ours), reference::<Inner>(&payload).as_ref());
+    assert_eq!(ours.email, "a@b");
+    assert_eq!(ours.extra.get("ünïcode"), Some(&1));
+
+    // A name that is not UTF-8: rmp-serde offers it as bytes too; a derived
+    // struct ignores it as an unknown field.
+    #[derive(Deserialize, PartialEq, Debug)]
+    struct One {
+        a: u8,
+    }
+    let payload = [0x82, 0xa1, b'a', 0x01, 0xa1, 0xff, 0x02];
+    let frame = frame_with_payload(&payload);
+    assert_eq!(decode::<One>(&frame).unwrap().0.data, One { a: 1 });
+    assert_eq!(reference::<One>(&payload), Some(One { a: 1 }));
+
+    // A hand-written visitor that reads names as strings only still decodes
+    // (through the rmp-serde path).
+    #[derive(PartialEq, Debug)]
+    struct StrOnly(String);
+    impl<'de> Deserialize<'de> for StrOnly {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = StrOnly;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a name")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrOnly, E> {
+                    Ok(StrOnly(v.to_owned()))
+                }
+            }
+            d.deserialize_identifier(V)
+        }
+    }
+    let frame = frame_with_payload(&[0xa3, b'a', b'b', b'c']);
+    assert_eq!(
+        decode::<StrOnly>(&frame).unwrap().0.data,
+        StrOnly("abc".into())
+    );
+}

@@ -140,7 +140,9 @@ impl Encoder {
     /// checksum, no extensions.
     #[inline]
     fn is_plain(&self) -> bool {
-        self.content_type == ContentType::MESSAGEPACK && !self.checksum && self.extensions.is_empty()
+        self.content_type == ContentType::MESSAGEPACK
+            && !self.checksum
+            && self.extensions.is_empty()
     }
 
     /// The common frame of a plain event, with a plain encoder: the bytes of
@@ -163,12 +165,9 @@ impl Encoder {
         out.extend_from_slice(&e.timestamp.as_nanos().to_le_bytes());
         out.extend_from_slice(&[e.version as u8, ContentType::MESSAGEPACK.code(), 0]);
         let pos = out.len() - 1;
-        if let Err(err) = payload::serialize(
-            ContentType::MESSAGEPACK,
-            &e.data,
-            self.compact_structs,
-            out,
-        ) {
+        if let Err(err) =
+            payload::serialize(ContentType::MESSAGEPACK, &e.data, self.compact_structs, out)
+        {
             out.truncate(start);
             return Err(err);
         }
@@ -357,7 +356,10 @@ impl Encoder {
 /// frame [`Encoder::encode_plain`] writes.
 #[inline]
 fn is_plain<P>(e: &Event<P>) -> bool {
-    e.subject.is_none() && e.correlation_id.is_none() && e.causation_id.is_none() && e.version < 0x80
+    e.subject.is_none()
+        && e.correlation_id.is_none()
+        && e.causation_id.is_none()
+        && e.version < 0x80
 }
 
 #[inline]

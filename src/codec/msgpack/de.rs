@@ -2,6 +2,11 @@
 //! makes the same visitor calls as `rmp_serde::Deserializer::from_read_ref` for
 //! the values it handles, and gives up on everything else.
 //!
+//! One deliberate difference in visitor calls: a field or variant name written
+//! as a string is offered to `deserialize_identifier`'s visitor as bytes, which
+//! derived visitors treat exactly as the string; see
+//! `FastDe::deserialize_identifier`.
+//!
 //! It checks as it reads what [`check_msgpack`](super::super::payload::check_msgpack)
 //! checks before `rmp-serde` runs: one value filling the payload, containers at
 //! most `max_depth` deep, every declared length inside the input (a collection
@@ -385,7 +390,23 @@ impl<'de> de::Deserializer<'de> for &mut FastDe<'de> {
     anything! {
         deserialize_any deserialize_char deserialize_str deserialize_string
         deserialize_bytes deserialize_byte_buf deserialize_unit deserialize_map
-        deserialize_identifier deserialize_ignored_any
+        deserialize_ignored_any
+    }
+
+    /// A field or variant name: a string is offered as bytes (skipping UTF-8
+    /// validation), which derived field and variant visitors match exactly as
+    /// they match the string (`rmp-serde` offers the string, or the bytes when
+    /// they are not UTF-8). A visitor that takes only strings refuses the
+    /// bytes, and the `rmp-serde` path reads the payload instead.
+    #[inline]
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let marker = self.peek()?;
+        if let 0xa0..=0xbf = marker {
+            self.pos += 1;
+            let name = self.take(usize::from(marker & 0x1f))?;
+            return visitor.visit_borrowed_bytes(name);
+        }
+        self.any(visitor, true)
     }
 
     fn deserialize_i128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
