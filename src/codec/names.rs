@@ -264,47 +264,105 @@ pub(crate) fn source_name(s: Source) -> &'static str {
 /// How many `(event type, source)` pairs [`put_names`] keeps per thread.
 const PAIRS: usize = 16;
 
-/// The last pairs of names written on this thread, each as the bytes an event
-/// frame holds (length-prefixed event type, then length-prefixed source): an
-/// event frame's names cost one lookup and one copy.
-struct PairCache {
-    /// Direct-mapped by [`PairCache::slot`]: `(type id, source id, bytes)`.
-    slots: [Option<(u32, u32, Box<[u8]>)>; PAIRS],
-}
+/// The longest encoding of a pair [`put_names`] keeps (two one-byte lengths and
+/// the names); longer pairs are written from the name caches each time.
+const PAIR_BYTES: usize = 62;
 
-impl PairCache {
-    #[inline(always)]
-    fn slot(t: u32, s: u32) -> usize {
-        (t.wrapping_mul(0x9E37_79B9) ^ s) as usize % PAIRS
-    }
+/// A pair of names as an event frame holds them: length-prefixed event type,
+/// then length-prefixed source. `len == 0` marks an empty entry.
+#[derive(Copy, Clone)]
+struct Pair {
+    /// Dense ids of the event type and the source.
+    ids: (u32, u32),
+    /// The number of bytes of `bytes` in use: `0 ..= PAIR_BYTES`.
+    len: u8,
+    bytes: [u8; PAIR_BYTES],
 }
 
 thread_local! {
-    static PAIR_NAMES: RefCell<PairCache> = const {
-        RefCell::new(PairCache { slots: [const { None }; PAIRS] })
+    /// Direct-mapped by the ids' hash. Fixed-size entries: filling one never
+    /// allocates, and two pairs that share a slot only cost each other a miss.
+    static PAIR_NAMES: RefCell<[Pair; PAIRS]> = const {
+        RefCell::new([Pair { ids: (0, 0), len: 0, bytes: [0; PAIR_BYTES] }; PAIRS])
     };
 }
 
 /// Appends the event type's and the source's names, each a varint length and
-/// its bytes (an event frame's fields 2 and 3).
+/// its bytes (an event frame's fields 2 and 3): usually one per-thread lookup
+/// and one copy.
 #[inline]
 pub(crate) fn put_names(out: &mut Vec<u8>, t: EventType, s: Source) {
-    PAIR_NAMES.with(|c| {
-        let mut c = c.borrow_mut();
-        let slot = &mut c.slots[PairCache::slot(t.id(), s.id())];
-        match slot {
-            Some((ti, si, bytes)) if *ti == t.id() && *si == s.id() => {
-                out.extend_from_slice(bytes);
-            }
-            _ => {
-                let mut bytes = Vec::new();
-                for name in [t.name(), s.name()] {
-                    super::varint::put_u64(&mut bytes, name.len() as u64);
-                    bytes.extend_from_slice(name.as_bytes());
+    let ids = (t.id(), s.id());
+    let slot = (ids.0.wrapping_mul(0x9E37_79B9) ^ ids.1.wrapping_mul(0x85EB_CA6B)) as usize % PAIRS;
+    let hit = PAIR_NAMES.with(|c| {
+        let c = c.borrow();
+        let p = &c[slot];
+        if p.len != 0 && p.ids == ids {
+            out.extend_from_slice(&p.bytes[..usize::from(p.len)]);
+            true
+        } else {
+            false
+        }
+    });
+    if !hit {
+        put_names_slow(out, t, s, slot);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn put_names_slow(out: &mut Vec<u8>, t: EventType, s: Source, slot: usize) {
+    let start = out.len();
+    for name in [type_name(t), source_name(s)] {
+        super::varint::put_u64(out, name.len() as u64);
+        out.extend_from_slice(name.as_bytes());
+    }
+    let written = &out[start..];
+    if written.len() <= PAIR_BYTES {
+        PAIR_NAMES.with(|c| {
+            let p = &mut c.borrow_mut()[slot];
+            p.ids = (t.id(), s.id());
+            p.len = written.len() as u8;
+            p.bytes[..written.len()].copy_from_slice(written);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected(t: EventType, s: Source) -> Vec<u8> {
+        let mut v = Vec::new();
+        for name in [t.name(), s.name()] {
+            super::super::varint::put_u64(&mut v, name.len() as u64);
+            v.extend_from_slice(name.as_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn pair_cache_writes_the_names_whatever_shares_a_slot() {
+        // More pairs than slots, some longer than an entry holds, written in
+        // turns so that entries are replaced and hit.
+        let long = "x".repeat(40);
+        let types: Vec<EventType> = (0..12)
+            .map(|i| EventType::new(&format!("pair.cache.t{i}")))
+            .chain([EventType::new(&format!("long.{long}"))])
+            .collect();
+        let sources: Vec<Source> = ["pc-a", "pc-b", long.as_str()]
+            .iter()
+            .map(|s| Source::new(s))
+            .collect();
+        for _ in 0..3 {
+            for &t in &types {
+                for &s in &sources {
+                    let mut out = vec![0xaa];
+                    put_names(&mut out, t, s);
+                    assert_eq!(out[0], 0xaa);
+                    assert_eq!(&out[1..], &expected(t, s)[..], "{} {}", t.name(), s.name());
                 }
-                out.extend_from_slice(&bytes);
-                *slot = Some((t.id(), s.id(), bytes.into_boxed_slice()));
             }
         }
-    })
+    }
 }
