@@ -23,8 +23,9 @@
 //! Every decoder returns `Ok` or a [`DecodeError`] for every input: it does not
 //! panic, every loop is bounded by the input's length, every declared length is
 //! checked against the bytes that remain before anything is sized from it, and
-//! payloads are walked once to bound their nesting depth and declared lengths
-//! before serde sees them. [`Limits`] bounds frame length, events per batch and
+//! a payload's nesting depth and declared lengths are bounded before serde
+//! sizes anything from them (MessagePack payloads are read by a reader that
+//! checks as it goes, or walked once before `rmp-serde` sees them). [`Limits`] bounds frame length, events per batch and
 //! nesting depth. This module contains no `unsafe` code.
 //!
 //! # Examples

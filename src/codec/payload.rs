@@ -1,5 +1,11 @@
 //! Payload content types, and the guarded payload decoders.
 //!
+//! MessagePack payloads go first through the fast path of
+//! [`msgpack`](super::msgpack), which writes and reads the bytes `rmp-serde` does
+//! and checks as it reads what [`check_msgpack`] checks. Anything it does not
+//! handle, and every error, goes to the checked `rmp-serde` path below, which
+//! decides: the fast path changes speed, never bytes, values or errors.
+//!
 //! Before a MessagePack payload reaches `rmp-serde`, [`check_msgpack`] walks it once
 //! without allocating: it must be exactly one value, nested at most `max_depth`
 //! deep, and every declared string, binary, array and map length must fit in the
