@@ -1,7 +1,7 @@
 //! Payload content types, and the guarded payload decoders.
 //!
 //! MessagePack payloads go first through the fast path of
-//! [`msgpack`](super::msgpack), which writes and reads the bytes `rmp-serde` does
+//! [`msgpack`], which writes and reads the bytes `rmp-serde` does
 //! and checks as it reads what [`check_msgpack`] checks. Anything it does not
 //! handle, and every error, goes to the checked `rmp-serde` path below, which
 //! decides: the fast path changes speed, never bytes, values or errors.
