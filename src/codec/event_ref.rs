@@ -8,6 +8,7 @@ use super::frame::{
     self, parse_header, read_event_type, read_source, read_str, Extensions, FLAG_CAUSATION,
     FLAG_CORRELATION, FLAG_EXTENSIONS, FLAG_SUBJECT,
 };
+use super::msgpack::de::FastDe;
 use super::names::{event_type_of, intern_event_type, intern_source, source_of};
 use super::payload::{self, ContentType};
 use super::varint::Reader;
@@ -285,7 +286,14 @@ pub(crate) fn decode_owned<P: DeserializeOwned>(
         frame::read_extensions(&mut r)?;
     }
     r.finish(Field::Body)?;
-    let data = payload::deserialize(content_type, payload, limits.max_depth)?;
+    // The fast MessagePack read, spelled out rather than through
+    // `payload::deserialize`: each `Result` layer it would add is one more copy
+    // of the payload value.
+    let mut fast = FastDe::new(payload, limits.max_depth);
+    let data = match (content_type == ContentType::MESSAGEPACK).then(|| P::deserialize(&mut fast)) {
+        Some(Ok(v)) if fast.end().is_ok() => v,
+        _ => payload::deserialize_checked(content_type, payload, limits.max_depth)?,
+    };
     let event = Event {
         id,
         event_type: event_type.intern(Field::EventType)?,

@@ -133,7 +133,7 @@ pub(crate) fn deserialize<P: DeserializeOwned>(
 /// [`deserialize`] without the fast MessagePack path: the checked `rmp-serde`
 /// path (which returns the value or decides the error) and JSON.
 #[inline(never)]
-fn deserialize_checked<P: DeserializeOwned>(
+pub(crate) fn deserialize_checked<P: DeserializeOwned>(
     ct: ContentType,
     bytes: &[u8],
     max_depth: u32,
