@@ -74,7 +74,28 @@ impl fmt::Display for ContentType {
 
 /// Appends `data` serialized as `ct`; MessagePack structs as maps (field names
 /// written) unless `compact`, then as arrays.
+// Always inlined, and only the fast MessagePack path; the rest out of line.
+#[inline(always)]
 pub(crate) fn serialize<P: Serialize + ?Sized>(
+    ct: ContentType,
+    data: &P,
+    compact: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    if ct == ContentType::MESSAGEPACK {
+        let start = out.len();
+        if msgpack::ser::to_vec(data, !compact, out).is_ok() {
+            return Ok(());
+        }
+        out.truncate(start);
+    }
+    serialize_checked(ct, data, compact, out)
+}
+
+/// [`serialize`] without the fast MessagePack path: what the fast writer does
+/// not copy, `rmp-serde` writes (or refuses); and JSON.
+#[inline(never)]
+fn serialize_checked<P: Serialize + ?Sized>(
     ct: ContentType,
     data: &P,
     compact: bool,
@@ -86,12 +107,6 @@ pub(crate) fn serialize<P: Serialize + ?Sized>(
     };
     match ct {
         ContentType::MESSAGEPACK => {
-            let start = out.len();
-            if msgpack::ser::to_vec(data, !compact, out).is_ok() {
-                return Ok(());
-            }
-            // What the fast writer does not copy, `rmp-serde` writes (or refuses).
-            out.truncate(start);
             serialize_rmp(data, compact, out).map_err(|e| err(e.to_string()))
         }
         ContentType::JSON => serde_json::to_writer(&mut *out, data).map_err(|e| err(e.to_string())),

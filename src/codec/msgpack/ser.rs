@@ -27,7 +27,7 @@ const EXT_STRUCT_NAME: &str = "_ExtStruct";
 
 /// Appends `value` as MessagePack, structs as maps with their field names when
 /// `named`, else as arrays. On [`GiveUp`] `out` may hold a partial value.
-#[inline]
+#[inline(always)]
 pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, named: bool, out: &mut Vec<u8>) -> Result {
     value.serialize(&mut FastSer { out, named })
 }
@@ -234,7 +234,7 @@ impl<'a, 'b> ser::Serializer for &'a mut FastSer<'b> {
         self.str(v.encode_utf8(&mut [0; 4]))
     }
 
-    #[inline]
+    #[inline(always)]
     fn serialize_str(self, v: &str) -> Result {
         self.str(v)
     }
@@ -346,7 +346,7 @@ impl<'a, 'b> ser::Serializer for &'a mut FastSer<'b> {
         Ok(self)
     }
 
-    #[inline]
+    #[inline(always)]
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Self> {
         if self.named {
             self.map_len(len)?;
@@ -402,7 +402,7 @@ macro_rules! fields {
             type Ok = ();
             type Error = GiveUp;
 
-            #[inline]
+            #[inline(always)]
             fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
                 if self.named {
                     self.str(key)?;
