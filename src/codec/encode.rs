@@ -174,7 +174,12 @@ impl Encoder {
         patch_placeholder(out, pos, (out.len() - pos - 1) as u64);
         let len_pos = start + 4;
         let body_len = (out.len() - len_pos - 1) as u64;
-        let frame_len = 4 + super::varint::len_u64(body_len) as u64 + body_len;
+        // A body under 128 bytes has a one-byte length: skip the varint sizing.
+        let frame_len = if body_len < 0x80 {
+            5 + body_len
+        } else {
+            4 + super::varint::len_u64(body_len) as u64 + body_len
+        };
         let max = (self.max_frame_len as u64).min(u64::from(u32::MAX));
         if frame_len > max {
             out.truncate(start);
