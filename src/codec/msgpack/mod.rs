@@ -11,6 +11,14 @@
 //! produces the bytes or the typed [`DecodeError`](super::DecodeError) it always
 //! did. So the fast path changes speed, never bytes, values or errors; the tests
 //! below and `tests/codec_msgpack.rs` compare both paths.
+//!
+//! The price of a give-up is a second pass: the value's `Serialize` or
+//! `Deserialize` runs again under `rmp-serde` (an implementation with side
+//! effects sees them twice for such a payload). What derive produces for the
+//! usual field types (numbers up to 64 bits, strings, bytes, options, vectors,
+//! maps, tuples, unit and newtype structs, enums) never gives up; see
+//! `the_fast_paths_handle_what_rmp_serde_writes`. 128-bit integers, ext values
+//! and sequences of unknown length do.
 
 pub(crate) mod de;
 pub(crate) mod ser;
