@@ -298,7 +298,16 @@ pub(crate) fn put_names(out: &mut Vec<u8>, t: EventType, s: Source) {
         let c = c.borrow();
         let p = &c[slot];
         if p.len != 0 && p.ids == ids {
-            out.extend_from_slice(&p.bytes[..usize::from(p.len)]);
+            let len = usize::from(p.len);
+            if out.capacity() - out.len() >= PAIR_BYTES {
+                // The whole entry, a fixed-size copy (no call to `memcpy`),
+                // then cut to the pair: only when it needs no more capacity.
+                let start = out.len();
+                out.extend_from_slice(&p.bytes);
+                out.truncate(start + len);
+            } else {
+                out.extend_from_slice(&p.bytes[..len]);
+            }
             true
         } else {
             false
