@@ -48,13 +48,13 @@ impl FastSer<'_> {
     /// An array header in its smallest form (`rmp::encode::write_array_len`).
     #[inline(always)]
     fn array_len(&mut self, len: usize) -> Result {
-        let n = Self::len32(len)?;
-        if n < 16 {
-            self.out.push(0x90 | n as u8);
-        } else if n <= u32::from(u16::MAX) {
+        if len < 16 {
+            self.out.push(0x90 | len as u8);
+        } else if len <= usize::from(u16::MAX) {
             self.out.push(0xdc);
-            self.out.extend_from_slice(&(n as u16).to_be_bytes());
+            self.out.extend_from_slice(&(len as u16).to_be_bytes());
         } else {
+            let n = Self::len32(len)?;
             self.out.push(0xdd);
             self.out.extend_from_slice(&n.to_be_bytes());
         }
@@ -64,13 +64,13 @@ impl FastSer<'_> {
     /// A map header in its smallest form (`rmp::encode::write_map_len`).
     #[inline(always)]
     fn map_len(&mut self, len: usize) -> Result {
-        let n = Self::len32(len)?;
-        if n < 16 {
-            self.out.push(0x80 | n as u8);
-        } else if n <= u32::from(u16::MAX) {
+        if len < 16 {
+            self.out.push(0x80 | len as u8);
+        } else if len <= usize::from(u16::MAX) {
             self.out.push(0xde);
-            self.out.extend_from_slice(&(n as u16).to_be_bytes());
+            self.out.extend_from_slice(&(len as u16).to_be_bytes());
         } else {
+            let n = Self::len32(len)?;
             self.out.push(0xdf);
             self.out.extend_from_slice(&n.to_be_bytes());
         }
@@ -80,15 +80,16 @@ impl FastSer<'_> {
     /// A string in its smallest form (`rmp::encode::write_str`).
     #[inline(always)]
     fn str(&mut self, s: &str) -> Result {
-        let n = Self::len32(s.len())?;
+        let n = s.len();
         if n < 32 {
             self.out.push(0xa0 | n as u8);
         } else if n < 256 {
             self.out.extend_from_slice(&[0xd9, n as u8]);
-        } else if n <= u32::from(u16::MAX) {
+        } else if n <= usize::from(u16::MAX) {
             self.out.push(0xda);
             self.out.extend_from_slice(&(n as u16).to_be_bytes());
         } else {
+            let n = Self::len32(n)?;
             self.out.push(0xdb);
             self.out.extend_from_slice(&n.to_be_bytes());
         }
