@@ -25,8 +25,9 @@
 //! checked against the bytes that remain before anything is sized from it, and
 //! a payload's nesting depth and declared lengths are bounded before serde
 //! sizes anything from them (MessagePack payloads are read by a reader that
-//! checks as it goes, or walked once before `rmp-serde` sees them). [`Limits`] bounds frame length, events per batch and
-//! nesting depth. This module contains no `unsafe` code.
+//! checks as it goes, or walked once before `rmp-serde` sees them). [`Limits`]
+//! bounds frame length, events per batch and nesting depth. This module
+//! contains no `unsafe` code.
 //!
 //! # Examples
 //! ```
