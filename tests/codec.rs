@@ -586,6 +586,43 @@ fn every_byte_value_at_every_offset_is_ok_or_err() {
     }
 }
 
+/// `decode` against the view it is equivalent to: `EventRef::decode`, then
+/// `to_event`. Same event or same error, for any damage to any frame.
+#[test]
+fn owned_decode_agrees_with_the_view_on_every_damaged_frame() {
+    fn via_view<P: serde::de::DeserializeOwned>(
+        bytes: &[u8],
+    ) -> Result<(Event<P>, usize), DecodeError> {
+        let (v, n) = EventRef::decode(bytes)?;
+        Ok((v.to_event()?, n))
+    }
+    fn agree(bytes: &[u8]) {
+        assert_eq!(
+            decode::<Value>(bytes),
+            via_view::<Value>(bytes),
+            "{bytes:x?}"
+        );
+        assert_eq!(
+            decode::<UserRegistered>(bytes),
+            via_view::<UserRegistered>(bytes),
+            "{bytes:x?}"
+        );
+    }
+    let step = if cfg!(miri) { 61 } else { 1 };
+    for frame in samples() {
+        for cut in (0..=frame.len()).step_by(step) {
+            agree(&frame[..cut]);
+        }
+        for i in (0..frame.len()).step_by(step) {
+            for b in (0..=255u8).step_by(step) {
+                let mut bad = frame.clone();
+                bad[i] = b;
+                agree(&bad);
+            }
+        }
+    }
+}
+
 #[test]
 fn header_errors() {
     let good = frame_of(&Encoder::new(), &user_registered());

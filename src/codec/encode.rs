@@ -10,7 +10,7 @@ use super::frame::{
     FLAG_BATCH, FLAG_CAUSATION, FLAG_CHECKSUM, FLAG_CORRELATION, FLAG_EXTENSIONS, FLAG_SUBJECT,
     MAGIC, VERSION,
 };
-use super::names::{source_name, type_name};
+use super::names::{put_names, source_name, type_name};
 use super::payload::{self, ContentType};
 use super::varint::{patch_placeholder, put_u64, zigzag};
 use super::Limits;
@@ -116,12 +116,80 @@ impl Encoder {
         event: &Event<P>,
         out: &mut Vec<u8>,
     ) -> Result<usize, EncodeError> {
+        if self.is_plain() && is_plain(event) {
+            return self.encode_plain(event, out);
+        }
+        self.encode_general(event, out)
+    }
+
+    /// [`Encoder::encode`] through the general path, whatever the event.
+    fn encode_general<P: Serialize>(
+        &self,
+        event: &Event<P>,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncodeError> {
         let ct = self.content_type;
         self.frame(event, out, |e, out| {
             self.put_event_tail(e, ct, out, |out| {
                 payload::serialize(ct, &e.data, self.compact_structs, out)
             })
         })
+    }
+
+    /// Whether this encoder writes the common frame: a MessagePack payload, no
+    /// checksum, no extensions.
+    #[inline]
+    fn is_plain(&self) -> bool {
+        self.content_type == ContentType::MESSAGEPACK
+            && !self.checksum
+            && self.extensions.is_empty()
+    }
+
+    /// The common frame of a plain event, with a plain encoder: the bytes of
+    /// [`Encoder::encode_general`], without its per-field branches.
+    #[inline]
+    fn encode_plain<P: Serialize>(
+        &self,
+        e: &Event<P>,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncodeError> {
+        debug_assert!(self.is_plain() && is_plain(e));
+        let start = out.len();
+        // Header (flags 0, body length placeholder), event id, names,
+        // timestamp, version (one varint byte), content type, payload length
+        // placeholder. (Each piece is copied as is: assembling them in a stack
+        // buffer first costs a store-forwarding stall when it is copied out.)
+        out.extend_from_slice(&[MAGIC[0], MAGIC[1], VERSION, 0, 0]);
+        out.extend_from_slice(&e.id.to_bytes());
+        put_names(out, e.event_type, e.source);
+        out.extend_from_slice(&e.timestamp.as_nanos().to_le_bytes());
+        out.extend_from_slice(&[e.version as u8, ContentType::MESSAGEPACK.code(), 0]);
+        let pos = out.len() - 1;
+        if let Err(err) =
+            payload::serialize(ContentType::MESSAGEPACK, &e.data, self.compact_structs, out)
+        {
+            out.truncate(start);
+            return Err(err);
+        }
+        patch_placeholder(out, pos, (out.len() - pos - 1) as u64);
+        let len_pos = start + 4;
+        let body_len = (out.len() - len_pos - 1) as u64;
+        // A body under 128 bytes has a one-byte length: skip the varint sizing.
+        let frame_len = if body_len < 0x80 {
+            5 + body_len
+        } else {
+            4 + super::varint::len_u64(body_len) as u64 + body_len
+        };
+        let max = (self.max_frame_len as u64).min(u64::from(u32::MAX));
+        if frame_len > max {
+            out.truncate(start);
+            return Err(EncodeError::FrameTooLarge {
+                len: frame_len,
+                max,
+            });
+        }
+        patch_placeholder(out, len_pos, body_len);
+        Ok(out.len() - start)
     }
 
     /// Appends one event frame whose payload is `event.data`'s bytes, verbatim,
@@ -219,8 +287,7 @@ impl Encoder {
         let start = out.len();
         let r = self.wrap(start, self.event_flags(e), out, |out| {
             out.extend_from_slice(&e.id.to_bytes());
-            put_str(out, type_name(e.event_type));
-            put_str(out, source_name(e.source));
+            put_names(out, e.event_type, e.source);
             out.extend_from_slice(&e.timestamp.as_nanos().to_le_bytes());
             put_u64(out, u64::from(e.version));
             tail(e, out)
@@ -288,6 +355,16 @@ impl Encoder {
         }
         Ok(())
     }
+}
+
+/// Whether `e`'s frame has no optional field and a one-byte version: the
+/// frame [`Encoder::encode_plain`] writes.
+#[inline]
+fn is_plain<P>(e: &Event<P>) -> bool {
+    e.subject.is_none()
+        && e.correlation_id.is_none()
+        && e.causation_id.is_none()
+        && e.version < 0x80
 }
 
 #[inline]

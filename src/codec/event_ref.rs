@@ -8,7 +8,8 @@ use super::frame::{
     self, parse_header, read_event_type, read_source, read_str, Extensions, FLAG_CAUSATION,
     FLAG_CORRELATION, FLAG_EXTENSIONS, FLAG_SUBJECT,
 };
-use super::names::{intern_event_type, intern_source};
+use super::msgpack::de::FastDe;
+use super::names::{event_type_of, intern_event_type, intern_source, source_of};
 use super::payload::{self, ContentType};
 use super::varint::Reader;
 use super::Limits;
@@ -238,6 +239,73 @@ impl<'a> EventRef<'a> {
             data,
         }
     }
+}
+
+/// Decodes the event frame at the start of `bytes` into an owned event: what
+/// [`EventRef::decode_with`] then [`EventRef::to_event`] do, with the same
+/// checks in the same order (so the same error for every input), without
+/// building the view (a large value, copied at every step) and with each name
+/// looked up in the per-thread cache once instead of twice.
+#[inline]
+pub(crate) fn decode_owned<P: DeserializeOwned>(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(Event<P>, usize), DecodeError> {
+    let h = parse_header(bytes, limits)?;
+    if h.kind() != FrameKind::Event {
+        return Err(DecodeError::WrongFrameKind {
+            expected: FrameKind::Event,
+            found: h.kind(),
+        });
+    }
+    let frame = &bytes[..h.frame_len];
+    let mut r = h.verified_body(frame)?;
+    let id = EventId::from_bytes(r.array16(Field::EventId)?);
+    let offset = r.offset();
+    let event_type = event_type_of(r.len_prefixed(Field::EventType)?, offset, Field::EventType)?;
+    let offset = r.offset();
+    let source = source_of(r.len_prefixed(Field::Source)?, offset, Field::Source)?;
+    let timestamp = Timestamp::from_nanos(r.u64_le(Field::Timestamp)?);
+    let version = r.varint_u32(Field::Version)?;
+    let flags = h.flags;
+    let subject = match flags & FLAG_SUBJECT {
+        0 => None,
+        _ => Some(read_str(&mut r, Field::Subject)?),
+    };
+    let correlation_id = match flags & FLAG_CORRELATION {
+        0 => None,
+        _ => Some(EventId::from_bytes(r.array16(Field::CorrelationId)?)),
+    };
+    let causation_id = match flags & FLAG_CAUSATION {
+        0 => None,
+        _ => Some(EventId::from_bytes(r.array16(Field::CausationId)?)),
+    };
+    let content_type = ContentType::from_code(r.u8(Field::ContentType)?);
+    let payload = r.len_prefixed(Field::Payload)?;
+    if flags & FLAG_EXTENSIONS != 0 {
+        frame::read_extensions(&mut r)?;
+    }
+    r.finish(Field::Body)?;
+    // The fast MessagePack read, spelled out rather than through
+    // `payload::deserialize`: each `Result` layer it would add is one more copy
+    // of the payload value.
+    let mut fast = FastDe::new(payload, limits.max_depth);
+    let data = match (content_type == ContentType::MESSAGEPACK).then(|| P::deserialize(&mut fast)) {
+        Some(Ok(v)) if fast.end().is_ok() => v,
+        _ => payload::deserialize_checked(content_type, payload, limits.max_depth)?,
+    };
+    let event = Event {
+        id,
+        event_type: event_type.intern(Field::EventType)?,
+        source: source.intern(Field::Source)?,
+        timestamp,
+        version,
+        subject: subject.map(Subject::new),
+        correlation_id,
+        causation_id,
+        data,
+    };
+    Ok((event, h.frame_len))
 }
 
 /// The body of an event frame, after the header and before the checksum.

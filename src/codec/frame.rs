@@ -55,7 +55,9 @@ impl Header {
 
     /// The body without the checksum, once the checksum (if any) is verified.
     /// `frame` is exactly `frame_len` bytes.
-    #[inline]
+    // Always inlined, as `parse_header`: out of line, the `Result` goes through
+    // memory and its reload stalls on the stores that wrote it.
+    #[inline(always)]
     pub(crate) fn verified_body<'a>(&self, frame: &'a [u8]) -> Result<Reader<'a>, DecodeError> {
         debug_assert_eq!(frame.len(), self.frame_len);
         let mut end = self.frame_len;
@@ -86,7 +88,7 @@ impl Header {
 /// `Truncated` means `input` ends before the header or the frame does (with
 /// `needed` telling how much more is needed at least); any other error means no
 /// amount of further input can make this a frame.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_header(input: &[u8], limits: &Limits) -> Result<Header, DecodeError> {
     // Fast path: a whole small event frame without reserved bits.
     if let [m0, m1, v, flags, len, ..] = *input {

@@ -23,9 +23,11 @@
 //! Every decoder returns `Ok` or a [`DecodeError`] for every input: it does not
 //! panic, every loop is bounded by the input's length, every declared length is
 //! checked against the bytes that remain before anything is sized from it, and
-//! payloads are walked once to bound their nesting depth and declared lengths
-//! before serde sees them. [`Limits`] bounds frame length, events per batch and
-//! nesting depth. This module contains no `unsafe` code.
+//! a payload's nesting depth and declared lengths are bounded before serde
+//! sizes anything from them (MessagePack payloads are read by a reader that
+//! checks as it goes, or walked once before `rmp-serde` sees them). [`Limits`]
+//! bounds frame length, events per batch and nesting depth. This module
+//! contains no `unsafe` code.
 //!
 //! # Examples
 //! ```
@@ -60,6 +62,7 @@ mod encode;
 mod error;
 mod event_ref;
 mod frame;
+mod msgpack;
 mod names;
 mod payload;
 mod reader;
@@ -162,8 +165,7 @@ impl Decoder {
         &self,
         bytes: &[u8],
     ) -> Result<(Event<P>, usize), DecodeError> {
-        let (view, n) = EventRef::decode_with(bytes, &self.limits)?;
-        Ok((view.to_event()?, n))
+        event_ref::decode_owned(bytes, &self.limits)
     }
 
     /// Decodes the batch frame at the start of `bytes`; returns its events and

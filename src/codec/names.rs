@@ -64,6 +64,72 @@ thread_local! {
     static SOURCES: Cache<Source> = const { Cache::new() };
 }
 
+/// A checked name from a frame: its interned id when the per-thread cache knew
+/// it, else the name to intern.
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Name<'a, T> {
+    /// Already interned.
+    Interned(T),
+    /// Checked against the rules; not interned yet.
+    Checked(&'a str),
+}
+
+/// The event type in `bytes` (at `offset` in the frame), checked: what
+/// [`event_type_name`] checks, with the interned id when the cache has it.
+#[inline]
+pub(crate) fn event_type_of(
+    bytes: &[u8],
+    offset: usize,
+    field: Field,
+) -> Result<Name<'_, EventType>, DecodeError> {
+    if let Some(k) = TYPES.with(|c| c.get(bytes)) {
+        return Ok(match k.id {
+            Some(t) => Name::Interned(t),
+            None => Name::Checked(k.name),
+        });
+    }
+    event_type_name(bytes, offset, field).map(Name::Checked)
+}
+
+/// The source in `bytes` (at `offset` in the frame), checked: what
+/// [`source_name_of`] checks, with the interned id when the cache has it.
+#[inline]
+pub(crate) fn source_of(
+    bytes: &[u8],
+    offset: usize,
+    field: Field,
+) -> Result<Name<'_, Source>, DecodeError> {
+    if let Some(k) = SOURCES.with(|c| c.get(bytes)) {
+        return Ok(match k.id {
+            Some(s) => Name::Interned(s),
+            None => Name::Checked(k.name),
+        });
+    }
+    source_name_of(bytes, offset, field).map(Name::Checked)
+}
+
+impl Name<'_, EventType> {
+    /// The interned event type (interning it now if need be).
+    #[inline]
+    pub(crate) fn intern(self, field: Field) -> Result<EventType, DecodeError> {
+        match self {
+            Name::Interned(t) => Ok(t),
+            Name::Checked(name) => intern_event_type(name, field),
+        }
+    }
+}
+
+impl Name<'_, Source> {
+    /// The interned source (interning it now if need be).
+    #[inline]
+    pub(crate) fn intern(self, field: Field) -> Result<Source, DecodeError> {
+        match self {
+            Name::Interned(s) => Ok(s),
+            Name::Checked(name) => intern_source(name, field),
+        }
+    }
+}
+
 /// The event-type name in `bytes` (at `offset` in the frame), checked.
 #[inline]
 pub(crate) fn event_type_name(
@@ -193,4 +259,119 @@ pub(crate) fn type_name(t: EventType) -> &'static str {
 #[inline]
 pub(crate) fn source_name(s: Source) -> &'static str {
     SOURCE_NAMES.with(|c| c.borrow_mut().get_or(s.id(), || s.name()))
+}
+
+/// How many `(event type, source)` pairs [`put_names`] keeps per thread.
+const PAIRS: usize = 16;
+
+/// The longest encoding of a pair [`put_names`] keeps (two one-byte lengths and
+/// the names); longer pairs are written from the name caches each time.
+const PAIR_BYTES: usize = 62;
+
+/// A pair of names as an event frame holds them: length-prefixed event type,
+/// then length-prefixed source. `len == 0` marks an empty entry.
+#[derive(Copy, Clone)]
+struct Pair {
+    /// Dense ids of the event type and the source.
+    ids: (u32, u32),
+    /// The number of bytes of `bytes` in use: `0 ..= PAIR_BYTES`.
+    len: u8,
+    bytes: [u8; PAIR_BYTES],
+}
+
+thread_local! {
+    /// Direct-mapped by the ids' hash. Fixed-size entries: filling one never
+    /// allocates, and two pairs that share a slot only cost each other a miss.
+    static PAIR_NAMES: RefCell<[Pair; PAIRS]> = const {
+        RefCell::new([Pair { ids: (0, 0), len: 0, bytes: [0; PAIR_BYTES] }; PAIRS])
+    };
+}
+
+/// Appends the event type's and the source's names, each a varint length and
+/// its bytes (an event frame's fields 2 and 3): usually one per-thread lookup
+/// and one copy.
+#[inline]
+pub(crate) fn put_names(out: &mut Vec<u8>, t: EventType, s: Source) {
+    let ids = (t.id(), s.id());
+    let slot = (ids.0.wrapping_mul(0x9E37_79B9) ^ ids.1.wrapping_mul(0x85EB_CA6B)) as usize % PAIRS;
+    let hit = PAIR_NAMES.with(|c| {
+        let c = c.borrow();
+        let p = &c[slot];
+        if p.len != 0 && p.ids == ids {
+            let len = usize::from(p.len);
+            if out.capacity() - out.len() >= PAIR_BYTES {
+                // The whole entry, a fixed-size copy (no call to `memcpy`),
+                // then cut to the pair: only when it needs no more capacity.
+                let start = out.len();
+                out.extend_from_slice(&p.bytes);
+                out.truncate(start + len);
+            } else {
+                out.extend_from_slice(&p.bytes[..len]);
+            }
+            true
+        } else {
+            false
+        }
+    });
+    if !hit {
+        put_names_slow(out, t, s, slot);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn put_names_slow(out: &mut Vec<u8>, t: EventType, s: Source, slot: usize) {
+    let start = out.len();
+    for name in [type_name(t), source_name(s)] {
+        super::varint::put_u64(out, name.len() as u64);
+        out.extend_from_slice(name.as_bytes());
+    }
+    let written = &out[start..];
+    if written.len() <= PAIR_BYTES {
+        PAIR_NAMES.with(|c| {
+            let p = &mut c.borrow_mut()[slot];
+            p.ids = (t.id(), s.id());
+            p.len = written.len() as u8;
+            p.bytes[..written.len()].copy_from_slice(written);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected(t: EventType, s: Source) -> Vec<u8> {
+        let mut v = Vec::new();
+        for name in [t.name(), s.name()] {
+            super::super::varint::put_u64(&mut v, name.len() as u64);
+            v.extend_from_slice(name.as_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn pair_cache_writes_the_names_whatever_shares_a_slot() {
+        // More pairs than slots, some longer than an entry holds, written in
+        // turns so that entries are replaced and hit.
+        let long = "x".repeat(40);
+        let types: Vec<EventType> = (0..12)
+            .map(|i| EventType::new(&format!("pair.cache.t{i}")))
+            .chain([EventType::new(&format!("long.{long}"))])
+            .collect();
+        let sources: Vec<Source> = ["pc-a", "pc-b", long.as_str()]
+            .iter()
+            .map(|s| Source::new(s))
+            .collect();
+        for _ in 0..3 {
+            for &t in &types {
+                for &s in &sources {
+                    let mut out = vec![0xaa];
+                    put_names(&mut out, t, s);
+                    assert_eq!(out[0], 0xaa);
+                    assert_eq!(&out[1..], &expected(t, s)[..], "{} {}", t.name(), s.name());
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,11 @@
 //! Payload content types, and the guarded payload decoders.
 //!
+//! MessagePack payloads go first through the fast path of
+//! [`msgpack`], which writes and reads the bytes `rmp-serde` does
+//! and checks as it reads what [`check_msgpack`] checks. Anything it does not
+//! handle, and every error, goes to the checked `rmp-serde` path below, which
+//! decides: the fast path changes speed, never bytes, values or errors.
+//!
 //! Before a MessagePack payload reaches `rmp-serde`, [`check_msgpack`] walks it once
 //! without allocating: it must be exactly one value, nested at most `max_depth`
 //! deep, and every declared string, binary, array and map length must fit in the
@@ -14,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::{DecodeError, EncodeError, Field, Limit};
+use super::msgpack;
 use crate::event::EventEnum;
 
 /// The code that says how a payload's bytes are encoded.
@@ -67,7 +74,28 @@ impl fmt::Display for ContentType {
 
 /// Appends `data` serialized as `ct`; MessagePack structs as maps (field names
 /// written) unless `compact`, then as arrays.
+// Always inlined, and only the fast MessagePack path; the rest out of line.
+#[inline(always)]
 pub(crate) fn serialize<P: Serialize + ?Sized>(
+    ct: ContentType,
+    data: &P,
+    compact: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    if ct == ContentType::MESSAGEPACK {
+        let start = out.len();
+        if msgpack::ser::to_vec(data, !compact, out).is_ok() {
+            return Ok(());
+        }
+        out.truncate(start);
+    }
+    serialize_checked(ct, data, compact, out)
+}
+
+/// [`serialize`] without the fast MessagePack path: what the fast writer does
+/// not copy, `rmp-serde` writes (or refuses); and JSON.
+#[inline(never)]
+fn serialize_checked<P: Serialize + ?Sized>(
     ct: ContentType,
     data: &P,
     compact: bool,
@@ -78,21 +106,49 @@ pub(crate) fn serialize<P: Serialize + ?Sized>(
         message,
     };
     match ct {
-        ContentType::MESSAGEPACK if compact => {
-            let mut ser = rmp_serde::Serializer::new(&mut *out);
-            data.serialize(&mut ser).map_err(|e| err(e.to_string()))
-        }
         ContentType::MESSAGEPACK => {
-            let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
-            data.serialize(&mut ser).map_err(|e| err(e.to_string()))
+            serialize_rmp(data, compact, out).map_err(|e| err(e.to_string()))
         }
         ContentType::JSON => serde_json::to_writer(&mut *out, data).map_err(|e| err(e.to_string())),
         other => Err(EncodeError::UnsupportedContentType(other)),
     }
 }
 
+/// `data` written by `rmp-serde`: the reference the fast writer copies, and
+/// what runs when it gives up.
+pub(crate) fn serialize_rmp<P: Serialize + ?Sized>(
+    data: &P,
+    compact: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), rmp_serde::encode::Error> {
+    if compact {
+        data.serialize(&mut rmp_serde::Serializer::new(&mut *out))
+    } else {
+        data.serialize(&mut rmp_serde::Serializer::new(&mut *out).with_struct_map())
+    }
+}
+
 /// Decodes a payload of content type `ct` into `P`.
+// Always inlined, and only the fast MessagePack path: out of line, its `Result`
+// goes through memory and the caller's reload stalls on the stores that wrote it.
+#[inline(always)]
 pub(crate) fn deserialize<P: DeserializeOwned>(
+    ct: ContentType,
+    bytes: &[u8],
+    max_depth: u32,
+) -> Result<P, DecodeError> {
+    if ct == ContentType::MESSAGEPACK {
+        if let Ok(v) = msgpack::de::from_slice(bytes, max_depth) {
+            return Ok(v);
+        }
+    }
+    deserialize_checked(ct, bytes, max_depth)
+}
+
+/// [`deserialize`] without the fast MessagePack path: the checked `rmp-serde`
+/// path (which returns the value or decides the error) and JSON.
+#[inline(never)]
+pub(crate) fn deserialize_checked<P: DeserializeOwned>(
     ct: ContentType,
     bytes: &[u8],
     max_depth: u32,
@@ -142,6 +198,12 @@ pub(crate) fn deserialize_variant<E: EventEnum>(
         ContentType::MESSAGEPACK => {
             // Well formed, one value, every length inside the input: what fails
             // after this is the value not fitting the variant's type.
+            let mut fast = msgpack::de::FastDe::new(bytes, max_depth);
+            if let Some(Ok(v)) = E::deserialize_variant(event_type, &mut fast) {
+                if fast.end().is_ok() {
+                    return Ok(v);
+                }
+            }
             check_msgpack(bytes, max_depth)?;
             let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
             de.set_max_depth(max_depth as usize + 1);
