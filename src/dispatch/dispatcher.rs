@@ -479,10 +479,18 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         #[cfg(feature = "tracing")]
         let _span = tracing::trace_span!("ringbus.batch", len).entered();
         if let Some(batch) = batch {
+            // Subscriptions to everything take the whole batch in one go.
+            let everything = self.table.everything(&self.routes);
+            let matched_anyway = !everything.is_empty();
+            for target in everything {
+                if let Some(slot) = self.slots[target.first as usize].as_mut() {
+                    slot.work.extend(0..len);
+                }
+            }
             for off in 0..len {
                 let event = batch.event(off);
                 let targets = self.table.route(event.event_type, &self.routes);
-                self.counters.unmatched += u64::from(targets.is_empty());
+                self.counters.unmatched += u64::from(targets.is_empty() && !matched_anyway);
                 for target in targets {
                     let i = target.slot_for(event);
                     debug_assert!(self.slots[i].is_some(), "route to an empty slot");

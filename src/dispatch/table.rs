@@ -46,6 +46,13 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// Whether this subscription gets every event of every batch, in one slot: no
+    /// patterns (`subscribe_all`), no lanes. Such slots are kept out of the
+    /// per-type entries; the dispatcher gives them the whole batch at once.
+    fn takes_all(&self) -> bool {
+        self.patterns.is_none() && self.target.lanes == 1
+    }
+
     fn matches(&self, name: &str) -> bool {
         match &self.patterns {
             None => true,
@@ -58,17 +65,36 @@ type Targets = SmallVec<[Target; 4]>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    /// `entries[type id]`: `None` until computed.
+    /// `entries[type id]`: `None` until computed. Without the targets of
+    /// [`Table::everything`].
     entries: Vec<Option<Targets>>,
+    /// The targets that take every event (see `Route::takes_all`); `None` until
+    /// computed.
+    all: Option<Targets>,
 }
 
 impl Table {
     /// Forgets every entry (after subscriptions changed).
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.all = None;
     }
 
-    /// The targets of `ty`, computing the entry on first sight.
+    /// The targets that get every event whatever its type, one slot each — the
+    /// dispatcher hands them whole batches rather than routing event by event.
+    #[inline]
+    pub(crate) fn everything(&mut self, routes: &[Route]) -> &[Target] {
+        self.all.get_or_insert_with(|| {
+            routes
+                .iter()
+                .filter(|r| r.takes_all())
+                .map(|r| r.target)
+                .collect()
+        })
+    }
+
+    /// The targets of `ty` (besides [`Table::everything`]), computing the entry on
+    /// first sight.
     #[inline]
     pub(crate) fn route(&mut self, ty: EventType, routes: &[Route]) -> &[Target] {
         let id = ty.id() as usize;
@@ -90,7 +116,7 @@ impl Table {
         let name = ty.name();
         let targets: Targets = routes
             .iter()
-            .filter(|r| r.matches(name))
+            .filter(|r| !r.takes_all() && r.matches(name))
             .map(|r| r.target)
             .collect();
         self.entries[id] = Some(targets);
