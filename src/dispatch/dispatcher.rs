@@ -13,7 +13,7 @@ use super::follow_ups::FollowUp;
 use super::inside::{Inside, Role};
 use super::shared::{HandlerInfo, Shared, ShutdownReport};
 use super::slot::{Failed, HandlerSlot, Services};
-use super::table::{Route, Table, Target};
+use super::table::{ListId, Route, Table, Target};
 use super::waiting::Waiting;
 use super::work::Work;
 use crate::event::Event;
@@ -474,6 +474,42 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
 
     /// Dispatches a batch (or, with `None`, only the due retries). The caller
     /// releases the batch afterwards.
+    /// Gives the events `run` of `batch`, which all route to target list `list`,
+    /// to their slots: the whole run to a plain handler, event by event to the
+    /// lane of a partitioned one.
+    #[inline]
+    fn assign<W: Work<P> + ?Sized>(
+        &mut self,
+        batch: &W,
+        run: std::ops::Range<u32>,
+        list: ListId,
+        matched_anyway: bool,
+    ) {
+        let targets = self.table.targets(list);
+        if targets.is_empty() && !matched_anyway {
+            self.counters.unmatched += u64::from(run.end - run.start);
+        }
+        for target in targets {
+            if target.lanes == 1 {
+                debug_assert!(
+                    self.slots[target.first as usize].is_some(),
+                    "route to an empty slot"
+                );
+                if let Some(slot) = self.slots[target.first as usize].as_mut() {
+                    slot.work.extend(run.clone());
+                }
+            } else {
+                for off in run.clone() {
+                    let i = target.slot_for(batch.event(off));
+                    debug_assert!(self.slots[i].is_some(), "route to an empty slot");
+                    if let Some(slot) = self.slots[i].as_mut() {
+                        slot.work.push(off);
+                    }
+                }
+            }
+        }
+    }
+
     fn dispatch<W: Work<P> + ?Sized>(&mut self, batch: Option<&W>) {
         let len = batch.map_or(0, |b| b.len());
         #[cfg(feature = "tracing")]
@@ -487,17 +523,23 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     slot.work.extend(0..len);
                 }
             }
+            // The others, by runs of consecutive events with the same target list
+            // (all of a batch, for a fan-out by pattern; often one event, for
+            // handlers by type).
+            let mut run: Option<(u32, ListId)> = None;
             for off in 0..len {
-                let event = batch.event(off);
-                let targets = self.table.route(event.event_type, &self.routes);
-                self.counters.unmatched += u64::from(targets.is_empty() && !matched_anyway);
-                for target in targets {
-                    let i = target.slot_for(event);
-                    debug_assert!(self.slots[i].is_some(), "route to an empty slot");
-                    if let Some(slot) = self.slots[i].as_mut() {
-                        slot.work.push(off);
+                let list = self.table.route(batch.event(off).event_type, &self.routes);
+                match run {
+                    Some((_, current)) if current == list => {}
+                    Some((start, current)) => {
+                        self.assign(batch, start..off, current, matched_anyway);
+                        run = Some((off, list));
                     }
+                    None => run = Some((off, list)),
                 }
+            }
+            if let Some((start, current)) = run {
+                self.assign(batch, start..len, current, matched_anyway);
             }
         }
 

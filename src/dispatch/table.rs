@@ -63,11 +63,18 @@ impl Route {
 
 type Targets = SmallVec<[Target; 4]>;
 
+/// Which target list an event type routes to: an index into `Table::lists`.
+/// Types with the same targets share one list, so consecutive events of different
+/// types that go to the same handlers (a fan-out by pattern) form one run.
+pub(crate) type ListId = u32;
+
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    /// `entries[type id]`: `None` until computed. Without the targets of
-    /// [`Table::everything`].
-    entries: Vec<Option<Targets>>,
+    /// `entries[type id]`: the type's target list, `None` until computed.
+    /// Without the targets of [`Table::everything`].
+    entries: Vec<Option<ListId>>,
+    /// The distinct target lists, each once.
+    lists: Vec<Targets>,
     /// The targets that take every event (see `Route::takes_all`); `None` until
     /// computed.
     all: Option<Targets>,
@@ -77,6 +84,7 @@ impl Table {
     /// Forgets every entry (after subscriptions changed).
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.lists.clear();
         self.all = None;
     }
 
@@ -93,22 +101,24 @@ impl Table {
         })
     }
 
-    /// The targets of `ty` (besides [`Table::everything`]), computing the entry on
-    /// first sight.
+    /// The target list of `ty` (besides [`Table::everything`]), computing the
+    /// entry on first sight.
     #[inline]
-    pub(crate) fn route(&mut self, ty: EventType, routes: &[Route]) -> &[Target] {
-        let id = ty.id() as usize;
-        if !matches!(self.entries.get(id), Some(Some(_))) {
-            self.compute(ty, routes);
-        }
-        match &self.entries[id] {
-            Some(targets) => targets,
-            None => &[],
+    pub(crate) fn route(&mut self, ty: EventType, routes: &[Route]) -> ListId {
+        match self.entries.get(ty.id() as usize) {
+            Some(Some(list)) => *list,
+            _ => self.compute(ty, routes),
         }
     }
 
+    /// The targets of a list [`Table::route`] returned.
+    #[inline]
+    pub(crate) fn targets(&self, list: ListId) -> &[Target] {
+        &self.lists[list as usize]
+    }
+
     #[cold]
-    fn compute(&mut self, ty: EventType, routes: &[Route]) {
+    fn compute(&mut self, ty: EventType, routes: &[Route]) -> ListId {
         let id = ty.id() as usize;
         if self.entries.len() <= id {
             self.entries.resize(id + 1, None);
@@ -119,6 +129,14 @@ impl Table {
             .filter(|r| !r.takes_all() && r.matches(name))
             .map(|r| r.target)
             .collect();
-        self.entries[id] = Some(targets);
+        let list = match self.lists.iter().position(|l| *l == targets) {
+            Some(i) => i,
+            None => {
+                self.lists.push(targets);
+                self.lists.len() - 1
+            }
+        } as ListId;
+        self.entries[id] = Some(list);
+        list
     }
 }
