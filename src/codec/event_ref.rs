@@ -236,6 +236,7 @@ impl<'a> EventRef<'a> {
             subject: self.subject.map(Subject::new),
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
+            position: Default::default(),
             data,
         }
     }
@@ -303,6 +304,7 @@ pub(crate) fn decode_owned<P: DeserializeOwned>(
         subject: subject.map(Subject::new),
         correlation_id,
         causation_id,
+        position: Default::default(),
         data,
     };
     Ok((event, h.frame_len))

@@ -22,7 +22,12 @@ pub(crate) use name::{validate_event_type, validate_source};
 pub use name::{EventType, NameError, Source, MAX_NAMES, MAX_NAME_LEN};
 pub use subject::Subject;
 
+use std::fmt;
+use std::num::NonZeroU64;
+
 use serde::{Deserialize, Serialize};
+
+use crate::store::Position;
 
 /// One event: an immutable fact that something happened.
 ///
@@ -33,9 +38,16 @@ use serde::{Deserialize, Serialize};
 /// # JSON
 /// `Serialize`/`Deserialize` use the seed's field names — `event_id`, `event_type`,
 /// `source`, `timestamp` (RFC 3339, nanoseconds, UTC), `data`, `version` — plus
-/// `subject`, `correlation_id` and `causation_id` when present. `version` is written
-/// as an integer; the seed's string form (`"1.0"`) is accepted when reading (its
-/// major number is kept).
+/// `subject`, `correlation_id`, `causation_id` and `position` when present.
+/// `version` is written as an integer; the seed's string form (`"1.0"`) is
+/// accepted when reading (its major number is kept).
+///
+/// # Position
+/// An event that went through an event store carries its place in the store's
+/// total order: [`Event::position`]. Events a store hands out (reads, live
+/// delivery on the bus through `publish_to`, catch-up subscriptions) have it;
+/// events made with [`Event::new`] do not. It is kept in 8 bytes inside the
+/// envelope (see [`Event::position`]), so `size_of::<Event<u64>>()` is 112.
 ///
 /// # Examples
 /// ```
@@ -77,8 +89,49 @@ pub struct Event<P = serde_json::Value> {
     pub correlation_id: Option<EventId>,
     /// The id of the event that directly caused this one.
     pub causation_id: Option<EventId>,
+    /// Its position in an event store, if it went through one: read it with
+    /// [`Event::position`], set it with [`Event::with_position`].
+    pub(crate) position: StorePosition,
     /// The payload.
     pub data: P,
+}
+
+/// An `Option<Position>` in 8 bytes: `position + 1`, 0 for none.
+///
+/// `Position` is a plain `u64` (every value valid), so `Option<Position>` needs
+/// 16 bytes; this encoding leaves out `Position(u64::MAX)`, which no store
+/// reaches ([`Position::next`] panics before).
+#[derive(Copy, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct StorePosition(Option<NonZeroU64>);
+
+impl StorePosition {
+    /// No position.
+    pub(crate) const NONE: StorePosition = StorePosition(None);
+
+    /// `position`, or none.
+    ///
+    /// # Panics
+    /// For `Position(u64::MAX)`.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn new(position: Option<Position>) -> Self {
+        StorePosition(position.map(|p| match p.0.checked_add(1).and_then(NonZeroU64::new) {
+            Some(n) => n,
+            None => panic!("Position(u64::MAX) cannot be carried by an event"),
+        }))
+    }
+
+    /// The position, if any.
+    #[inline]
+    pub(crate) fn get(self) -> Option<Position> {
+        self.0.map(|n| Position(n.get() - 1))
+    }
+}
+
+impl fmt::Debug for StorePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.get().map(|p| p.0), f)
+    }
 }
 
 impl<P> Event<P> {
@@ -103,6 +156,7 @@ impl<P> Event<P> {
             subject: None,
             correlation_id: None,
             causation_id: None,
+            position: StorePosition::NONE,
             data,
         }
     }
@@ -178,6 +232,43 @@ impl<P> Event<P> {
         self
     }
 
+    /// Its position in the event store it went through, `None` if it went
+    /// through none.
+    ///
+    /// A store sets it on every event it hands out: reads, the events its
+    /// `publish_to` feed publishes on a bus, catch-up subscriptions. An event
+    /// made with [`Event::new`] has none; `append` ignores it (the store assigns
+    /// positions at commit).
+    ///
+    /// ```
+    /// use ringbus::store::Position;
+    /// use ringbus::{event_type, source, Event};
+    ///
+    /// let e = Event::new(event_type!("order.placed"), source!("shop"), 7);
+    /// assert_eq!(e.position(), None);
+    /// let e = e.with_position(Position(41));
+    /// assert_eq!(e.position(), Some(Position(41)));
+    /// assert_eq!(e.with_position(None).position(), None);
+    /// ```
+    #[inline]
+    pub fn position(&self) -> Option<Position> {
+        self.position.get()
+    }
+
+    /// Sets (`Position` or `Some(Position)`) or clears (`None`) the store
+    /// position — for stores, bridges that carry events between processes, and
+    /// tests. See [`Event::position`].
+    ///
+    /// # Panics
+    /// For `Position(u64::MAX)`, which no store reaches (the envelope keeps the
+    /// position in 8 bytes, so one value had to go).
+    #[inline]
+    #[track_caller]
+    pub fn with_position(mut self, position: impl Into<Option<Position>>) -> Self {
+        self.position = StorePosition::new(position.into());
+        self
+    }
+
     /// The same envelope with the payload mapped by `f`.
     pub fn map<Q>(self, f: impl FnOnce(P) -> Q) -> Event<Q> {
         Event {
@@ -189,6 +280,7 @@ impl<P> Event<P> {
             subject: self.subject,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
+            position: self.position,
             data: f(self.data),
         }
     }
@@ -291,6 +383,8 @@ struct WireRef<'a, P> {
     correlation_id: Option<EventId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     causation_id: Option<EventId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
 }
 
 impl<P: Serialize> Serialize for Event<P> {
@@ -305,6 +399,7 @@ impl<P: Serialize> Serialize for Event<P> {
             subject: self.subject.as_ref(),
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
+            position: self.position().map(|p| p.0),
         }
         .serialize(s)
     }
@@ -332,6 +427,8 @@ struct WireOwned<P> {
     correlation_id: Option<EventId>,
     #[serde(default)]
     causation_id: Option<EventId>,
+    #[serde(default)]
+    position: Option<u64>,
 }
 
 impl<'de, P: Deserialize<'de>> Deserialize<'de> for Event<P> {
@@ -347,6 +444,10 @@ impl<'de, P: Deserialize<'de>> Deserialize<'de> for Event<P> {
                 .and_then(|major| major.parse().ok())
                 .ok_or_else(|| D::Error::custom(format!("invalid version {t:?}")))?,
         };
+        let position = match w.position {
+            Some(u64::MAX) => return Err(D::Error::custom("position u64::MAX is out of range")),
+            p => StorePosition::new(p.map(Position)),
+        };
         Ok(Event {
             id: w.event_id,
             event_type: EventType::try_new(&w.event_type).map_err(D::Error::custom)?,
@@ -356,6 +457,7 @@ impl<'de, P: Deserialize<'de>> Deserialize<'de> for Event<P> {
             subject: w.subject,
             correlation_id: w.correlation_id,
             causation_id: w.causation_id,
+            position,
             data: w.data,
         })
     }
@@ -387,6 +489,11 @@ impl<'a, P: arbitrary::Arbitrary<'a>> arbitrary::Arbitrary<'a> for Event<P> {
             },
             correlation_id: opt_id(u)?,
             causation_id: opt_id(u)?,
+            position: StorePosition::new(if bool::arbitrary(u)? {
+                Some(Position(u64::arbitrary(u)? >> 1))
+            } else {
+                None
+            }),
             data: P::arbitrary(u)?,
         })
     }
