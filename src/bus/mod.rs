@@ -109,6 +109,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
         }
     }
 
+    /// The bus's dead-letter queue itself, for the store's catch-up
+    /// subscriptions (`OnFailure::SkipToDeadLetters`).
+    pub(crate) fn dead_letter_queue(&self) -> DeadLetterQueue<P> {
+        self.dlq.clone()
+    }
+
     /// The flow log, if the builder enabled it ([`BusBuilder::flow_log`]).
     pub fn flow_log(&self) -> Option<StdArc<FlowLog>> {
         self.flow_log.clone()

@@ -12,6 +12,8 @@
 //! | an aggregate's events | [`EventStore::read_stream`], newest first: [`EventStore::read_stream_backward`] |
 //! | everything, in commit order | [`EventStore::read_all`], or zero-copy [`EventStore::scan_all`] |
 //! | follow the head | [`EventStore::head`], [`EventStore::wait_past`] |
+//! | committed events on a bus, live, with positions (not durable) | [`InMemoryStore::publish_to`] → [`LiveFeed`] |
+//! | every event exactly once, from a checkpoint, then live | [`subscribe_all`], [`subscribe_stream`] → [`CatchUpHandle`] |
 //!
 //! # Guarantees (every store)
 //! * **Expected version** — see the matrix on [`ExpectedVersion`]. A conflict
@@ -33,8 +35,7 @@
 //! [`upcast`] turns events written at older schema versions into the current
 //! ones on every typed read path.
 //!
-//! Not here (yet): the file store, catch-up subscriptions and live delivery
-//! through the bus, and snapshots. Multi-stream atomic
+//! Not here (yet): the file store and snapshots. Multi-stream atomic
 //! appends, stream deletion and scavenging are out of scope.
 //!
 //! # Examples
@@ -68,10 +69,12 @@ mod check;
 pub mod checkpoint;
 mod error;
 mod expected;
+mod live;
 pub(crate) mod memory;
 mod position;
 mod recorded;
 mod stream_id;
+mod subscription;
 pub mod upcast;
 // The file system behind the file store, and its simulation for crash tests
 // (the lead's groundwork for `FileStore`).
@@ -82,10 +85,15 @@ pub(crate) mod vfs;
 
 pub use error::{AppendError, ReadError, RejectReason};
 pub use expected::ExpectedVersion;
+pub use live::LiveFeed;
 pub use memory::InMemoryStore;
 pub use position::Position;
 pub use recorded::{AppendOutcome, Recorded};
 pub use stream_id::{StreamId, StreamIdError};
+pub use subscription::{
+    subscribe_all, subscribe_stream, CatchUp, CatchUpError, CatchUpHandle, CatchUpMetrics,
+    Notification, OnFailure, Status, SubscribeFrom,
+};
 
 use std::ops::ControlFlow;
 use std::time::Duration;

@@ -141,6 +141,52 @@ impl<P> InMemoryStore<P> {
     }
 }
 
+impl<P> InMemoryStore<P>
+where
+    P: Serialize + Clone + Send + Sync + 'static,
+{
+    /// Publishes every event committed from now on on `bus`, in position
+    /// order, each with its [`position`](Event::position), from a thread of its
+    /// own (see [`LiveFeed`] for who publishes and why).
+    ///
+    /// Plain bus handlers fed this way are **not durable**: an event committed
+    /// but not yet published when the process stops is never delivered to them
+    /// (cqrs-es#26). A consumer that must see every event uses a catch-up
+    /// subscription ([`subscribe_all`](super::subscribe_all)), which reads the
+    /// store from its checkpoint and then follows this feed.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::store::{EventStore, ExpectedVersion, InMemoryStore, Position, StreamId};
+    /// use ringbus::{event_type, source, Bus, Event};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let bus = Bus::builder().build().unwrap();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = seen.clone();
+    /// bus.subscribe("order.*", move |e| s.lock().unwrap().push(e.position())).unwrap();
+    ///
+    /// let store = Arc::new(InMemoryStore::new());
+    /// let feed = store.publish_to(&bus);
+    /// let order = StreamId::new("order-1").unwrap();
+    /// let event = |t| Event::new(t, source!("shop"), serde_json::json!({}));
+    /// let batch = vec![event(event_type!("order.placed")), event(event_type!("order.paid"))];
+    /// store.append(&order, ExpectedVersion::NoStream, batch).unwrap();
+    ///
+    /// // Wait (bounded) until the feed has published both, then for the handler.
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// while feed.next_position() < Position(2) && std::time::Instant::now() < deadline {
+    ///     std::thread::sleep(std::time::Duration::from_millis(1));
+    /// }
+    /// bus.flush().unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), [Some(Position(0)), Some(Position(1))]);
+    /// feed.stop();
+    /// ```
+    pub fn publish_to(self: &std::sync::Arc<Self>, bus: &crate::Bus<P>) -> super::LiveFeed {
+        super::live::publish_to(self, bus)
+    }
+}
+
 impl<P> Default for InMemoryStore<P> {
     fn default() -> Self {
         Self::new()
@@ -201,7 +247,7 @@ where
                         first + i,
                         Entry {
                             version,
-                            event,
+                            event: event.with_position(Position(first + i)),
                             frame,
                         },
                     );

@@ -1,0 +1,528 @@
+//! Live delivery through the bus (`publish_to`) and catch-up subscriptions:
+//! every position exactly once, in order, across the switch to live, across a
+//! fallback, across restarts; failures stop at the right position.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringbus::resilience::RetryPolicy;
+use ringbus::store::checkpoint::{CheckpointStore, InMemoryCheckpoints};
+use ringbus::store::{
+    subscribe_all, subscribe_stream, AppendError, CatchUpHandle, EventStore, ExpectedVersion,
+    InMemoryStore, Notification, OnFailure, Position, Status, StreamId, SubscribeFrom,
+};
+use ringbus::{event_type, source, Bus, BusBuilder, Event, HandlerError};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn ev(n: u64) -> Event<u64> {
+    Event::new(event_type!("test.appended"), source!("tests"), n)
+}
+
+fn bus() -> Bus<u64> {
+    BusBuilder::<u64>::new().capacity(1024).build().unwrap()
+}
+
+fn stream(i: usize) -> StreamId {
+    StreamId::new(format!("s-{i}")).unwrap()
+}
+
+/// Waits (bounded) until `f` holds.
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn wait_position(sub: &CatchUpHandle, p: Option<Position>) {
+    wait_until("the subscription's position", || sub.position() >= p);
+}
+
+/// Spawns `writers` threads each appending `per_writer` single events to its own
+/// stream.
+fn writers(
+    store: &Arc<InMemoryStore<u64>>,
+    writers: usize,
+    per_writer: u64,
+) -> Vec<thread::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            thread::spawn(move || {
+                let s = stream(w);
+                for n in 0..per_writer {
+                    store.append(&s, ExpectedVersion::Any, vec![ev(n)]).unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
+/// Asserts `seen` is exactly `0 .. n` in order, and each stream's versions are
+/// 1, 2, 3, … in order.
+fn assert_exactly_once(seen: &[(Position, u64, String)], n: u64) {
+    let positions: Vec<u64> = seen.iter().map(|s| s.0 .0).collect();
+    let expected: Vec<u64> = (0..n).collect();
+    assert_eq!(positions.len(), expected.len(), "count of events seen");
+    assert_eq!(positions, expected, "every position exactly once, in order");
+    let mut versions = std::collections::HashMap::<&str, u64>::new();
+    for (_, version, subject) in seen {
+        let v = versions.entry(subject).or_default();
+        *v += 1;
+        assert_eq!(*version, *v, "stream {subject}: versions in order");
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(Position, u64, String)>>>;
+
+fn recorder() -> (
+    Seen,
+    impl FnMut(&ringbus::store::Recorded<u64>) + Send + 'static,
+) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let f = move |r: &ringbus::store::Recorded<u64>| {
+        assert_eq!(
+            r.event.position(),
+            Some(r.position),
+            "the event carries its position"
+        );
+        let subject = r.event.subject.as_ref().unwrap().as_str().to_owned();
+        s.lock().unwrap().push((r.position, r.version, subject));
+    };
+    (seen, f)
+}
+
+#[test]
+fn a_subscription_started_during_appends_sees_every_position_once_across_the_switch() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    let per_writer = if cfg!(miri) { 50 } else { 3_000 };
+    let w = writers(&store, 4, per_writer);
+    wait_until("some history", || store.head() >= Some(Position(200)));
+
+    let caught_up = Arc::new(AtomicU64::new(0));
+    let c = caught_up.clone();
+    let (seen, handler) = recorder();
+    let sub = subscribe_all(store.clone(), &bus)
+        .on_notification(move |n| {
+            if matches!(n, Notification::CaughtUp { .. }) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .start(handler)
+        .unwrap();
+    for t in w {
+        t.join().unwrap();
+    }
+    let n = 4 * per_writer;
+    assert_eq!(store.head(), Some(Position(n - 1)));
+    wait_position(&sub, Some(Position(n - 1)));
+    assert_eq!(
+        sub.wait_status(DEADLINE, |s| *s == Status::Live),
+        Status::Live
+    );
+    assert!(caught_up.load(Ordering::Relaxed) >= 1);
+    assert!(sub.metrics().caught_up >= 1);
+    sub.stop();
+    assert_eq!(sub.status(), Status::Stopped);
+    assert_exactly_once(&seen.lock().unwrap(), n);
+    feed.stop();
+}
+
+#[test]
+fn a_slow_handler_with_a_tiny_live_queue_falls_behind_and_still_sees_every_position_once() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    for n in 0..10 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    // The handler blocks on position 10 until the gate opens.
+    let gate = Arc::new(AtomicBool::new(false));
+    let at_gate = Arc::new(AtomicBool::new(false));
+    let (seen, mut record) = recorder();
+    let (g, a) = (gate.clone(), at_gate.clone());
+    let fell_behind = Arc::new(AtomicU64::new(0));
+    let fb = fell_behind.clone();
+    let sub = subscribe_all(store.clone(), &bus)
+        .live_queue_capacity(2)
+        .page_size(3)
+        .on_notification(move |n| {
+            if matches!(n, Notification::FellBehind { .. }) {
+                fb.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .start(move |r| {
+            if r.position == Position(10) {
+                a.store(true, Ordering::Release);
+                while !g.load(Ordering::Acquire) {
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+            record(r);
+        })
+        .unwrap();
+    sub.wait_status(DEADLINE, |s| *s == Status::Live);
+    wait_position(&sub, Some(Position(9)));
+    store
+        .append(&stream(1), ExpectedVersion::Any, vec![ev(10)])
+        .unwrap();
+    wait_until("the handler at the gate", || {
+        at_gate.load(Ordering::Acquire)
+    });
+    // Far more than the live queue holds, published and forwarded while the
+    // handler is stuck: the queue overflows.
+    let w = writers(&store, 4, 50);
+    for t in w {
+        t.join().unwrap();
+    }
+    wait_until("the feed", || feed.next_position() == Position(211));
+    bus.flush().unwrap();
+    gate.store(true, Ordering::Release);
+    // More appends while it catches up again.
+    let w = writers(&store, 4, 100);
+    for t in w {
+        t.join().unwrap();
+    }
+    let n = 611;
+    wait_position(&sub, Some(Position(n - 1)));
+    assert!(
+        fell_behind.load(Ordering::Relaxed) >= 1,
+        "FellBehind observed"
+    );
+    assert!(sub.metrics().fell_behind >= 1);
+    sub.stop();
+    assert_exactly_once(&seen.lock().unwrap(), n);
+    feed.stop();
+}
+
+#[test]
+fn a_handler_that_saves_its_checkpoint_with_its_state_resumes_without_repeating() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    let checkpoints = Arc::new(InMemoryCheckpoints::new());
+    // The read model and its checkpoint change together, under one lock.
+    let model: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let start = |store: &Arc<InMemoryStore<u64>>| {
+        let from = checkpoints
+            .load("view")
+            .unwrap()
+            .map_or(SubscribeFrom::Start, SubscribeFrom::After);
+        let (m, c) = (model.clone(), checkpoints.clone());
+        subscribe_all(store.clone(), &bus)
+            .from(from)
+            .start(move |r| -> Result<(), HandlerError> {
+                let mut m = m.lock().unwrap();
+                m.push(r.position.0);
+                c.save("view", r.position)?;
+                Ok(())
+            })
+            .unwrap()
+    };
+    let w = writers(&store, 4, 100);
+    let sub = start(&store);
+    for t in w {
+        t.join().unwrap();
+    }
+    wait_position(&sub, Some(Position(399)));
+    sub.stop();
+    drop(sub);
+    let w = writers(&store, 4, 50);
+    for t in w {
+        t.join().unwrap();
+    }
+    let sub = start(&store);
+    wait_position(&sub, Some(Position(599)));
+    sub.stop();
+    assert_eq!(*model.lock().unwrap(), (0..600).collect::<Vec<_>>());
+    feed.stop();
+}
+
+#[test]
+fn a_subscription_managed_checkpoint_resumes_where_it_stopped() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    let checkpoints = Arc::new(InMemoryCheckpoints::new());
+    for n in 0..100 {
+        store
+            .append(&stream((n % 3) as usize), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let (seen, record) = recorder();
+    let sub = subscribe_all(store.clone(), &bus)
+        .checkpoints(checkpoints.clone(), "sub")
+        .save_every(7)
+        .start(record)
+        .unwrap();
+    wait_position(&sub, Some(Position(99)));
+    sub.stop();
+    assert_eq!(checkpoints.load("sub").unwrap(), Some(Position(99)));
+    for n in 100..150 {
+        store
+            .append(&stream((n % 3) as usize), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let (seen2, record2) = recorder();
+    let sub = subscribe_all(store.clone(), &bus)
+        .checkpoints(checkpoints.clone(), "sub")
+        .start(record2)
+        .unwrap();
+    wait_position(&sub, Some(Position(149)));
+    sub.stop();
+    let mut all = seen.lock().unwrap().clone();
+    all.extend(seen2.lock().unwrap().iter().cloned());
+    assert_exactly_once(&all, 150);
+    feed.stop();
+}
+
+#[test]
+fn a_failing_handler_stops_at_its_position_and_restarts_from_the_checkpoint() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    let checkpoints = Arc::new(InMemoryCheckpoints::new());
+    for n in 0..20 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let broken = Arc::new(AtomicBool::new(true));
+    let calls_at_5 = Arc::new(AtomicU64::new(0));
+    let (seen, mut record) = recorder();
+    let (b, c5) = (broken.clone(), calls_at_5.clone());
+    let sub = subscribe_all(store.clone(), &bus)
+        .checkpoints(checkpoints.clone(), "failing")
+        .retry(RetryPolicy::immediate(3))
+        .start(move |r| -> Result<(), HandlerError> {
+            if r.position == Position(5) {
+                c5.fetch_add(1, Ordering::Relaxed);
+                if b.load(Ordering::Relaxed) {
+                    return Err(HandlerError::transient("database down"));
+                }
+            }
+            record(r);
+            Ok(())
+        })
+        .unwrap();
+    let status = sub.wait_status(DEADLINE, |s| matches!(s, Status::Failed { .. }));
+    match status {
+        Status::Failed { position, error } => {
+            assert_eq!(position, Position(5));
+            assert!(error.contains("database down"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Retried in place, three attempts in all, never skipped.
+    assert_eq!(calls_at_5.load(Ordering::Relaxed), 3);
+    assert_eq!(sub.metrics().retries, 2);
+    assert_eq!(sub.metrics().failures, 1);
+    assert_eq!(sub.position(), Some(Position(4)));
+    assert_eq!(checkpoints.load("failing").unwrap(), Some(Position(4)));
+    // Restart in place once the cause is fixed.
+    broken.store(false, Ordering::Relaxed);
+    sub.restart();
+    wait_position(&sub, Some(Position(19)));
+    assert_exactly_once(&seen.lock().unwrap(), 20);
+    sub.stop();
+
+    // A permanent error is not retried; a new subscription on the same
+    // checkpoint resumes at the failed event.
+    for n in 20..30 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let sub = subscribe_all(store.clone(), &bus)
+        .checkpoints(checkpoints.clone(), "failing")
+        .retry(RetryPolicy::immediate(3))
+        .start(|r| -> Result<(), HandlerError> {
+            if r.position == Position(25) {
+                return Err(HandlerError::permanent("bad event"));
+            }
+            Ok(())
+        })
+        .unwrap();
+    let status = sub.wait_status(DEADLINE, |s| matches!(s, Status::Failed { .. }));
+    assert!(
+        matches!(
+            status,
+            Status::Failed {
+                position: Position(25),
+                ..
+            }
+        ),
+        "{status:?}"
+    );
+    assert_eq!(sub.metrics().retries, 0);
+    sub.stop();
+    assert_eq!(checkpoints.load("failing").unwrap(), Some(Position(24)));
+    let (seen, record) = recorder();
+    let sub = subscribe_all(store.clone(), &bus)
+        .checkpoints(checkpoints.clone(), "failing")
+        .start(record)
+        .unwrap();
+    wait_position(&sub, Some(Position(29)));
+    sub.stop();
+    let positions: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.0 .0).collect();
+    assert_eq!(positions, (25..30).collect::<Vec<_>>());
+    feed.stop();
+}
+
+#[test]
+fn skip_to_dead_letters_is_opt_in_and_goes_on() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    for n in 0..10 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let (seen, mut record) = recorder();
+    let sub = subscribe_all(store.clone(), &bus)
+        .name("skipper")
+        .on_failure(OnFailure::SkipToDeadLetters)
+        .start(move |r| {
+            if r.position == Position(3) {
+                panic!("boom");
+            }
+            record(r);
+        })
+        .unwrap();
+    wait_position(&sub, Some(Position(9)));
+    sub.stop();
+    let positions: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.0 .0).collect();
+    assert_eq!(positions, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    let letters = bus.dead_letters().list(&Default::default());
+    assert_eq!(letters.len(), 1);
+    assert_eq!(&*letters[0].handler, "skipper");
+    assert!(letters[0].attempts[0].panicked);
+    assert_eq!(sub.metrics().dead_lettered, 1);
+}
+
+#[test]
+fn filters_and_stream_subscriptions_see_only_their_events_with_stream_versions() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    let other = |n| Event::new(event_type!("other.thing"), source!("tests"), n);
+    for n in 0..30 {
+        let e = if n % 2 == 0 { ev(n) } else { other(n) };
+        store
+            .append(&stream((n % 3) as usize), ExpectedVersion::Any, vec![e])
+            .unwrap();
+    }
+    let (typed, record) = recorder();
+    let by_type = subscribe_all(store.clone(), &bus)
+        .filter("test.*")
+        .start(record)
+        .unwrap();
+    let (streamed, record) = recorder();
+    let by_stream = subscribe_stream(store.clone(), &bus, stream(1), 3)
+        .start(record)
+        .unwrap();
+    for n in 30..60 {
+        let e = if n % 2 == 0 { ev(n) } else { other(n) };
+        store
+            .append(&stream((n % 3) as usize), ExpectedVersion::Any, vec![e])
+            .unwrap();
+    }
+    wait_position(&by_type, Some(Position(59)));
+    wait_position(&by_stream, Some(Position(59)));
+    by_type.stop();
+    by_stream.stop();
+    let typed: Vec<u64> = typed.lock().unwrap().iter().map(|s| s.0 .0).collect();
+    assert_eq!(typed, (0..60).step_by(2).collect::<Vec<_>>());
+    let streamed = streamed.lock().unwrap().clone();
+    // Stream s-1 holds positions 1, 4, 7, …; from version 3 on: 7, 10, …
+    let expected: Vec<(Position, u64, String)> = (0..60)
+        .filter(|p| p % 3 == 1)
+        .enumerate()
+        .map(|(i, p)| (Position(p), i as u64 + 1, "s-1".to_owned()))
+        .filter(|e| e.1 >= 3)
+        .collect();
+    assert_eq!(streamed, expected);
+    feed.stop();
+}
+
+#[test]
+fn rebuild_replays_from_the_start_after_a_rebuilding_notification() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    for n in 0..10 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let model: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (m1, m2) = (model.clone(), model.clone());
+    let sub = subscribe_all(store.clone(), &bus)
+        .on_notification(move |n| {
+            if n == Notification::Rebuilding {
+                m1.lock().unwrap().clear();
+            }
+        })
+        .start(move |r| m2.lock().unwrap().push(r.position.0))
+        .unwrap();
+    wait_position(&sub, Some(Position(9)));
+    sub.rebuild();
+    wait_until("the replay", || {
+        model.lock().unwrap().len() == 10 && sub.position() == Some(Position(9))
+    });
+    sub.stop();
+    assert_eq!(*model.lock().unwrap(), (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn publish_to_delivers_only_committed_events_in_position_order_with_positions() {
+    let bus = bus();
+    type Published = Vec<(Option<Position>, ringbus::EventId)>;
+    let seen: Arc<Mutex<Published>> = Arc::default();
+    let s = seen.clone();
+    bus.subscribe(">", move |e: &Event<u64>| {
+        s.lock().unwrap().push((e.position(), e.id))
+    })
+    .unwrap();
+    let store = Arc::new(InMemoryStore::new());
+    // Committed before the feed: not published.
+    store
+        .append(&stream(9), ExpectedVersion::Any, vec![ev(999)])
+        .unwrap();
+    let feed = store.publish_to(&bus);
+    let w = writers(&store, 4, if cfg!(miri) { 20 } else { 1_000 });
+    // Conflicts and rejections commit nothing, so publish nothing.
+    let refused = ev(998);
+    let refused_id = refused.id;
+    let conflict = store.append(&stream(9), ExpectedVersion::NoStream, vec![refused]);
+    assert!(matches!(
+        conflict,
+        Err(AppendError::WrongExpectedVersion { .. })
+    ));
+    for t in w {
+        t.join().unwrap();
+    }
+    let head = store.head().unwrap();
+    wait_until("the feed", || feed.next_position() == head.next());
+    bus.flush().unwrap();
+    let seen = seen.lock().unwrap();
+    let positions: Vec<Option<Position>> = seen.iter().map(|s| s.0).collect();
+    let expected: Vec<Option<Position>> = (1..=head.0).map(|p| Some(Position(p))).collect();
+    assert_eq!(positions, expected);
+    // Each published event is the stored one.
+    let stored = store.read_all(Position(1), usize::MAX).unwrap();
+    assert!(stored
+        .iter()
+        .zip(seen.iter())
+        .all(|(r, s)| r.event.id == s.1));
+    assert!(seen.iter().all(|s| s.1 != refused_id));
+    feed.stop();
+}
