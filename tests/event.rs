@@ -186,3 +186,52 @@ fn event_new_stamps_are_coarse_but_strictly_increasing_per_thread() {
     let e = Event::new(ty, src, 0u32).with_timestamp(precise);
     assert_eq!(e.timestamp, precise);
 }
+
+#[test]
+fn json_carries_the_store_position_only_when_present() {
+    use ringbus::store::Position;
+    let e = Event::new(
+        event_type!("order.placed"),
+        source!("shop"),
+        json!({"n": 1}),
+    );
+    let v = serde_json::to_value(&e).unwrap();
+    assert!(v.get("position").is_none(), "no position, no key: {v}");
+    let back: Event = serde_json::from_value(v).unwrap();
+    assert_eq!(back.position(), None);
+
+    let e = e.with_position(Position(41));
+    let v = serde_json::to_value(&e).unwrap();
+    assert_eq!(v["position"], 41);
+    let back: Event = serde_json::from_value(v).unwrap();
+    assert_eq!(back.position(), Some(Position(41)));
+    assert_eq!(back, e);
+
+    // The largest position an event can carry, and the one it cannot.
+    let top = e.clone().with_position(Position(u64::MAX - 1));
+    let back: Event = serde_json::from_str(&serde_json::to_string(&top).unwrap()).unwrap();
+    assert_eq!(back.position(), Some(Position(u64::MAX - 1)));
+    let mut v = serde_json::to_value(&e).unwrap();
+    v["position"] = json!(u64::MAX);
+    let err = serde_json::from_value::<Event>(v).unwrap_err();
+    assert!(err.to_string().contains("position"), "{err}");
+}
+
+#[test]
+#[should_panic(expected = "Position(u64::MAX)")]
+fn position_u64_max_cannot_be_carried() {
+    let _ = Event::new(event_type!("t"), source!("s"), 0)
+        .with_position(ringbus::store::Position(u64::MAX));
+}
+
+/// The envelope decision (issue 11): the position costs 8 bytes, not 16.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn the_position_costs_eight_bytes_of_envelope() {
+    assert_eq!(std::mem::size_of::<Event<u64>>(), 112);
+    assert_eq!(
+        std::mem::size_of::<Option<ringbus::store::Position>>(),
+        16,
+        "a plain Option<Position> would have cost 16"
+    );
+}
