@@ -115,10 +115,12 @@ impl StorePosition {
     #[inline]
     #[track_caller]
     pub(crate) fn new(position: Option<Position>) -> Self {
-        StorePosition(position.map(|p| match p.0.checked_add(1).and_then(NonZeroU64::new) {
-            Some(n) => n,
-            None => panic!("Position(u64::MAX) cannot be carried by an event"),
-        }))
+        StorePosition(
+            position.map(|p| match p.0.checked_add(1).and_then(NonZeroU64::new) {
+                Some(n) => n,
+                None => panic!("Position(u64::MAX) cannot be carried by an event"),
+            }),
+        )
     }
 
     /// The position, if any.
