@@ -285,7 +285,9 @@ fn encoder() -> impl Strategy<Value = (Encoder, bool)> {
                 .checksum(checksum)
                 .compact_structs(compact);
             if let Some((tag, data)) = ext {
-                enc = enc.extension(tag * 2, &data); // even: skippable
+                // Even: skippable. Not 4, the store position (FORMAT.md §5).
+                let tag = if tag == 2 { 40 } else { tag * 2 };
+                enc = enc.extension(tag, &data);
             }
             (enc, json)
         })

@@ -526,3 +526,136 @@ fn publish_to_delivers_only_committed_events_in_position_order_with_positions() 
     assert!(seen.iter().all(|s| s.1 != refused_id));
     feed.stop();
 }
+
+// ---- the position in the codec (FORMAT.md §5, tag 4) -------------------------
+
+mod codec_position {
+    use ringbus::codec::{self, ContentType, DecodeError, Encoder, EventRef};
+    use ringbus::store::Position;
+    use ringbus::{event_type, source, Event};
+
+    fn event() -> Event<u64> {
+        Event::new(event_type!("order.placed"), source!("shop"), 7).with_subject("o-1")
+    }
+
+    fn varint(mut v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+        out
+    }
+
+    #[test]
+    fn every_decode_path_reads_the_position_back() {
+        for p in [0, 1, 127, 128, 300_000, u64::MAX - 1] {
+            let e = event().with_position(Position(p));
+            for encoder in [
+                Encoder::new(),
+                Encoder::new().checksum(true),
+                Encoder::new().content_type(ContentType::JSON),
+            ] {
+                let mut buf = Vec::new();
+                encoder.encode(&e, &mut buf).unwrap();
+                let (back, n) = codec::decode::<u64>(&buf).unwrap();
+                assert_eq!(n, buf.len());
+                assert_eq!(back.position(), Some(Position(p)));
+                assert_eq!(back, e);
+                let (view, _) = EventRef::decode(&buf).unwrap();
+                assert_eq!(view.position(), Some(Position(p)));
+                assert_eq!(
+                    view.to_event::<u64>().unwrap().position(),
+                    Some(Position(p))
+                );
+                assert_eq!(view.to_event_raw().unwrap().position(), Some(Position(p)));
+            }
+        }
+        // Batches: each event its own position, or none.
+        let batch = vec![
+            event().with_position(Position(5)),
+            event(),
+            event().with_position(Position(9)),
+        ];
+        let mut buf = Vec::new();
+        codec::encode_batch(&batch, &mut buf).unwrap();
+        let (back, _) = codec::decode_batch::<u64>(&buf).unwrap();
+        let positions: Vec<_> = back.iter().map(Event::position).collect();
+        assert_eq!(positions, [Some(Position(5)), None, Some(Position(9))]);
+        assert_eq!(back, batch);
+    }
+
+    /// The position is nothing but a FORMAT.md v1 extension record with an even
+    /// tag: the frame is byte for byte the frame of the event without it plus
+    /// that record, so a decoder that does not know tag 4 skips it.
+    #[test]
+    fn the_position_is_an_ordinary_even_extension_record() {
+        let plain = event();
+        let placed = plain.clone().with_position(Position(300));
+        let mut with = Vec::new();
+        Encoder::new().encode(&placed, &mut with).unwrap();
+        let mut by_hand = Vec::new();
+        Encoder::new()
+            .extension(4, &varint(300))
+            .encode(&plain, &mut by_hand)
+            .unwrap();
+        assert_eq!(with, by_hand);
+        let (view, _) = EventRef::decode(&with).unwrap();
+        let records: Vec<(u64, Vec<u8>)> =
+            view.extensions().map(|(t, d)| (t, d.to_vec())).collect();
+        assert_eq!(records, [(4, varint(300))]);
+        // With the encoder's own records after it.
+        let mut both = Vec::new();
+        Encoder::new()
+            .extension(2, &[1])
+            .encode(&placed, &mut both)
+            .unwrap();
+        let (view, _) = EventRef::decode(&both).unwrap();
+        assert_eq!(view.position(), Some(Position(300)));
+        let tags: Vec<u64> = view.extensions().map(|(t, _)| t).collect();
+        assert_eq!(tags, [4, 2]);
+    }
+
+    #[test]
+    fn an_old_frame_without_the_record_decodes_with_no_position() {
+        // What a version 1 encoder that knows no tag writes: no extension
+        // block, or one with a record this version does not know.
+        for encoder in [Encoder::new(), Encoder::new().extension(2, &[1])] {
+            let mut buf = Vec::new();
+            encoder.encode(&event(), &mut buf).unwrap();
+            let (back, _) = codec::decode::<u64>(&buf).unwrap();
+            assert_eq!(back.position(), None);
+            assert_eq!(EventRef::decode(&buf).unwrap().0.position(), None);
+        }
+        let mut raw = Vec::new();
+        let e = Event::new(event_type!("t"), source!("s"), b"xy".to_vec());
+        Encoder::new()
+            .encode_raw(&e, ContentType::RAW, &mut raw)
+            .unwrap();
+        let (view, _) = EventRef::decode(&raw).unwrap();
+        assert_eq!(view.to_event_raw().unwrap().position(), None);
+    }
+
+    #[test]
+    fn a_malformed_position_record_is_refused() {
+        for data in [varint(u64::MAX), vec![0x81], vec![0x01, 0x00], vec![]] {
+            let mut buf = Vec::new();
+            Encoder::new()
+                .extension(4, &data)
+                .encode(&event(), &mut buf)
+                .unwrap();
+            let err = codec::decode::<u64>(&buf).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DecodeError::InvalidVarint { .. }
+                        | DecodeError::TrailingBytes { .. }
+                        | DecodeError::LengthMismatch { .. }
+                        | DecodeError::Truncated { .. }
+                ),
+                "{data:?}: {err:?}"
+            );
+        }
+    }
+}

@@ -8,7 +8,8 @@ use ringbus::codec::{decode, decode_batch, ContentType, Encoder};
 fuzz_target!(|data: &[u8]| {
     let encoders = [
         Encoder::new(),
-        Encoder::new().checksum(true).extension(4, b"x"),
+        // An unknown even tag (4 is the store position, FORMAT.md §5).
+        Encoder::new().checksum(true).extension(6, b"x"),
     ];
     if let Ok((e, _)) = decode::<serde_json::Value>(data) {
         for enc in &encoders {

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::error::EncodeError;
 use super::frame::{
-    FLAG_BATCH, FLAG_CAUSATION, FLAG_CHECKSUM, FLAG_CORRELATION, FLAG_EXTENSIONS, FLAG_SUBJECT,
-    MAGIC, VERSION,
+    EXT_POSITION, FLAG_BATCH, FLAG_CAUSATION, FLAG_CHECKSUM, FLAG_CORRELATION, FLAG_EXTENSIONS,
+    FLAG_SUBJECT, MAGIC, VERSION,
 };
 use super::names::{put_names, source_name, type_name};
 use super::payload::{self, ContentType};
@@ -271,7 +271,7 @@ impl Encoder {
         if e.causation_id.is_some() {
             f |= FLAG_CAUSATION;
         }
-        if !self.extensions.is_empty() {
+        if !self.extensions.is_empty() || e.position().is_some() {
             f |= FLAG_EXTENSIONS;
         }
         f
@@ -349,7 +349,19 @@ impl Encoder {
         payload(out)?;
         let n = out.len() - pos - 1;
         patch_placeholder(out, pos, n as u64);
-        if !self.extensions.is_empty() {
+        if let Some(p) = e.position() {
+            // The position record first (FORMAT.md §5, tag 4), then the
+            // encoder's own records.
+            let data_len = super::varint::len_u64(p.0);
+            let record = super::varint::len_u64(EXT_POSITION)
+                + super::varint::len_u64(data_len as u64)
+                + data_len;
+            put_u64(out, (record + self.extensions.len()) as u64);
+            put_u64(out, EXT_POSITION);
+            put_u64(out, data_len as u64);
+            put_u64(out, p.0);
+            out.extend_from_slice(&self.extensions);
+        } else if !self.extensions.is_empty() {
             put_u64(out, self.extensions.len() as u64);
             out.extend_from_slice(&self.extensions);
         }
@@ -364,6 +376,7 @@ fn is_plain<P>(e: &Event<P>) -> bool {
     e.subject.is_none()
         && e.correlation_id.is_none()
         && e.causation_id.is_none()
+        && e.position().is_none()
         && e.version < 0x80
 }
 

@@ -13,7 +13,10 @@ use super::names::{event_type_of, intern_event_type, intern_source, source_of};
 use super::payload::{self, ContentType};
 use super::varint::Reader;
 use super::Limits;
-use crate::event::{Event, EventEnum, EventId, EventType, Source, Subject, Timestamp};
+use crate::event::{
+    Event, EventEnum, EventId, EventType, Source, StorePosition, Subject, Timestamp,
+};
+use crate::store::Position;
 
 /// A decoded event that borrows its names, subject and payload from the frame.
 ///
@@ -54,6 +57,9 @@ pub struct EventRef<'a> {
     pub(crate) payload: &'a [u8],
     /// The checked extension block (empty when absent).
     pub(crate) extensions: &'a [u8],
+    /// The store position from the extension block (tag 4), if any; never
+    /// `u64::MAX`.
+    pub(crate) position: Option<u64>,
     /// The depth limit for [`EventRef::data`].
     pub(crate) max_depth: u32,
 }
@@ -150,11 +156,23 @@ impl<'a> EventRef<'a> {
         self.payload
     }
 
-    /// The frame's extensions, `(tag, data)`, in order: none this version knows
-    /// (they were skipped, as the format says), but passed on for inspection.
+    /// The frame's extension records, `(tag, data)`, in order: the store
+    /// position (tag 4, also read by [`EventRef::position`]) and the ones this
+    /// version does not know (skipped, as the format says), passed on for
+    /// inspection.
     #[inline]
     pub fn extensions(&self) -> Extensions<'a> {
         Extensions::new(self.extensions)
+    }
+
+    /// The event's position in its event store, if the frame carries one
+    /// (FORMAT.md §5, tag 4). [`Event::position`] of the owned decodes.
+    ///
+    /// (`InMemoryStore::scan_all` passes each position beside the view: its
+    /// frames are encoded before their position is assigned.)
+    #[inline]
+    pub fn position(&self) -> Option<Position> {
+        self.position.map(Position)
     }
 
     /// Decodes the payload as `P` (MessagePack or JSON content types), within the
@@ -236,7 +254,7 @@ impl<'a> EventRef<'a> {
             subject: self.subject.map(Subject::new),
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
-            position: Default::default(),
+            position: StorePosition::new(self.position.map(Position)),
             data,
         }
     }
@@ -283,9 +301,10 @@ pub(crate) fn decode_owned<P: DeserializeOwned>(
     };
     let content_type = ContentType::from_code(r.u8(Field::ContentType)?);
     let payload = r.len_prefixed(Field::Payload)?;
-    if flags & FLAG_EXTENSIONS != 0 {
-        frame::read_extensions(&mut r)?;
-    }
+    let position = match flags & FLAG_EXTENSIONS {
+        0 => None,
+        _ => frame::read_extensions(&mut r)?.position,
+    };
     r.finish(Field::Body)?;
     // The fast MessagePack read, spelled out rather than through
     // `payload::deserialize`: each `Result` layer it would add is one more copy
@@ -304,7 +323,7 @@ pub(crate) fn decode_owned<P: DeserializeOwned>(
         subject: subject.map(Subject::new),
         correlation_id,
         causation_id,
-        position: Default::default(),
+        position: StorePosition::new(position.map(Position)),
         data,
     };
     Ok((event, h.frame_len))
@@ -351,6 +370,7 @@ impl<'a> EventRef<'a> {
             content_type: ContentType::RAW,
             payload: &[],
             extensions: &[],
+            position: None,
             max_depth,
         }
     }
@@ -376,7 +396,9 @@ pub(crate) fn parse_tail<'a>(
     e.content_type = ContentType::from_code(r.u8(Field::ContentType)?);
     e.payload = r.len_prefixed(Field::Payload)?;
     if flags & FLAG_EXTENSIONS != 0 {
-        e.extensions = frame::read_extensions(r)?;
+        let x = frame::read_extensions(r)?;
+        e.extensions = x.block;
+        e.position = x.position;
     }
     Ok(())
 }

@@ -172,21 +172,49 @@ fn parse_header_slow(input: &[u8], limits: &Limits) -> Result<Header, DecodeErro
     })
 }
 
+/// Extension tag 4 (FORMAT.md §5): the event's position in its event store, a
+/// varint64 (never `u64::MAX`). Even: decoders that do not know it skip it.
+pub(crate) const EXT_POSITION: u64 = 4;
+
+/// A checked extension block, and the records this version reads from it.
+#[must_use = "the block carries the event's position"]
+pub(crate) struct CheckedExtensions<'a> {
+    /// The whole block.
+    pub(crate) block: &'a [u8],
+    /// The position record's value (the last, if it repeats).
+    pub(crate) position: Option<u64>,
+}
+
 /// Checks an extension block (a sequence of `tag, length, data` records) and
-/// returns it. Unknown even tags are skipped; odd tags are critical, and this
-/// version knows none.
-pub(crate) fn read_extensions<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+/// returns it with the records this version knows read. Unknown even tags are
+/// skipped; odd tags are critical, and this version knows none.
+pub(crate) fn read_extensions<'a>(
+    r: &mut Reader<'a>,
+) -> Result<CheckedExtensions<'a>, DecodeError> {
     let offset = r.offset();
     let block = r.len_prefixed(Field::Extensions)?;
     let mut inner = Reader::new(block, offset + (r.offset() - offset - block.len()));
+    let mut position = None;
     while inner.remaining() > 0 {
         let tag = inner.varint_u64(Field::Extensions)?;
-        inner.len_prefixed(Field::Extensions)?;
-        if tag & 1 == 1 {
+        let data = inner.len_prefixed(Field::Extensions)?;
+        if tag == EXT_POSITION {
+            let at = inner.offset() - data.len();
+            let mut d = Reader::new(data, at);
+            let p = d.varint_u64(Field::Extensions)?;
+            d.finish(Field::Extensions)?;
+            if p == u64::MAX {
+                return Err(DecodeError::InvalidVarint {
+                    field: Field::Extensions,
+                    offset: at,
+                });
+            }
+            position = Some(p);
+        } else if tag & 1 == 1 {
             return Err(DecodeError::UnknownCriticalExtension { tag });
         }
     }
-    Ok(block)
+    Ok(CheckedExtensions { block, position })
 }
 
 /// An iterator over the `(tag, data)` records of a checked extension block.
