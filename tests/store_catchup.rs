@@ -399,7 +399,15 @@ fn skip_to_dead_letters_is_opt_in_and_goes_on() {
         })
         .unwrap();
     wait_position(&sub, Some(Position(9)));
+    let forwarder = |bus: &Bus<u64>| {
+        bus.metrics()
+            .handlers
+            .iter()
+            .any(|h| &*h.handler == "skipper (catch-up)")
+    };
+    assert!(forwarder(&bus), "the forwarder is on the bus while running");
     sub.stop();
+    wait_until("the forwarder's removal", || !forwarder(&bus));
     let positions: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.0 .0).collect();
     assert_eq!(positions, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
     let letters = bus.dead_letters().list(&Default::default());
@@ -407,6 +415,34 @@ fn skip_to_dead_letters_is_opt_in_and_goes_on() {
     assert_eq!(&*letters[0].handler, "skipper");
     assert!(letters[0].attempts[0].panicked);
     assert_eq!(sub.metrics().dead_lettered, 1);
+}
+
+#[test]
+fn a_subscription_can_be_stopped_from_a_bus_handler() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    let sub = subscribe_all(store.clone(), &bus).start(|_r| ()).unwrap();
+    sub.wait_status(DEADLINE, |s| *s == Status::Live);
+    let slot = Arc::new(Mutex::new(Some(sub)));
+    let s = slot.clone();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let st = stopped.clone();
+    bus.subscribe("test.appended", move |_e: &Event<u64>| {
+        if let Some(sub) = s.lock().unwrap().take() {
+            sub.stop();
+            assert_eq!(sub.status(), Status::Stopped);
+            st.store(true, Ordering::Release);
+        }
+    })
+    .unwrap();
+    store
+        .append(&stream(0), ExpectedVersion::Any, vec![ev(1)])
+        .unwrap();
+    wait_until("the stop from the handler", || {
+        stopped.load(Ordering::Acquire)
+    });
+    feed.stop();
 }
 
 #[test]
@@ -451,6 +487,36 @@ fn filters_and_stream_subscriptions_see_only_their_events_with_stream_versions()
         .filter(|e| e.1 >= 3)
         .collect();
     assert_eq!(streamed, expected);
+    feed.stop();
+}
+
+#[test]
+fn a_stream_subscription_from_a_version_the_stream_has_not_reached_waits_for_it() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    store
+        .append(&stream(5), ExpectedVersion::Any, vec![ev(1)])
+        .unwrap();
+    store
+        .append(&stream(6), ExpectedVersion::Any, vec![ev(1)])
+        .unwrap();
+    let (seen, record) = recorder();
+    let sub = subscribe_stream(store.clone(), &bus, stream(5), 3)
+        .start(record)
+        .unwrap();
+    for n in 2..=4 {
+        store
+            .append(&stream(5), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+        store
+            .append(&stream(6), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    wait_position(&sub, store.head());
+    sub.stop();
+    let versions: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.1).collect();
+    assert_eq!(versions, [3, 4]);
     feed.stop();
 }
 

@@ -280,6 +280,25 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
     }
 }
 
+impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
+    /// A request to remove subscription `id` that does not wait for the
+    /// dispatcher, to be sent from any thread later — a bus handler's
+    /// included, where [`Bus::unsubscribe`] would wait for itself. For the
+    /// store's catch-up subscriptions, which remove their forwarder when they
+    /// end. The removal then happens as `unsubscribe`'s would.
+    pub(crate) fn unsubscriber(&self, id: SubscriptionId) -> impl FnOnce() + Send + 'static {
+        let shared = self.shared.clone();
+        move || {
+            let until = shared.ring.claimed();
+            let _ = shared.send_control(Control::Unsubscribe {
+                id,
+                until,
+                ack: Ack::new(),
+            });
+        }
+    }
+}
+
 /// The name of a subscription to `patterns` made without one: their text.
 fn patterns_text(patterns: &[Pattern]) -> String {
     let texts: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();

@@ -147,7 +147,7 @@ where
 {
     /// Publishes every event committed from now on on `bus`, in position
     /// order, each with its [`position`](Event::position), from a thread of its
-    /// own (see [`LiveFeed`] for who publishes and why).
+    /// own (see [`LiveFeed`](super::LiveFeed) for who publishes and why).
     ///
     /// Plain bus handlers fed this way are **not durable**: an event committed
     /// but not yet published when the process stops is never delivered to them

@@ -21,6 +21,8 @@
 //! (the feed is not running, or the bus was shut down) is read from the store
 //! too, so a subscription never stalls behind its store.
 //!
+//! The forwarder leaves the bus when the subscription ends (stopped or dropped).
+//!
 //! Every position is handled once: the subscription keeps the last position it
 //! handled and delivers position `last + 1` only. The bus must carry one
 //! store's events (positions of two stores would mix), and events carrying a
@@ -71,7 +73,9 @@ pub enum OnFailure {
     #[default]
     Stop,
     /// Send the event to the bus's dead-letter queue (under the subscription's
-    /// name, with every attempt) and go on.
+    /// name, with every attempt) and go on. The letters name the subscription's
+    /// forwarder, which leaves the bus with the subscription: take them from the
+    /// queue and handle them yourself rather than redrive them.
     SkipToDeadLetters,
 }
 
@@ -470,6 +474,7 @@ where
             shared: shared.clone(),
             handler: Box::new(move |r: &Recorded<P>| handler(r).into_outcome()),
             filter,
+            min_version: self.from_version.unwrap_or(0),
             last,
             versions: Default::default(),
             page_size: self.page_size,
@@ -481,6 +486,7 @@ where
             notify: self.notify,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (Arc::as_ptr(&shared) as u64),
             started: std::time::Instant::now(),
+            detach: Some(Box::new(self.bus.unsubscriber(forwarder))),
         };
         let thread = std::thread::Builder::new()
             .name(format!("ringbus-catch-up-{name}"))

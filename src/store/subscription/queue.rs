@@ -132,8 +132,11 @@ impl<P> LiveQueue<P> {
         s.armed = false;
     }
 
-    pub(super) fn is_armed(&self) -> bool {
-        self.lock().armed
+    /// Whether the queue is buffering and has not overflowed since it was
+    /// armed: everything the forwarder handled since then is in it.
+    pub(super) fn is_complete(&self) -> bool {
+        let s = self.lock();
+        s.armed && !s.overflowed
     }
 
     /// The subscription is gone: drop everything, take nothing more.

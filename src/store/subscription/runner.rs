@@ -35,6 +35,8 @@ pub(super) struct Runner<S, P> {
     pub(super) shared: Arc<Shared>,
     pub(super) handler: BoxedHandler<P>,
     pub(super) filter: Filter,
+    /// Stream subscriptions: the first stream version to deliver (0 or 1: all).
+    pub(super) min_version: u64,
     /// The last position handled.
     pub(super) last: Option<Position>,
     /// The stream version of each stream's last event handled (a cache).
@@ -48,6 +50,9 @@ pub(super) struct Runner<S, P> {
     pub(super) notify: Option<Notify>,
     pub(super) rng: u64,
     pub(super) started: Instant,
+    /// Removes the forwarder from the bus (without waiting) when the
+    /// subscription ends.
+    pub(super) detach: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<S, P> Runner<S, P>
@@ -78,6 +83,9 @@ where
             }
         }
         self.queue.close();
+        if let Some(detach) = self.detach.take() {
+            detach();
+        }
         self.set_status(Status::Stopped);
     }
 
@@ -144,9 +152,10 @@ where
             self.set_status(Status::CatchingUp);
             // Read to the head unbuffered, switch buffering on, read to the
             // (new) head again: everything published from then on is queued.
+            // (An overflow meanwhile: arm again, read again.)
             loop {
                 self.read_store(None)?;
-                if self.queue.is_armed() {
+                if self.queue.is_complete() {
                     break;
                 }
                 self.queue.arm();
@@ -262,7 +271,7 @@ where
             }
             self.versions.insert(s.clone(), r.version);
         }
-        if self.filter.matches(&r.event) {
+        if r.version >= self.min_version && self.filter.matches(&r.event) {
             self.call(&r)?;
         } else {
             self.shared.count(|m| m.filtered += 1);
