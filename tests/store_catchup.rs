@@ -446,6 +446,46 @@ fn a_subscription_can_be_stopped_from_a_bus_handler() {
 }
 
 #[test]
+fn a_subscription_can_be_stopped_from_its_own_handler() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let slot: Arc<Mutex<Option<CatchUpHandle>>> = Arc::default();
+    let s = slot.clone();
+    let (seen, mut record) = recorder();
+    let sub = subscribe_all(store.clone(), &bus)
+        .name("self-stop")
+        .start(move |r| {
+            record(r);
+            if r.position == Position(4) {
+                // Takes effect once this call returns; must not wait for itself.
+                let sub = s.lock().unwrap().take().unwrap();
+                sub.stop();
+                assert_ne!(sub.status(), Status::Stopped);
+            }
+        })
+        .unwrap();
+    *slot.lock().unwrap() = Some(sub);
+    for n in 0..10 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    // The thread ends: its forwarder leaves the bus.
+    wait_until("the forwarder's removal", || {
+        !bus.metrics()
+            .handlers
+            .iter()
+            .any(|h| &*h.handler == "self-stop (catch-up)")
+    });
+    let positions: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.0 .0).collect();
+    assert_eq!(
+        positions,
+        [0, 1, 2, 3, 4],
+        "nothing after the stopping call"
+    );
+}
+
+#[test]
 fn filters_and_stream_subscriptions_see_only_their_events_with_stream_versions() {
     let bus = bus();
     let store = Arc::new(InMemoryStore::new());

@@ -616,11 +616,15 @@ impl CatchUpHandle {
     }
 
     /// Stops the subscription after the handler call in progress, saves its
-    /// checkpoint, and waits for its thread. Status [`Status::Stopped`].
+    /// checkpoint, and waits for its thread (except when called from that
+    /// thread: the handler or notification callback itself). Status
+    /// [`Status::Stopped`].
     pub fn stop(&self) {
         self.send(Command::Stop);
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
+        // From the subscription's own thread (its handler or notification
+        // callback): the stop happens once that call returns; nothing to wait for.
+        if let Some(t) = thread.filter(|t| t.thread().id() != std::thread::current().id()) {
             let _ = t.join();
         }
     }

@@ -271,6 +271,8 @@ where
             }
             self.versions.insert(s.clone(), r.version);
         }
+        // Commands take effect between two handler calls.
+        self.check()?;
         if r.version >= self.min_version && self.filter.matches(&r.event) {
             self.call(&r)?;
         } else {
