@@ -589,6 +589,48 @@ fn rebuild_replays_from_the_start_after_a_rebuilding_notification() {
 }
 
 #[test]
+fn every_event_a_store_hands_out_carries_its_position() {
+    let store = InMemoryStore::new();
+    // A position the caller set is not what the store keeps.
+    let stale = ev(0).with_position(Position(77));
+    store
+        .append(&stream(0), ExpectedVersion::Any, vec![ev(1), stale])
+        .unwrap();
+    store
+        .append(&stream(1), ExpectedVersion::Any, vec![ev(2)])
+        .unwrap();
+    let all = store.read_all(Position(0), 10).unwrap();
+    assert_eq!(all.len(), 3);
+    let mut reads = all;
+    reads.extend(store.read_stream(&stream(0), 1, 10).unwrap());
+    reads.extend(store.read_stream_backward(&stream(0), 10).unwrap());
+    for r in &reads {
+        assert_eq!(r.event.position(), Some(r.position), "{r:?}");
+    }
+    // Scanned frames do not carry the caller's stale position (the scan passes
+    // each position beside the view).
+    let mut scanned = Vec::new();
+    store
+        .scan_all(Position(0), &mut |p, v| {
+            scanned.push((p, v.position()));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(
+        scanned.iter().all(|s| s.1 != Some(Position(77))),
+        "{scanned:?}"
+    );
+    // A refused append hands the events back with the caller's positions.
+    let refused = vec![ev(3).with_position(Position(5))];
+    match store.append(&stream(0), ExpectedVersion::NoStream, refused) {
+        Err(AppendError::WrongExpectedVersion { events, .. }) => {
+            assert_eq!(events[0].position(), Some(Position(5)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn publish_to_delivers_only_committed_events_in_position_order_with_positions() {
     let bus = bus();
     type Published = Vec<(Option<Position>, ringbus::EventId)>;

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use smallvec::SmallVec;
 
-use super::{ExpectedVersion, RejectReason, StreamId};
-use crate::event::{Event, EventId};
+use super::{ExpectedVersion, Position, RejectReason, StreamId};
+use crate::event::{Event, EventId, StorePosition};
 
 /// Batches up to this size compare ids pairwise; larger ones use a hash set.
 const PAIRWISE_MAX: usize = 16;
@@ -64,30 +64,48 @@ fn first_repeated_id<P>(events: &[Event<P>]) -> Option<(usize, EventId)> {
     }
 }
 
-/// Which events of a batch had no subject before [`stamp`]: one bit per event.
-pub(crate) struct Stamped(SmallVec<[u64; 1]>);
+/// What [`stamp`] changed: which events of a batch had no subject (one bit per
+/// event), and the positions the caller had set, if any had one.
+pub(crate) struct Stamped {
+    subjects: SmallVec<[u64; 1]>,
+    positions: Option<Vec<Option<Position>>>,
+}
 
 /// Sets the subject of every event that has none to the stream (after
-/// [`check_batch`], every other event's subject already is the stream).
+/// [`check_batch`], every other event's subject already is the stream), and
+/// clears every event's [`position`](Event::position): positions are the
+/// store's to assign at commit, and a frame must not carry a stale one.
 pub(crate) fn stamp<P>(stream: &StreamId, events: &mut [Event<P>]) -> Stamped {
-    let mut bits = SmallVec::from_elem(0_u64, events.len().div_ceil(64));
+    let mut subjects = SmallVec::from_elem(0_u64, events.len().div_ceil(64));
     for (i, e) in events.iter_mut().enumerate() {
         if e.subject.is_none() {
             e.subject = Some(stream.as_subject().clone());
-            bits[i / 64] |= 1 << (i % 64);
+            subjects[i / 64] |= 1 << (i % 64);
         }
     }
-    Stamped(bits)
+    let positions = events.iter().any(|e| e.position().is_some()).then(|| {
+        events
+            .iter_mut()
+            .map(|e| std::mem::replace(&mut e.position, StorePosition::NONE).get())
+            .collect()
+    });
+    Stamped {
+        subjects,
+        positions,
+    }
 }
 
 impl Stamped {
-    /// Gives the events their subjects back as they were before [`stamp`], so a
-    /// failed append returns them unchanged.
+    /// Gives the events their subjects and positions back as they were before
+    /// [`stamp`], so a failed append returns them unchanged.
     pub(crate) fn undo<P>(&self, events: &mut [Event<P>]) {
         for (i, e) in events.iter_mut().enumerate() {
-            if self.0[i / 64] & (1 << (i % 64)) != 0 {
+            if self.subjects[i / 64] & (1 << (i % 64)) != 0 {
                 e.subject = None;
             }
+        }
+        for (e, p) in events.iter_mut().zip(self.positions.iter().flatten()) {
+            e.position = StorePosition::new(*p);
         }
     }
 }
