@@ -518,6 +518,9 @@ fn filters_and_stream_subscriptions_see_only_their_events_with_stream_versions()
     by_stream.stop();
     let typed: Vec<u64> = typed.lock().unwrap().iter().map(|s| s.0 .0).collect();
     assert_eq!(typed, (0..60).step_by(2).collect::<Vec<_>>());
+    let m = by_type.metrics();
+    assert_eq!((m.delivered, m.filtered), (30, 30));
+    assert_eq!(m.from_store + m.from_bus, 60, "{m:?}");
     let streamed = streamed.lock().unwrap().clone();
     // Stream s-1 holds positions 1, 4, 7, …; from version 3 on: 7, 10, …
     let expected: Vec<(Position, u64, String)> = (0..60)
@@ -628,6 +631,36 @@ fn every_event_a_store_hands_out_carries_its_position() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_feed_ends_with_its_bus_or_its_store_and_a_dropped_handle_stops_its_subscription() {
+    let store = Arc::new(InMemoryStore::new());
+    let bus = bus();
+    let sub = subscribe_all(store.clone(), &bus)
+        .name("dropped")
+        .start(|_r| ())
+        .unwrap();
+    let on_bus = |bus: &Bus<u64>| {
+        bus.metrics()
+            .handlers
+            .iter()
+            .any(|h| &*h.handler == "dropped (catch-up)")
+    };
+    assert!(on_bus(&bus));
+    drop(sub);
+    wait_until("the dropped subscription's end", || !on_bus(&bus));
+
+    let feed = store.publish_to(&bus);
+    assert!(!feed.is_ended());
+    bus.shutdown().unwrap();
+    wait_until("the feed to notice the shutdown", || feed.is_ended());
+    assert_eq!(feed.error(), None);
+
+    let bus = self::bus();
+    let feed = store.publish_to(&bus);
+    drop(store);
+    wait_until("the feed to notice the store is gone", || feed.is_ended());
 }
 
 #[test]
