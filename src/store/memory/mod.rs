@@ -34,9 +34,9 @@
 //! | a scan that encodes instead (`read_all` + encode + view) | 113 ns [65–118] |
 //!
 //! So keeping frames costs an append about a quarter of its time and one frame
-//! of memory per event (72 bytes here, beside the 112-byte `Event`), and makes
-//! every scan 3–6× faster; projections scan the same events many times, an event
-//! is appended once. Encoding at append also makes the in-memory store refuse
+//! of memory per event (72 bytes here, beside the 120-byte `Event`; 112 before
+//! it carried its position), and makes every scan 3–6× faster; projections scan
+//! the same events many times, an event is appended once. Encoding at append also makes the in-memory store refuse
 //! what a file store refuses (a payload whose `Serialize` fails, an append over
 //! the frame limit) at `append`, instead of failing a later scan.
 //!
