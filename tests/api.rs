@@ -238,7 +238,7 @@ fn a_transient_error_is_retried() -> TestResult {
     let (bus, clock) = manual_bus();
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
-    bus.subscribe_with(
+    let sub = bus.subscribe_with(
         "order.placed",
         move |_| -> Result<(), std::io::Error> {
             // Refused twice, then through.
@@ -249,11 +249,19 @@ fn a_transient_error_is_retried() -> TestResult {
         },
         retry_three_times(),
     )?;
+    // The clock may move only once the retry is scheduled (10 ms after the
+    // failure, on this clock): the handler counts its call before it fails.
+    let scheduled = |n: u64| {
+        bus.metrics()
+            .handler(sub, 0)
+            .is_some_and(|h| h.retries == n)
+    };
     bus.publisher()
         .publish(order("order.placed", json!({"amount": 1})))?;
-    wait_for(10, "the first call", || calls.load(Ordering::Relaxed) == 1);
+    wait_for(10, "the first retry scheduled", || scheduled(1));
     clock.advance(Duration::from_millis(10));
-    wait_for(10, "the first retry", || calls.load(Ordering::Relaxed) == 2);
+    wait_for(10, "the second retry scheduled", || scheduled(2));
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
     clock.advance(Duration::from_millis(10));
     wait_for(10, "the second retry", || {
         calls.load(Ordering::Relaxed) == 3

@@ -60,12 +60,22 @@ fn transient_failure_retried_until_success_keeping_subject_order() {
         .build()
         .unwrap();
     let log: Log = Arc::default();
-    bus.subscribe_with(
-        "acct.>",
-        flaky_handler(&log, &[1], 2),
-        SubscribeOptions::new().retry(RetryPolicy::fixed(Duration::from_millis(10), 5)),
-    )
-    .unwrap();
+    let sub = bus
+        .subscribe_with(
+            "acct.>",
+            flaky_handler(&log, &[1], 2),
+            SubscribeOptions::new().retry(RetryPolicy::fixed(Duration::from_millis(10), 5)),
+        )
+        .unwrap();
+    // The clock may move only once a retry is scheduled (the handler logs its
+    // call before it fails).
+    let scheduled = |n: u64| {
+        wait_for(10, "the retry scheduled", || {
+            bus.metrics()
+                .handler(sub, 0)
+                .is_some_and(|h| h.retries == n)
+        })
+    };
     let mut p = bus.publisher();
     p.publish(subj("acct.op", "S", 1)).unwrap(); // fails twice
     p.publish(subj("acct.op", "S", 2)).unwrap(); // must wait behind 1
@@ -74,10 +84,12 @@ fn transient_failure_retried_until_success_keeping_subject_order() {
     wait_for(10, "first pass", || entries(&log).len() >= 2);
     // S is blocked behind event 1's retry; T went through.
     assert_eq!(entries(&log), [("S".into(), 1), ("T".into(), 3)]);
+    scheduled(1);
     clock.advance(Duration::from_millis(10));
     wait_for(10, "second attempt", || entries(&log).len() >= 3);
     assert_eq!(entries(&log)[2], ("S".into(), 1));
     assert_eq!(entries(&log).len(), 3, "2 and 4 still wait behind 1");
+    scheduled(2);
     clock.advance(Duration::from_millis(10));
     wait_for(10, "third attempt and the queue", || {
         entries(&log).len() >= 6
