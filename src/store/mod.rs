@@ -68,6 +68,7 @@ mod check;
 pub mod checkpoint;
 mod error;
 mod expected;
+mod file;
 mod memory;
 mod position;
 mod recorded;
@@ -77,11 +78,11 @@ pub mod upcast;
 // (the lead's groundwork for `FileStore`).
 #[cfg(test)]
 pub(crate) mod sim;
-#[allow(dead_code)] // Parts wait for the file store.
 pub(crate) mod vfs;
 
 pub use error::{AppendError, ReadError, RejectReason};
 pub use expected::ExpectedVersion;
+pub use file::{Durability, FileStore, OpenError, RecoveryMode, StoreOptions};
 pub use memory::InMemoryStore;
 pub use position::Position;
 pub use recorded::{AppendOutcome, Recorded};

@@ -51,8 +51,9 @@
 //! [`EventRef`]: crate::codec::EventRef
 
 mod log;
-mod streams;
-mod watermark;
+// Shared with the file store.
+pub(super) mod streams;
+pub(super) mod watermark;
 
 use std::cell::RefCell;
 use std::fmt;
