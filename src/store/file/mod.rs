@@ -268,7 +268,8 @@ pub(crate) struct Shared {
     streams: Streams,
     watermark: Watermark,
     poisoned: AtomicBool,
-    poison: Mutex<Option<(io::ErrorKind, String)>>,
+    /// The first failure: its OS error code, or its kind and message.
+    poison: Mutex<Option<(Option<i32>, io::ErrorKind, String)>>,
 }
 
 impl Shared {
@@ -291,7 +292,7 @@ impl Shared {
     fn poison(&self, e: &io::Error) {
         let mut p = self.poison.lock().unwrap_or_else(PoisonError::into_inner);
         if p.is_none() {
-            *p = Some((e.kind(), e.to_string()));
+            *p = Some((e.raw_os_error(), e.kind(), e.to_string()));
         }
         self.poisoned.store(true, Ordering::Release);
     }
@@ -302,11 +303,9 @@ impl Shared {
             return None;
         }
         let p = self.poison.lock().unwrap_or_else(PoisonError::into_inner);
-        p.as_ref().map(|(kind, msg)| {
-            io::Error::new(
-                *kind,
-                format!("the store is poisoned by an earlier failure: {msg}"),
-            )
+        p.as_ref().map(|(code, kind, msg)| match code {
+            Some(code) => io::Error::from_raw_os_error(*code),
+            None => io::Error::new(*kind, msg.clone()),
         })
     }
 
