@@ -847,7 +847,7 @@ fn recover(
                 corrupt: false,
             } if last => {
                 // A torn tail: cut it off, keep the preallocated length.
-                truncate(&*file, offset, len)?;
+                truncate(&*file, offset, len, options.preallocate)?;
                 torn_tail = Some(offset);
                 offset
             }
@@ -866,7 +866,7 @@ fn recover(
                 }
                 vfs.sync_dir(log_dir)?;
                 names.truncate(i + 1);
-                truncate(&*file, offset, len)?;
+                truncate(&*file, offset, len, options.preallocate)?;
                 offset
             }
         };
@@ -900,11 +900,13 @@ fn recover(
     Ok((active, next, torn_tail))
 }
 
-/// Cuts `file` at `offset` (zeros up to its old length `len` again, so a
-/// preallocated segment stays preallocated) and syncs it.
-fn truncate(file: &dyn VfsFile, offset: u64, len: u64) -> io::Result<()> {
+/// Cuts `file` at `offset` and syncs it; with `preallocate`, zeros up to its
+/// old length `len` again, so the segment stays preallocated.
+fn truncate(file: &dyn VfsFile, offset: u64, len: u64, preallocate: bool) -> io::Result<()> {
     file.set_len(offset)?;
-    file.set_len(len)?;
+    if preallocate {
+        file.set_len(len)?;
+    }
     file.sync_data()
 }
 
