@@ -4,7 +4,8 @@
 //! A *stream* ([`StreamId`], e.g. `"order-7"`) holds the events of one aggregate in
 //! version order (1, 2, 3, …); the store as a whole holds every event in one dense
 //! total order of [`Position`]s (0, 1, 2, …, "`$all`"). [`EventStore`] is the
-//! interface; [`InMemoryStore`] implements it in memory.
+//! interface; [`InMemoryStore`] implements it in memory, [`FileStore`] in files
+//! that survive a crash (see [`Durability`] for what each mode survives).
 //!
 //! | want | call |
 //! | --- | --- |
@@ -12,6 +13,7 @@
 //! | an aggregate's events | [`EventStore::read_stream`], newest first: [`EventStore::read_stream_backward`] |
 //! | everything, in commit order | [`EventStore::read_all`], or zero-copy [`EventStore::scan_all`] |
 //! | follow the head | [`EventStore::head`], [`EventStore::wait_past`] |
+//! | keep events on disk | [`FileStore::open`] with [`StoreOptions`], [`FileStore::close`] |
 //!
 //! # Guarantees (every store)
 //! * **Expected version** — see the matrix on [`ExpectedVersion`]. A conflict
@@ -33,7 +35,7 @@
 //! [`upcast`] turns events written at older schema versions into the current
 //! ones on every typed read path.
 //!
-//! Not here (yet): the file store, catch-up subscriptions and live delivery
+//! Not here (yet): catch-up subscriptions and live delivery
 //! through the bus, and snapshots. Multi-stream atomic
 //! appends, stream deletion and scavenging are out of scope.
 //!
