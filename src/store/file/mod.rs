@@ -384,15 +384,20 @@ impl Shared {
 /// # let _ = std::fs::remove_dir_all(&dir);
 /// let store = FileStore::open(&dir, StoreOptions::default()).unwrap();
 /// let cart = StreamId::new("cart-1").unwrap();
-/// let added = Event::new(event_type!("cart.item_added"), source!("shop"), "apple".to_string());
-/// store.append(&cart, ExpectedVersion::NoStream, vec![added]).unwrap();
+/// let added = |sku: &str| Event::new(event_type!("cart.item_added"), source!("shop"), sku.to_string());
+/// store.append(&cart, ExpectedVersion::NoStream, vec![added("apple")]).unwrap();
 /// store.close().unwrap();
 ///
-/// // Open again: the event is still there.
+/// // Open again: the first event is still there, the stream at version 1.
 /// let store = FileStore::open(&dir, StoreOptions::default()).unwrap();
-/// let events = store.read_stream(&cart, 1, 10).unwrap();
-/// assert_eq!(events[0].event.data, "apple");
-/// assert_eq!(events[0].version, 1);
+/// store.append(&cart, ExpectedVersion::Exact(1), vec![added("pear")]).unwrap();
+/// let skus: Vec<String> = store
+///     .read_stream(&cart, 1, 10)
+///     .unwrap()
+///     .into_iter()
+///     .map(|r| r.event.data)
+///     .collect();
+/// assert_eq!(skus, ["apple", "pear"]);
 /// store.close().unwrap();
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
@@ -410,10 +415,7 @@ pub struct FileStore<P = serde_json::Value> {
 /// Appends waiting for the committer, at most.
 const QUEUE: usize = 1024;
 
-impl<P> FileStore<P>
-where
-    P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-{
+impl<P> FileStore<P> {
     /// Opens (or creates) the store in directory `dir`.
     ///
     /// Recovery: every segment is read and its frames checked (checksum, one
@@ -425,7 +427,10 @@ where
     /// [`OpenError::Corrupt`], or, with [`RecoveryMode::TruncateAfterCorruption`],
     /// truncation there after a copy to `<name>.broken`. A bad record is never
     /// skipped.
-    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, OpenError> {
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, OpenError>
+    where
+        P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         Self::open_in(Arc::new(StdFs), dir.as_ref(), options)
     }
 
@@ -433,7 +438,10 @@ where
         vfs: Arc<dyn Vfs>,
         dir: &Path,
         options: StoreOptions,
-    ) -> Result<Self, OpenError> {
+    ) -> Result<Self, OpenError>
+    where
+        P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         Self::open_with(vfs, dir, options, Mutations::default())
     }
 
@@ -442,7 +450,10 @@ where
         dir: &Path,
         options: StoreOptions,
         mutations: Mutations,
-    ) -> Result<Self, OpenError> {
+    ) -> Result<Self, OpenError>
+    where
+        P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         if options.segment_bytes < StoreOptions::MIN_SEGMENT_BYTES {
             return Err(OpenError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -509,9 +520,7 @@ where
     pub fn close(mut self) -> io::Result<()> {
         self.stop()
     }
-}
 
-impl<P> FileStore<P> {
     /// Where open truncated a torn tail of the last segment (the byte offset),
     /// if it did.
     pub fn torn_tail(&self) -> Option<u64> {
@@ -545,11 +554,11 @@ impl<P> fmt::Debug for FileStore<P> {
     }
 }
 
-impl<P> FileStore<P>
-where
-    P: Serialize + Clone + Send + Sync + 'static,
-{
-    fn encode(&self, events: &[Event<P>]) -> Result<Vec<u8>, RejectReason> {
+impl<P> FileStore<P> {
+    fn encode(&self, events: &[Event<P>]) -> Result<Vec<u8>, RejectReason>
+    where
+        P: Serialize,
+    {
         let mut frame = Vec::new();
         let r = if events.len() == 1 {
             self.encoder.encode(&events[0], &mut frame)
@@ -584,15 +593,15 @@ where
     }
 }
 
-impl<P> FileStore<P>
-where
-    P: DeserializeOwned + Clone,
-{
+impl<P> FileStore<P> {
     /// The events at `positions` (ascending, all committed).
     fn read_positions(
         &self,
         positions: impl Iterator<Item = u64>,
-    ) -> Result<Vec<Recorded<P>>, ReadError> {
+    ) -> Result<Vec<Recorded<P>>, ReadError>
+    where
+        P: DeserializeOwned + Clone,
+    {
         let mut out = Vec::new();
         let mut buf = Vec::new();
         let mut cached: Option<(FrameLoc, Vec<Event<P>>)> = None;
