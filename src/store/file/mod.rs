@@ -236,7 +236,7 @@ impl From<io::Error> for OpenError {
 /// fail.
 #[derive(Copy, Clone, Debug, Default)]
 pub(crate) struct Mutations {
-    /// Do not sync the log directory after creating a segment.
+    /// Do not sync the log directory after creating a segment at a roll.
     pub(crate) skip_dir_sync: bool,
     /// Publish and answer a group before its `sync_data`.
     pub(crate) ack_before_sync: bool,
@@ -431,9 +431,21 @@ impl<P> FileStore<P> {
     where
         P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
+        if options.segment_bytes < StoreOptions::MIN_SEGMENT_BYTES {
+            return Err(OpenError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "segment_bytes is {}, at least {} needed",
+                    options.segment_bytes,
+                    StoreOptions::MIN_SEGMENT_BYTES
+                ),
+            )));
+        }
         Self::open_in(Arc::new(StdFs), dir.as_ref(), options)
     }
 
+    /// [`FileStore::open`] on `vfs`, without the minimum segment size (the
+    /// crash tests roll segments of a few KiB).
     pub(crate) fn open_in(
         vfs: Arc<dyn Vfs>,
         dir: &Path,
@@ -454,16 +466,6 @@ impl<P> FileStore<P> {
     where
         P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if options.segment_bytes < StoreOptions::MIN_SEGMENT_BYTES {
-            return Err(OpenError::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "segment_bytes is {}, at least {} needed",
-                    options.segment_bytes,
-                    StoreOptions::MIN_SEGMENT_BYTES
-                ),
-            )));
-        }
         let log_dir = dir.join("log");
         create_dir_durably(&*vfs, &log_dir)?;
         let lock = vfs.try_lock(&dir.join("LOCK"))?.ok_or(OpenError::Locked)?;
@@ -479,7 +481,7 @@ impl<P> FileStore<P> {
             poison: Mutex::new(None),
         });
         let mut versions = Versions::default();
-        let (active, next, torn_tail) = recover(&shared, &options, &mut versions, mutations)?;
+        let (active, next, torn_tail) = recover(&shared, &options, &mut versions)?;
         shared.watermark.publish(next);
 
         let (tx, rx) = sync_channel(QUEUE);
@@ -777,7 +779,6 @@ fn recover(
     shared: &Shared,
     options: &StoreOptions,
     versions: &mut Versions,
-    mutations: Mutations,
 ) -> Result<(Active, u64, Option<u64>), OpenError> {
     let vfs = &shared.vfs;
     let log_dir = &shared.log_dir;
@@ -891,12 +892,14 @@ fn recover(
     let active = match active {
         Some(a) => a,
         None => {
+            // (The mutation check removes the directory sync at a roll only,
+            // where losing the entry loses acknowledged appends.)
             let file = committer::create_segment(
                 shared,
                 next,
                 options.segment_bytes,
                 options.preallocate,
-                mutations,
+                Mutations::default(),
             )?;
             let seg = shared.push_segment(file.clone());
             Active {

@@ -51,6 +51,8 @@ impl Rng {
 #[derive(Debug)]
 struct Case {
     durability: Durability,
+    segment_bytes: u64,
+    preallocate: bool,
     /// (stream, events, expected-version kind)
     appends: Vec<(u8, u16, u8)>,
     /// Mutating operations after open before the power cut.
@@ -67,7 +69,7 @@ impl Case {
             2 => Durability::Periodic(Duration::ZERO),
             _ => Durability::None,
         };
-        let appends = (0..1 + rng.below(8))
+        let appends: Vec<(u8, u16, u8)> = (0..1 + rng.below(8))
             .map(|_| {
                 // 1 ..= 200 events, small ones more often (a random bound,
                 // then a random size below it).
@@ -79,6 +81,7 @@ impl Case {
                 )
             })
             .collect();
+        let appends_len = appends.len() as u64;
         let how = if durability == Durability::Immediate {
             MODES[rng.below(4) as usize]
         } else {
@@ -89,8 +92,13 @@ impl Case {
         };
         Case {
             durability,
+            // Tiny segments: most workloads roll, some several times.
+            segment_bytes: [2_048, 8_192, 65_536][rng.below(3) as usize],
+            preallocate: rng.below(2) == 0,
             appends,
-            cut_after: rng.below(40),
+            // Each written append takes one or two operations (a write, a
+            // sync), a roll five more; some appends conflict and take none.
+            cut_after: rng.below(2 * appends_len + 3),
             how,
             crash_seed: rng.below(u64::MAX),
         }
@@ -101,13 +109,17 @@ fn ev(n: u32) -> Event<u32> {
     Event::new(event_type!("sim.happened"), source!("sim"), n)
 }
 
-/// Runs `case` and checks what a reopen finds. `Err` says what went wrong.
-fn check(case: &Case, mutations: Mutations) -> Result<(), String> {
+/// Runs `case` and checks what a reopen finds. `Err` says what went wrong;
+/// `Ok(true)`: the power was cut during the workload (not after it).
+fn check(case: &Case, mutations: Mutations) -> Result<bool, String> {
     let fs = SimFs::new();
-    let opts = options(case.durability);
+    let opts = options(case.durability)
+        .segment_bytes(case.segment_bytes)
+        .preallocate(case.preallocate);
     let store = FileStore::<u32>::open_with(Arc::new(fs.clone()), dir(), opts.clone(), mutations)
         .map_err(|e| format!("first open: {e}"))?;
-    fs.power_cut_at(fs.ops() + case.cut_after);
+    let cut = fs.ops() + case.cut_after;
+    fs.power_cut_at(cut);
 
     let streams: Vec<StreamId> = (0..4)
         .map(|i| StreamId::new(format!("s-{i}")).unwrap())
@@ -167,6 +179,7 @@ fn check(case: &Case, mutations: Mutations) -> Result<(), String> {
         }
     }
     drop(store);
+    let cut_during = fs.ops() > cut;
 
     let after = fs.crash(case.how, case.crash_seed);
     let store = FileStore::<u32>::open_in(Arc::new(after), dir(), opts)
@@ -239,7 +252,7 @@ fn check(case: &Case, mutations: Mutations) -> Result<(), String> {
         return Err(format!("append after reopen at {:?}", o.first_position));
     }
     store.close().map_err(|e| format!("close: {e}"))?;
-    Ok(())
+    Ok(cut_during)
 }
 
 fn cases() -> u32 {
@@ -278,6 +291,19 @@ fn power_cut_at_a_random_operation() {
             panic!("{e}\n{case:?}");
         }
     }
+}
+
+/// The workloads are long enough that the power cut lands inside most of
+/// them, after some appends were acknowledged.
+#[test]
+#[cfg_attr(miri, ignore = "needs hundreds of simulated runs")]
+fn the_power_cut_lands_inside_most_workloads() {
+    let runs = 500;
+    let inside = (0..runs)
+        .filter(|&seed| check(&Case::new(seed), Mutations::default()).unwrap())
+        .count();
+    eprintln!("the power cut landed inside {inside} of {runs} workloads");
+    assert!(inside * 2 > runs as usize, "{inside} of {runs}");
 }
 
 /// The first seed below `tries` whose case fails under `mutations`, if any.
