@@ -258,9 +258,29 @@ fn concurrent_appends_survive_a_reopen() {
     let store: FileStore<u32> = FileStore::open(&dir.0, opts.clone()).unwrap();
     let threads = 8;
     let per = if cfg!(miri) { 2 } else { 50 };
+    let total = threads * per;
     std::thread::scope(|s| {
+        // A follower: never a gap, never beyond the head it saw afterwards.
+        let store = &store;
+        s.spawn(move || {
+            let mut next = 0_u64;
+            while next < total {
+                let page = store.read_all(Position(next), 64).unwrap();
+                let head = store.head();
+                for r in &page {
+                    assert_eq!(r.position, Position(next), "a gap");
+                    assert!(Some(r.position) <= head, "beyond the head");
+                    next += 1;
+                }
+                if page.is_empty() {
+                    store.wait_past(
+                        next.checked_sub(1).map(Position),
+                        std::time::Duration::from_secs(10),
+                    );
+                }
+            }
+        });
         for t in 0..threads {
-            let store = &store;
             s.spawn(move || {
                 let stream = StreamId::new(format!("t-{t}")).unwrap();
                 for i in 0..per {

@@ -806,8 +806,18 @@ fn recover(
             reason,
         };
         let bad_at = match segment::read_header(&bytes) {
-            Header::Blank if last && bytes.iter().all(|&b| b == 0) => {
-                // A crash while the segment was created: it holds nothing.
+            Header::Blank | Header::Damaged(_)
+                if last
+                    && bytes
+                        .get(HEADER_LEN as usize..)
+                        .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
+            {
+                // A crash while the segment was created (its header not yet
+                // durable, so nothing was acknowledged in it): it holds nothing.
+                crate::log::warning!(
+                    "ringbus store: removed a segment whose creation a crash interrupted",
+                    file = path.display()
+                );
                 drop(file);
                 vfs.remove_file(&path)?;
                 vfs.sync_dir(log_dir)?;
@@ -858,6 +868,12 @@ fn recover(
             } if last => {
                 // A torn tail: cut it off, keep the preallocated length.
                 truncate(&*file, offset, len, options.preallocate)?;
+                crate::log::warning!(
+                    "ringbus store: truncated a torn tail",
+                    file = path.display(),
+                    offset = offset,
+                    bytes = len - offset
+                );
                 torn_tail = Some(offset);
                 offset
             }
@@ -869,6 +885,12 @@ fn recover(
                     // Nothing of this segment can be kept.
                     return Err(corrupt(offset, reason));
                 }
+                crate::log::error!(
+                    "ringbus store: corrupt segment truncated (RecoveryMode::TruncateAfterCorruption), copy kept as .broken",
+                    file = path.display(),
+                    offset = offset,
+                    reason = reason
+                );
                 keep_broken_copy(&**vfs, &path, &bytes)?;
                 for (_, later) in &names[i + 1..] {
                     let p = log_dir.join(later);

@@ -457,30 +457,51 @@ fn the_directory_is_locked() {
     FileStore::<u32>::open_in(Arc::new(fs), dir(), options(Durability::Immediate)).unwrap();
 }
 
-/// A segment whose creation a crash interrupted (blank header) is removed; the
-/// one before goes on.
+/// A last segment whose creation a crash interrupted (zeros, or a torn header
+/// and nothing after it) is removed; the one before goes on. With anything
+/// after the damaged header, it is corruption.
 #[test]
-fn a_blank_last_segment_is_removed() {
-    let fs = SimFs::new();
-    let store =
-        FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), options(Durability::Immediate))
+fn a_blank_or_torn_last_segment_is_removed() {
+    let mut torn_header = segment::header(1)[..7].to_vec();
+    torn_header.resize(100, 0);
+    let mut damaged_with_data = segment::header(1).to_vec();
+    damaged_with_data[9] ^= 1;
+    damaged_with_data.extend_from_slice(&[0xEB, 0x52, 1, 2, 3]);
+    for (leftover, removed) in [
+        (vec![0_u8; 100], true),
+        (vec![], true),
+        (torn_header, true),
+        (damaged_with_data, false),
+    ] {
+        let fs = SimFs::new();
+        let store =
+            FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), options(Durability::Immediate))
+                .unwrap();
+        store
+            .append(&stream(), ExpectedVersion::NoStream, vec![ev(1)])
             .unwrap();
-    store
-        .append(&stream(), ExpectedVersion::NoStream, vec![ev(1)])
-        .unwrap();
-    store.close().unwrap();
-    let blank = dir().join("log").join(segment::file_name(1));
-    let f = fs.open(&blank, OpenMode::CreateNew).unwrap();
-    f.set_len(100).unwrap();
-    drop(f);
-    let store =
-        FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), options(Durability::Immediate))
+        store.close().unwrap();
+        let blank = dir().join("log").join(segment::file_name(1));
+        let f = fs.open(&blank, OpenMode::CreateNew).unwrap();
+        f.write_all_at(&leftover, 0).unwrap();
+        drop(f);
+        let r =
+            FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), options(Durability::Immediate));
+        if !removed {
+            assert!(
+                matches!(r, Err(OpenError::Corrupt { offset: 0, .. })),
+                "{r:?}"
+            );
+            continue;
+        }
+        let store = r.unwrap();
+        // Created again, for the next append, with a good header.
+        assert_eq!(fs.read(&blank).unwrap()[..4], *b"RBSG");
+        store
+            .append(&stream(), ExpectedVersion::Exact(1), vec![ev(2)])
             .unwrap();
-    assert!(!fs.exists(&blank) || fs.read(&blank).unwrap()[..4] == *b"RBSG");
-    store
-        .append(&stream(), ExpectedVersion::Exact(1), vec![ev(2)])
-        .unwrap();
-    assert_eq!(store.read_stream(&stream(), 1, 9).unwrap().len(), 2);
+        assert_eq!(store.read_stream(&stream(), 1, 9).unwrap().len(), 2);
+    }
 }
 
 /// Ids, versions and positions survive many rolls and reopens (no crash).
@@ -523,4 +544,33 @@ fn rolls_and_reopens_keep_everything() {
         })
         .unwrap();
     assert_eq!(seen, ids.len() - 1234);
+}
+
+/// `Periodic(d)`: an append returns after the write, and the committer syncs
+/// within about `d` even when no further append comes.
+#[test]
+fn periodic_durability_syncs_without_further_appends() {
+    let fs = SimFs::new();
+    let store = FileStore::<u32>::open_in(
+        Arc::new(fs.clone()),
+        dir(),
+        options(Durability::Periodic(Duration::from_millis(5))),
+    )
+    .unwrap();
+    store
+        .append(&stream(), ExpectedVersion::NoStream, vec![ev(1)])
+        .unwrap();
+    let durable = || {
+        let after = fs.crash(Crash::DropUnsynced, 1);
+        FileStore::<u32>::open_in(Arc::new(after), dir(), options(Durability::None))
+            .unwrap()
+            .head()
+            .is_some()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !durable() {
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    store.close().unwrap();
 }
