@@ -427,6 +427,18 @@ impl<P> FileStore<P> {
     /// [`OpenError::Corrupt`], or, with [`RecoveryMode::TruncateAfterCorruption`],
     /// truncation there after a copy to `<name>.broken`. A bad record is never
     /// skipped.
+    ///
+    /// A disk that persists the pages of unsynced writes out of order can
+    /// leave a hole with a whole frame after it. Those writes were never
+    /// acknowledged under [`Durability::Immediate`] (or not yet synced under
+    /// the others), but the scan cannot tell such a hole from a damaged frame,
+    /// so open reports it as [`OpenError::Corrupt`];
+    /// [`RecoveryMode::TruncateAfterCorruption`] then recovers exactly the
+    /// appends before the hole. Under `Immediate` this needs a group of several
+    /// concurrent appends cut by the crash.
+    ///
+    /// Open reads every segment once (the stream index and the frame table
+    /// live in memory), one segment at a time.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, OpenError>
     where
         P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
