@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::segment::{self, HEADER_LEN};
+use super::segment::{self, DATA_START, SYNC_MARK};
 use super::{Durability, FrameLoc, Mutations, Shared};
 use crate::event::{Event, EventId};
 use crate::store::check::{self, Decision, Stamped};
@@ -110,10 +110,14 @@ impl<P: Send + 'static> Committer<P> {
         if let Some(e) = self.shared.poison_error() {
             return Err(e);
         }
+        // Sync, mark, and sync the mark, so a clean close leaves the whole
+        // segment marked durable.
         if self.unsynced {
             self.active.file.sync_data()?;
         }
-        Ok(())
+        let mark = segment::sync_mark(self.active.offset);
+        self.active.file.write_all_at(&mark, SYNC_MARK)?;
+        self.active.file.sync_data()
     }
 
     /// The next request; under `Periodic`, syncs when the period passes first.
@@ -151,7 +155,7 @@ impl<P: Send + 'static> Committer<P> {
             match decision {
                 Decision::Append => {
                     let used = self.active.offset + self.buf.len() as u64;
-                    if used > HEADER_LEN && used + request.frame.len() as u64 > self.segment_bytes {
+                    if used > DATA_START && used + request.frame.len() as u64 > self.segment_bytes {
                         if self.flush(&mut pending, &mut locs, true).is_err() {
                             let error = self.shared.poison_error().expect("poisoned");
                             request.fail(|events| AppendError::Io { error, events });
@@ -254,6 +258,9 @@ impl<P: Send + 'static> Committer<P> {
             self.last_sync = Instant::now();
         }
         self.publish(pending, locs);
+        if sync {
+            self.mark_synced();
+        }
         if let Durability::Periodic(period) = self.durability {
             if self.unsynced && self.last_sync.elapsed() >= period {
                 self.sync();
@@ -314,11 +321,22 @@ impl<P: Send + 'static> Committer<P> {
             Ok(()) => {
                 self.unsynced = false;
                 self.last_sync = Instant::now();
+                self.mark_synced();
             }
             Err(e) => {
                 self.unsynced = false;
                 self.shared.poison(&e);
             }
+        }
+    }
+
+    /// Rewrites the active segment's sync mark after a successful sync (not
+    /// synced itself: a lost mark leaves an older, smaller one). A failure
+    /// poisons the store, like any failed write.
+    fn mark_synced(&mut self) {
+        let mark = segment::sync_mark(self.active.offset);
+        if let Err(e) = self.active.file.write_all_at(&mark, SYNC_MARK) {
+            self.shared.poison(&e);
         }
     }
 
@@ -336,7 +354,7 @@ impl<P: Send + 'static> Committer<P> {
         self.active = Active {
             file,
             seg,
-            offset: HEADER_LEN,
+            offset: DATA_START,
         };
         Ok(())
     }
@@ -352,7 +370,9 @@ pub(super) fn create_segment(
 ) -> io::Result<Arc<dyn VfsFile>> {
     let path = shared.log_dir.join(segment::file_name(first));
     let file = shared.vfs.open(&path, OpenMode::CreateNew)?;
-    file.write_all_at(&segment::header(first), 0)?;
+    let mut head = segment::header(first).to_vec();
+    head.resize(DATA_START as usize, 0);
+    file.write_all_at(&head, 0)?;
     if preallocate {
         file.set_len(segment_bytes)?;
     }

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! `dir/LOCK` (an advisory lock: one process at a time), and `dir/log/`, holding
-//! segments `<first position, 20 digits>.seg`: a 20-byte header
-//! ([`segment`]) and then codec frames (FORMAT.md), one per append — an event
+//! segments `<first position, 20 digits>.seg`: a 20-byte header and a 12-byte
+//! sync mark ([`segment`]), then codec frames (FORMAT.md), one per append — an event
 //! frame for one event, a batch frame for several, always with the CRC-32C —
 //! each event's `subject` the stream. Positions are implied by order (the
 //! segment's first position plus the count of events before) and versions by
@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use self::committer::{Active, Committer, Request, Versions};
-use self::segment::{End, Header, HEADER_LEN};
+use self::segment::{End, Header, DATA_START};
 use super::check;
 use super::memory::streams::Streams;
 use super::memory::watermark::Watermark;
@@ -420,22 +420,15 @@ impl<P> FileStore<P> {
     ///
     /// Recovery: every segment is read and its frames checked (checksum, one
     /// stream per frame, positions continuing the previous segment). In the
-    /// last segment, a frame that is incomplete or fails its checks **with no
-    /// valid frame after it** is a torn write: the segment is truncated there
-    /// and synced (see [`FileStore::torn_tail`]). A bad frame with a valid frame
-    /// after it, or any bad frame in an earlier segment, is corruption:
-    /// [`OpenError::Corrupt`], or, with [`RecoveryMode::TruncateAfterCorruption`],
-    /// truncation there after a copy to `<name>.broken`. A bad record is never
-    /// skipped.
-    ///
-    /// A disk that persists the pages of unsynced writes out of order can
-    /// leave a hole with a whole frame after it. Those writes were never
-    /// acknowledged under [`Durability::Immediate`] (or not yet synced under
-    /// the others), but the scan cannot tell such a hole from a damaged frame,
-    /// so open reports it as [`OpenError::Corrupt`];
-    /// [`RecoveryMode::TruncateAfterCorruption`] then recovers exactly the
-    /// appends before the hole. Under `Immediate` this needs a group of several
-    /// concurrent appends cut by the crash.
+    /// last segment, a frame that is incomplete or fails its checks is a
+    /// **torn write** if no valid frame follows it, or if it lies beyond the
+    /// segment's sync mark (bytes never synced, which a disk may have written
+    /// out of order, leaving a hole before whole frames): the segment is
+    /// truncated there and synced (see [`FileStore::torn_tail`]). A bad frame in
+    /// synced bytes with a valid frame after it, or any bad frame in an earlier
+    /// segment, is **corruption**: [`OpenError::Corrupt`], or, with
+    /// [`RecoveryMode::TruncateAfterCorruption`], truncation there after a copy
+    /// to `<name>.broken`. A bad record is never skipped.
     ///
     /// Open reads every segment once (the stream index and the frame table
     /// live in memory), one segment at a time.
@@ -821,7 +814,7 @@ fn recover(
             Header::Blank | Header::Damaged(_)
                 if last
                     && bytes
-                        .get(HEADER_LEN as usize..)
+                        .get(DATA_START as usize..)
                         .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
             {
                 // A crash while the segment was created (its header not yet
@@ -856,20 +849,25 @@ fn recover(
                 reason,
                 corrupt: true,
             },
-            None => segment::scan(&bytes, &shared.limits, |s| {
-                let k = s.ids.len() as u64;
-                let list = versions.entry(s.stream.clone()).or_default();
-                shared.push_frames(std::iter::once(FrameLoc {
-                    first: next,
-                    version: list.len() as u64 + 1,
-                    seg,
-                    offset: s.offset,
-                    len: s.len,
-                }));
-                list.extend((next..).zip(s.ids));
-                shared.streams.write(&s.stream).extend(&s.stream, next, k);
-                next += k;
-            }),
+            None => segment::scan(
+                &bytes,
+                segment::read_sync_mark(&bytes),
+                &shared.limits,
+                |s| {
+                    let k = s.ids.len() as u64;
+                    let list = versions.entry(s.stream.clone()).or_default();
+                    shared.push_frames(std::iter::once(FrameLoc {
+                        first: next,
+                        version: list.len() as u64 + 1,
+                        seg,
+                        offset: s.offset,
+                        len: s.len,
+                    }));
+                    list.extend((next..).zip(s.ids));
+                    shared.streams.write(&s.stream).extend(&s.stream, next, k);
+                    next += k;
+                },
+            ),
         };
         let end_offset = match end {
             End::Clean(offset) => offset,
@@ -893,7 +891,7 @@ fn recover(
                 if options.recovery == RecoveryMode::TruncateTornTail {
                     return Err(corrupt(offset, reason));
                 }
-                if offset < HEADER_LEN {
+                if offset < DATA_START {
                     // Nothing of this segment can be kept.
                     return Err(corrupt(offset, reason));
                 }
@@ -939,20 +937,22 @@ fn recover(
             Active {
                 file,
                 seg,
-                offset: HEADER_LEN,
+                offset: DATA_START,
             }
         }
     };
     Ok((active, next, torn_tail))
 }
 
-/// Cuts `file` at `offset` and syncs it; with `preallocate`, zeros up to its
-/// old length `len` again, so the segment stays preallocated.
+/// Cuts `file` at `offset`, marks it synced up to there and syncs it; with
+/// `preallocate`, zeros up to its old length `len` again, so the segment stays
+/// preallocated.
 fn truncate(file: &dyn VfsFile, offset: u64, len: u64, preallocate: bool) -> io::Result<()> {
     file.set_len(offset)?;
     if preallocate {
         file.set_len(len)?;
     }
+    file.write_all_at(&segment::sync_mark(offset), segment::SYNC_MARK)?;
     file.sync_data()
 }
 

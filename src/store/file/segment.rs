@@ -1,9 +1,9 @@
 //! Segment files: their names, their header, and the scan that finds their
 //! frames on open.
 //!
-//! A segment is `log/<first position, 20 digits>.seg`: a 20-byte header, then
-//! codec frames (FORMAT.md) one after the other, then — when preallocated —
-//! zeros. The header is
+//! A segment is `log/<first position, 20 digits>.seg`: a 20-byte header, a
+//! 12-byte sync mark, then codec frames (FORMAT.md) one after the other, then
+//! — when preallocated — zeros. The header is
 //!
 //! | bytes | what |
 //! | --- | --- |
@@ -12,6 +12,15 @@
 //! | 5..8 | zero |
 //! | 8..16 | the position of the segment's first event, u64 little-endian |
 //! | 16..20 | CRC-32C of bytes 0..16, little-endian |
+//! | 20..28 | the sync mark: a byte offset up to which the segment was synced, u64 little-endian |
+//! | 28..32 | CRC-32C of bytes 20..28 (a mark that fails it counts as 32) |
+//!
+//! The writer rewrites the sync mark after a sync, without syncing it: after a
+//! crash it holds the last mark that reached the disk, a lower bound of what was
+//! durable. Recovery uses it to tell a torn tail (a damaged frame in bytes that
+//! were never synced, perhaps with whole frames after it, if the disk wrote the
+//! unsynced pages out of order) from corruption (a damaged frame in synced
+//! bytes with whole frames after it).
 //!
 //! A frame never starts with a zero byte (its magic is `EB 52`), so a zero byte
 //! where a frame should start is the clean end of the segment.
@@ -20,8 +29,13 @@ use crate::codec::{Frame, Frames, Limits};
 use crate::event::EventId;
 use crate::store::StreamId;
 
-/// Bytes before the first frame.
+/// The header's bytes.
 pub(crate) const HEADER_LEN: u64 = 20;
+/// Where the sync mark is, and its length.
+pub(crate) const SYNC_MARK: u64 = HEADER_LEN;
+const SYNC_MARK_LEN: usize = 12;
+/// Where the first frame starts.
+pub(crate) const DATA_START: u64 = SYNC_MARK + SYNC_MARK_LEN as u64;
 const MAGIC: [u8; 4] = *b"RBSG";
 /// The segment format this code writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -37,6 +51,27 @@ pub(crate) fn header(first: u64) -> [u8; HEADER_LEN as usize] {
     let crc = crc32c::crc32c(&h[..16]);
     h[16..20].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// The sync mark saying bytes below `synced` are durable.
+pub(crate) fn sync_mark(synced: u64) -> [u8; SYNC_MARK_LEN] {
+    let mut m = [0u8; SYNC_MARK_LEN];
+    m[..8].copy_from_slice(&synced.to_le_bytes());
+    let crc = crc32c::crc32c(&m[..8]);
+    m[8..].copy_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// The offset a segment's sync mark names, or [`DATA_START`] if it has none.
+pub(crate) fn read_sync_mark(bytes: &[u8]) -> u64 {
+    let Some(m) = bytes.get(SYNC_MARK as usize..DATA_START as usize) else {
+        return DATA_START;
+    };
+    let crc = u32::from_le_bytes(m[8..].try_into().expect("4 bytes"));
+    if crc != crc32c::crc32c(&m[..8]) {
+        return DATA_START;
+    }
+    u64::from_le_bytes(m[..8].try_into().expect("8 bytes")).max(DATA_START)
 }
 
 /// `<first, 20 digits>.seg`.
@@ -108,17 +143,23 @@ pub(crate) enum End {
     Bad {
         offset: u64,
         reason: String,
-        /// A valid frame follows it somewhere in the file, or it is itself
-        /// whole and checksummed but not an append this store wrote: it cannot
-        /// be a torn write.
+        /// It lies in bytes that were synced and a valid frame follows it, or
+        /// it is itself whole and checksummed but not an append this store
+        /// wrote: it cannot be a torn write.
         corrupt: bool,
     },
 }
 
-/// Walks the frames of a segment's bytes (header included) from the header on,
-/// calling `found` for each append, and says how they end.
-pub(crate) fn scan(bytes: &[u8], limits: &Limits, mut found: impl FnMut(Scanned)) -> End {
-    let mut offset = HEADER_LEN as usize;
+/// Walks the frames of a segment's bytes (header included) from
+/// [`DATA_START`] on, calling `found` for each append, and says how they end.
+/// Bytes below `synced` were durable before the crash.
+pub(crate) fn scan(
+    bytes: &[u8],
+    synced: u64,
+    limits: &Limits,
+    mut found: impl FnMut(Scanned),
+) -> End {
+    let mut offset = DATA_START as usize;
     loop {
         let rest = &bytes[offset.min(bytes.len())..];
         if rest.is_empty() || rest[0] == 0 {
@@ -127,7 +168,8 @@ pub(crate) fn scan(bytes: &[u8], limits: &Limits, mut found: impl FnMut(Scanned)
         let mut frames = Frames::with_limits(rest, *limits);
         let bad = |reason: String, corrupt: bool| End::Bad {
             offset: offset as u64,
-            corrupt: corrupt || valid_frame_after(bytes, offset + 1, limits),
+            corrupt: corrupt
+                || ((offset as u64) < synced && valid_frame_after(bytes, offset + 1, limits)),
             reason,
         };
         let frame = match frames.next() {
@@ -190,6 +232,17 @@ mod tests {
         assert_eq!(parse_name("42.seg"), None);
         assert_eq!(parse_name("0000000000000000004x.seg"), None);
         assert_eq!(parse_name("00000000000000000042.seg.broken"), None);
+    }
+
+    #[test]
+    fn sync_marks() {
+        let mut seg = header(0).to_vec();
+        assert_eq!(read_sync_mark(&seg), DATA_START);
+        seg.extend_from_slice(&sync_mark(4096));
+        assert_eq!(read_sync_mark(&seg), 4096);
+        seg[21] ^= 1;
+        assert_eq!(read_sync_mark(&seg), DATA_START);
+        assert_eq!(read_sync_mark(&[0; 40]), DATA_START);
     }
 
     #[test]
