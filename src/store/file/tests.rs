@@ -676,7 +676,7 @@ fn check_concurrent(seed: u64) -> Result<(), String> {
 fn power_cut_with_concurrent_appenders() {
     let runs = if cfg!(miri) { 2 } else { 1_000 };
     for seed in 0..runs {
-        let seed = seed * 0x9E37_79B9_7F4A_7C15 + 1;
+        let seed = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         if let Err(e) = check_concurrent(seed) {
             panic!("seed {seed}: {e}");
         }
