@@ -3,8 +3,14 @@
 //! `read_stream` — plus, for the frame decision in `src/store/memory/mod.rs`,
 //! what a scan would cost if the store kept no frames and encoded on scan.
 //!
+//! The file store (issue 11, A8 S3/S4 and a single-appender S2): appends of 1
+//! and of 100 events from one thread, under `Durability::Immediate` (one
+//! fdatasync per append: the disk's sync latency) and `Durability::None`, in a
+//! fresh store under the system's temporary directory per sample.
+//!
 //! `cargo bench --bench store`; criterion reports elements per second
-//! (`store/<workload>`). Payload: a small typed struct (`Tick`, 16 bytes).
+//! (`store/<workload>`, `file_store/<workload>`). Payload: a small typed struct
+//! (`Tick`, 16 bytes).
 
 use std::hint::black_box;
 use std::ops::ControlFlow;
@@ -13,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringbus::codec::{encode, EventRef};
-use ringbus::store::{EventStore, ExpectedVersion, InMemoryStore, Position, StreamId};
+use ringbus::store::{
+    Durability, EventStore, ExpectedVersion, FileStore, InMemoryStore, Position, StoreOptions,
+    StreamId,
+};
 use ringbus::{event_type, source, Event};
 use serde::{Deserialize, Serialize};
 
@@ -194,9 +203,45 @@ fn reads(c: &mut Criterion) {
     g.finish();
 }
 
+fn file_appends(c: &mut Criterion) {
+    let mut g = c.benchmark_group("file_store");
+    let modes = [
+        ("immediate", Durability::Immediate),
+        ("none", Durability::None),
+    ];
+    for (k, label) in [(1_u64, "1_event"), (100, "100_events")] {
+        g.throughput(Throughput::Elements(k));
+        for (mode, durability) in modes {
+            g.bench_function(format!("append/{label}/{mode}"), |b| {
+                let ids = streams(100);
+                b.iter_custom(|iters| {
+                    let dir = std::env::temp_dir()
+                        .join(format!("ringbus-bench-store-{}", std::process::id()));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let options = StoreOptions::default()
+                        .durability(durability)
+                        .segment_bytes(64 << 20);
+                    let store = FileStore::open(&dir, options).unwrap();
+                    let batches: Vec<Vec<Event<Tick>>> = (0..iters).map(|_| events(k)).collect();
+                    let start = Instant::now();
+                    for (i, batch) in batches.into_iter().enumerate() {
+                        let s = &ids[i % ids.len()];
+                        black_box(store.append(s, ExpectedVersion::Any, batch).unwrap());
+                    }
+                    let elapsed = start.elapsed();
+                    store.close().unwrap();
+                    std::fs::remove_dir_all(&dir).unwrap();
+                    elapsed
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = appends, reads
+    targets = appends, reads, file_appends
 }
 criterion_main!(benches);

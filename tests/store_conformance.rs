@@ -662,3 +662,23 @@ fn in_memory(test: impl FnOnce(&InMemoryStore<Value>)) {
 }
 
 conformance!(in_memory_store, in_memory);
+
+/// A fresh `FileStore` in its own temporary directory (removed afterwards), with
+/// 1 MiB segments so that the suite also crosses segment rolls.
+fn file_store(test: impl FnOnce(&ringbus::store::FileStore<Value>)) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ringbus-conformance-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = ringbus::store::StoreOptions::default().segment_bytes(1 << 20);
+    let store = ringbus::store::FileStore::open(&dir, options).unwrap();
+    test(&store);
+    store.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+conformance!(file_store_suite, file_store);

@@ -4,7 +4,8 @@
 //! A *stream* ([`StreamId`], e.g. `"order-7"`) holds the events of one aggregate in
 //! version order (1, 2, 3, …); the store as a whole holds every event in one dense
 //! total order of [`Position`]s (0, 1, 2, …, "`$all`"). [`EventStore`] is the
-//! interface; [`InMemoryStore`] implements it in memory.
+//! interface; [`InMemoryStore`] implements it in memory, [`FileStore`] in files
+//! that survive a crash (see [`Durability`] for what each mode survives).
 //!
 //! | want | call |
 //! | --- | --- |
@@ -14,6 +15,7 @@
 //! | follow the head | [`EventStore::head`], [`EventStore::wait_past`] |
 //! | committed events on a bus, live, with positions (not durable) | [`InMemoryStore::publish_to`] → [`LiveFeed`] |
 //! | every event exactly once, from a checkpoint, then live | [`subscribe_all`], [`subscribe_stream`] → [`CatchUpHandle`] |
+//! | keep events on disk | [`FileStore::open`] with [`StoreOptions`], [`FileStore::close`] |
 //!
 //! # Guarantees (every store)
 //! * **Expected version** — see the matrix on [`ExpectedVersion`]. A conflict
@@ -35,7 +37,7 @@
 //! [`upcast`] turns events written at older schema versions into the current
 //! ones on every typed read path.
 //!
-//! Not here (yet): the file store and snapshots. Multi-stream atomic
+//! Not here (yet): snapshots. Multi-stream atomic
 //! appends, stream deletion and scavenging are out of scope.
 //!
 //! # Examples
@@ -69,6 +71,7 @@ mod check;
 pub mod checkpoint;
 mod error;
 mod expected;
+mod file;
 mod live;
 pub(crate) mod memory;
 mod position;
@@ -80,11 +83,11 @@ pub mod upcast;
 // (the lead's groundwork for `FileStore`).
 #[cfg(test)]
 pub(crate) mod sim;
-#[allow(dead_code)] // Parts wait for the file store.
 pub(crate) mod vfs;
 
 pub use error::{AppendError, ReadError, RejectReason};
 pub use expected::ExpectedVersion;
+pub use file::{Durability, FileStore, OpenError, RecoveryMode, StoreOptions};
 pub use live::LiveFeed;
 pub use memory::InMemoryStore;
 pub use position::Position;

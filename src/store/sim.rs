@@ -37,8 +37,9 @@ pub(crate) enum Crash {
     KeepPrefix,
     /// A random subset of the 4 KiB pages the unsynced writes touched.
     KeepRandomPages,
-    /// The file keeps its new length, but the pages unsynced writes touched read
-    /// as zeros.
+    /// The file keeps its new length, but the bytes unsynced writes wrote read
+    /// as zeros (allocated, never written); durable bytes they did not overwrite
+    /// stay.
     ZeroUnsynced,
 }
 
@@ -137,8 +138,24 @@ impl Inode {
                 }
                 data
             }
-            Crash::KeepRandomPages | Crash::ZeroUnsynced => {
-                let len = if how == Crash::ZeroUnsynced || rng.below(2) == 0 {
+            Crash::ZeroUnsynced => {
+                // The new length, and zeros where unsynced writes went: their
+                // blocks were allocated but never written. Bytes that were
+                // durable and not overwritten stay (a journaling file system does
+                // not zero what it had already written).
+                let mut out = self.durable.clone();
+                out.resize(self.data.len(), 0);
+                for op in &self.unsynced {
+                    if let Op::Write(off, bytes) = op {
+                        let start = (*off as usize).min(out.len());
+                        let end = (*off as usize + bytes.len()).min(out.len());
+                        out[start..end].fill(0);
+                    }
+                }
+                out
+            }
+            Crash::KeepRandomPages => {
+                let len = if rng.below(2) == 0 {
                     self.data.len()
                 } else {
                     self.durable.len()
@@ -151,9 +168,7 @@ impl Inode {
                         continue;
                     }
                     let end = ((p + 1) * PAGE).min(len as u64) as usize;
-                    if how == Crash::ZeroUnsynced {
-                        out[start..end].fill(0);
-                    } else if rng.below(2) == 0 {
+                    if rng.below(2) == 0 {
                         for (i, byte) in out.iter_mut().enumerate().take(end).skip(start) {
                             *byte = self.data.get(i).copied().unwrap_or(0);
                         }

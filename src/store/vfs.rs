@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// How to open a file.
@@ -210,11 +210,6 @@ impl Vfs for StdFs {
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
     }
-}
-
-/// `dir/name`.
-pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
 
 #[cfg(test)]

@@ -51,7 +51,8 @@
 //! [`EventRef`]: crate::codec::EventRef
 
 mod log;
-mod streams;
+// Shared with the file store (and the loom models).
+pub(crate) mod streams;
 pub(crate) mod watermark;
 
 use std::cell::RefCell;

@@ -1,0 +1,1011 @@
+//! `FileStore`: the event store in files, crash-safe.
+//!
+//! # Layout
+//! `dir/LOCK` (an advisory lock: one process at a time), and `dir/log/`, holding
+//! segments `<first position, 20 digits>.seg`: a 20-byte header and a 12-byte
+//! sync mark ([`segment`]), then codec frames (FORMAT.md), one per append — an event
+//! frame for one event, a batch frame for several, always with the CRC-32C —
+//! each event's `subject` the stream. Positions are implied by order (the
+//! segment's first position plus the count of events before) and versions by
+//! counting each stream's events; both are rebuilt on open and checked against
+//! the segment headers. Preallocated segments end in zeros: a zero byte where a
+//! frame would start is the clean end.
+//!
+//! # Writing
+//! One committer thread ([`committer`]) takes appends from a bounded queue and
+//! commits them in groups: one `write` and (under [`Durability::Immediate`]) one
+//! `sync_data` per group, then the watermark, then the answers. Appending
+//! threads check and encode their batch before they queue it.
+//!
+//! # Reading
+//! An in-memory table of frames (position → segment, offset, length) and the
+//! stream index (stream → positions, sharded) are published before the
+//! watermark; reads load the watermark, find the frames and `pread` them
+//! through the [`Vfs`]. Bytes below the watermark are never written again.
+//!
+//! # Recovery
+//! See [`FileStore::open`].
+
+mod committer;
+mod segment;
+
+use std::fmt;
+use std::io;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use self::committer::{Active, Committer, Request, Versions};
+use self::segment::{End, Header, DATA_START};
+use super::check;
+use super::memory::streams::Streams;
+use super::memory::watermark::Watermark;
+use super::vfs::{OpenMode, StdFs, Vfs, VfsFile, VfsLock};
+use super::{
+    AppendError, AppendOutcome, EventStore, ExpectedVersion, Position, ReadError, Recorded,
+    RejectReason, StreamId,
+};
+use crate::codec::{EncodeError, Encoder, EventRef, Frame, Frames, Limits};
+use crate::event::Event;
+
+/// When an append returns, relative to the disk.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After `fdatasync` (shared by the appends committed together): an
+    /// acknowledged append survives a power loss.
+    #[default]
+    Immediate,
+    /// After `write`; `fdatasync` at least every this long. Survives a process
+    /// crash; a power loss may lose up to this much of the acknowledged appends
+    /// (always a suffix: what survives is a prefix of what was acknowledged).
+    Periodic(Duration),
+    /// After `write`; the operating system decides when to write back (segments
+    /// are still synced when sealed and at `close`). Survives a process crash
+    /// only.
+    None,
+}
+
+/// What [`FileStore::open`] does with a damaged log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Truncates a torn tail (see [`FileStore::open`]); refuses to open a log
+    /// with a damaged frame anywhere else ([`OpenError::Corrupt`]).
+    #[default]
+    TruncateTornTail,
+    /// Also truncates the log at a damaged frame anywhere, after copying the
+    /// segment to `<name>.broken` (later segments are renamed to
+    /// `<name>.broken`): the events from there on are gone from the store.
+    TruncateAfterCorruption,
+}
+
+/// How a [`FileStore`] writes and recovers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// When an append returns. Default [`Durability::Immediate`].
+    pub durability: Durability,
+    /// A segment file's size: a new one starts when an append would not fit.
+    /// Default 128 MiB, at least 64 KiB.
+    pub segment_bytes: u64,
+    /// Whether a new segment is extended to its full size at once
+    /// (`set_len`), so that later syncs need not update the file's size.
+    /// Default `true`.
+    pub preallocate: bool,
+    /// The largest append, encoded. Default 16 MiB.
+    pub max_append_bytes: usize,
+    /// What open does with a damaged log. Default [`RecoveryMode::TruncateTornTail`].
+    pub recovery: RecoveryMode,
+    /// Bounds on frames, batches and payload nesting, for writing and reading.
+    pub limits: Limits,
+}
+
+impl StoreOptions {
+    /// The smallest `segment_bytes`.
+    pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+
+    /// The defaults.
+    pub fn new() -> Self {
+        StoreOptions {
+            durability: Durability::Immediate,
+            segment_bytes: 128 << 20,
+            preallocate: true,
+            max_append_bytes: 16 << 20,
+            recovery: RecoveryMode::TruncateTornTail,
+            limits: Limits::DEFAULT,
+        }
+    }
+
+    /// Sets [`durability`](StoreOptions::durability).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`segment_bytes`](StoreOptions::segment_bytes).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// Sets [`preallocate`](StoreOptions::preallocate).
+    pub fn preallocate(mut self, on: bool) -> Self {
+        self.preallocate = on;
+        self
+    }
+
+    /// Sets [`max_append_bytes`](StoreOptions::max_append_bytes).
+    pub fn max_append_bytes(mut self, bytes: usize) -> Self {
+        self.max_append_bytes = bytes;
+        self
+    }
+
+    /// Sets [`recovery`](StoreOptions::recovery).
+    pub fn recovery(mut self, recovery: RecoveryMode) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// Sets [`limits`](StoreOptions::limits).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why [`FileStore::open`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another `FileStore` (in this or another process) has the directory open.
+    Locked,
+    /// The log is damaged where a crash cannot have damaged it: a bad frame with
+    /// valid frames after it, or any bad frame in a segment that is not the last.
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Where in it the damage starts.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// A segment of a format version this code does not read.
+    UnsupportedFormat {
+        /// The segment file.
+        file: PathBuf,
+        /// Its format version.
+        found: u8,
+    },
+    /// The file system failed (or the options are invalid:
+    /// `io::ErrorKind::InvalidInput`).
+    Io(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Locked => f.write_str("the store is open elsewhere (LOCK is held)"),
+            OpenError::Corrupt {
+                file,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "{} is damaged at byte {offset}: {reason}",
+                file.display()
+            ),
+            OpenError::UnsupportedFormat { file, found } => write!(
+                f,
+                "{} has segment format version {found}, this code reads {}",
+                file.display(),
+                segment::FORMAT_VERSION
+            ),
+            OpenError::Io(e) => write!(f, "opening the store failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+/// Deliberate bugs, for the crash tests' mutation check: each must make them
+/// fail.
+#[derive(Copy, Clone, Debug, Default)]
+pub(crate) struct Mutations {
+    /// Do not sync the log directory after creating a segment at a roll.
+    pub(crate) skip_dir_sync: bool,
+    /// Publish and answer a group before its `sync_data`.
+    pub(crate) ack_before_sync: bool,
+}
+
+/// Where an append's frame is.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct FrameLoc {
+    /// The position of its first event.
+    first: u64,
+    /// The stream version of its first event.
+    version: u64,
+    /// Index into the segment table.
+    seg: u32,
+    offset: u64,
+    len: u32,
+}
+
+/// What the committer and the readers share.
+pub(crate) struct Shared {
+    vfs: Arc<dyn Vfs>,
+    log_dir: PathBuf,
+    limits: Limits,
+    /// Every segment, oldest first; only grows.
+    segments: RwLock<Vec<Arc<dyn VfsFile>>>,
+    /// Every committed append's frame, in position order; only grows. May run
+    /// ahead of the watermark by the frames of a group being published.
+    frames: RwLock<Vec<FrameLoc>>,
+    streams: Streams,
+    watermark: Watermark,
+    poisoned: AtomicBool,
+    /// The first failure: its OS error code, or its kind and message.
+    poison: Mutex<Option<(Option<i32>, io::ErrorKind, String)>>,
+}
+
+impl Shared {
+    fn push_segment(&self, file: Arc<dyn VfsFile>) -> u32 {
+        let mut segs = self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        segs.push(file);
+        (segs.len() - 1) as u32
+    }
+
+    fn push_frames(&self, locs: impl Iterator<Item = FrameLoc>) {
+        self.frames
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(locs);
+    }
+
+    fn poison(&self, e: &io::Error) {
+        let mut p = self.poison.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.is_none() {
+            *p = Some((e.raw_os_error(), e.kind(), e.to_string()));
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// The error every append gets once the store is poisoned.
+    fn poison_error(&self) -> Option<io::Error> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        let p = self.poison.lock().unwrap_or_else(PoisonError::into_inner);
+        p.as_ref().map(|(code, kind, msg)| match code {
+            Some(code) => io::Error::from_raw_os_error(*code),
+            None => io::Error::new(*kind, msg.clone()),
+        })
+    }
+
+    /// Frames holding positions `from .. end`, at most `max` of them.
+    fn frames_from(&self, from: u64, end: u64, max: usize) -> Vec<FrameLoc> {
+        let frames = self.frames.read().unwrap_or_else(PoisonError::into_inner);
+        let start = frames
+            .partition_point(|f| f.first <= from)
+            .saturating_sub(1);
+        frames[start..]
+            .iter()
+            .take_while(|f| f.first < end)
+            .take(max)
+            .copied()
+            .collect()
+    }
+
+    /// Reads a frame's bytes into `buf`.
+    fn read_frame(&self, loc: &FrameLoc, buf: &mut Vec<u8>) -> Result<(), ReadError> {
+        let file =
+            self.segments.read().unwrap_or_else(PoisonError::into_inner)[loc.seg as usize].clone();
+        buf.clear();
+        buf.resize(loc.len as usize, 0);
+        file.read_exact_at(buf, loc.offset)?;
+        Ok(())
+    }
+
+    /// Calls `f` with each event of the frame at `loc` (its position and view).
+    fn visit_frame(
+        &self,
+        loc: &FrameLoc,
+        buf: &mut Vec<u8>,
+        mut f: impl FnMut(u64, &EventRef<'_>) -> Result<bool, ReadError>,
+    ) -> Result<bool, ReadError> {
+        self.read_frame(loc, buf)?;
+        let decode_error = |error| ReadError::Decode {
+            position: Position(loc.first),
+            error,
+        };
+        match Frames::with_limits(buf, self.limits).next() {
+            Some(Ok(Frame::Event(e))) => f(loc.first, &e),
+            Some(Ok(Frame::Batch(b))) => {
+                for (e, p) in b.iter().zip(loc.first..) {
+                    if !f(p, &e)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Some(Err(error)) => Err(decode_error(error)),
+            None => Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("incomplete frame at position {}", loc.first),
+            ))),
+        }
+    }
+}
+
+/// The event store in files: everything [`EventStore`] promises, and each
+/// acknowledged append survives a crash (under [`Durability::Immediate`], a
+/// power loss too).
+///
+/// All events of one append are one frame with one checksum, so after a crash
+/// an append is there whole or not at all. Appends from any number of threads
+/// are committed by one writer thread in groups that share one write and one
+/// `fdatasync`. A failed write or sync **poisons** the store: that append and
+/// every later one fail with [`AppendError::Io`], reads keep working; open the
+/// store again to go on.
+///
+/// # Examples
+/// ```
+/// use ringbus::store::{EventStore, ExpectedVersion, FileStore, StoreOptions, StreamId};
+/// use ringbus::{event_type, source, Event};
+///
+/// let dir = std::env::temp_dir().join(format!("ringbus-doc-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let store = FileStore::open(&dir, StoreOptions::default()).unwrap();
+/// let cart = StreamId::new("cart-1").unwrap();
+/// let added = |sku: &str| Event::new(event_type!("cart.item_added"), source!("shop"), sku.to_string());
+/// store.append(&cart, ExpectedVersion::NoStream, vec![added("apple")]).unwrap();
+/// store.close().unwrap();
+///
+/// // Open again: the first event is still there, the stream at version 1.
+/// let store = FileStore::open(&dir, StoreOptions::default()).unwrap();
+/// store.append(&cart, ExpectedVersion::Exact(1), vec![added("pear")]).unwrap();
+/// let skus: Vec<String> = store
+///     .read_stream(&cart, 1, 10)
+///     .unwrap()
+///     .into_iter()
+///     .map(|r| r.event.data)
+///     .collect();
+/// assert_eq!(skus, ["apple", "pear"]);
+/// store.close().unwrap();
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub struct FileStore<P = serde_json::Value> {
+    shared: Arc<Shared>,
+    encoder: Encoder,
+    max_append_bytes: usize,
+    tx: Option<std::sync::mpsc::SyncSender<Request<P>>>,
+    committer: Option<JoinHandle<io::Result<()>>>,
+    torn_tail: Option<u64>,
+    // Dropped last: the lock is held until everything else is closed.
+    _lock: Box<dyn VfsLock>,
+}
+
+/// Appends waiting for the committer, at most.
+const QUEUE: usize = 1024;
+
+impl<P> FileStore<P> {
+    /// Opens (or creates) the store in directory `dir`.
+    ///
+    /// Recovery: every segment is read and its frames checked (checksum, one
+    /// stream per frame, positions continuing the previous segment). In the
+    /// last segment, a frame that is incomplete or fails its checks is a
+    /// **torn write** if no valid frame follows it, or if it lies beyond the
+    /// segment's sync mark (bytes never synced, which a disk may have written
+    /// out of order, leaving a hole before whole frames): the segment is
+    /// truncated there and synced (see [`FileStore::torn_tail`]). A bad frame in
+    /// synced bytes with a valid frame after it, or any bad frame in an earlier
+    /// segment, is **corruption**: [`OpenError::Corrupt`], or, with
+    /// [`RecoveryMode::TruncateAfterCorruption`], truncation there after a copy
+    /// to `<name>.broken`. A bad record is never skipped.
+    ///
+    /// Open reads every segment once (the stream index and the frame table
+    /// live in memory), one segment at a time.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, OpenError>
+    where
+        P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if options.segment_bytes < StoreOptions::MIN_SEGMENT_BYTES {
+            return Err(OpenError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "segment_bytes is {}, at least {} needed",
+                    options.segment_bytes,
+                    StoreOptions::MIN_SEGMENT_BYTES
+                ),
+            )));
+        }
+        Self::open_in(Arc::new(StdFs), dir.as_ref(), options)
+    }
+
+    /// [`FileStore::open`] on `vfs`, without the minimum segment size (the
+    /// crash tests roll segments of a few KiB).
+    pub(crate) fn open_in(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Self, OpenError>
+    where
+        P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        Self::open_with(vfs, dir, options, Mutations::default())
+    }
+
+    pub(crate) fn open_with(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        options: StoreOptions,
+        mutations: Mutations,
+    ) -> Result<Self, OpenError>
+    where
+        P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let log_dir = dir.join("log");
+        create_dir_durably(&*vfs, &log_dir)?;
+        let lock = vfs.try_lock(&dir.join("LOCK"))?.ok_or(OpenError::Locked)?;
+        let shared = Arc::new(Shared {
+            vfs: vfs.clone(),
+            log_dir,
+            limits: options.limits,
+            segments: RwLock::new(Vec::new()),
+            frames: RwLock::new(Vec::new()),
+            streams: Streams::new(),
+            watermark: Watermark::new(),
+            poisoned: AtomicBool::new(false),
+            poison: Mutex::new(None),
+        });
+        let mut versions = Versions::default();
+        let (active, next, torn_tail) = recover(&shared, &options, &mut versions)?;
+        shared.watermark.publish(next);
+
+        let (tx, rx) = sync_channel(QUEUE);
+        let committer = Committer {
+            shared: shared.clone(),
+            rx,
+            durability: options.durability,
+            segment_bytes: options.segment_bytes,
+            preallocate: options.preallocate,
+            mutations,
+            active,
+            next,
+            versions,
+            unsynced: false,
+            last_sync: Instant::now(),
+            buf: Vec::new(),
+        };
+        let committer = std::thread::Builder::new()
+            .name("ringbus-store-committer".into())
+            .spawn(move || committer.run())?;
+        let max_append_bytes = options.max_append_bytes.min(options.limits.max_frame_len);
+        Ok(FileStore {
+            shared,
+            encoder: Encoder::new()
+                .checksum(true)
+                .limits(&options.limits.max_frame_len(max_append_bytes)),
+            max_append_bytes,
+            tx: Some(tx),
+            committer: Some(committer),
+            torn_tail,
+            _lock: lock,
+        })
+    }
+
+    /// Waits for the queued appends, syncs the log, stops the writer thread and
+    /// releases the directory's lock. The error of a poisoned store, or of the
+    /// last sync.
+    pub fn close(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    /// Where open truncated a torn tail of the last segment (the byte offset),
+    /// if it did.
+    pub fn torn_tail(&self) -> Option<u64> {
+        self.torn_tail
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        drop(self.tx.take());
+        match self.committer.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the store's writer thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<P> Drop for FileStore<P> {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl<P> fmt::Debug for FileStore<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("dir", &self.shared.log_dir.parent())
+            .field("head", &self.shared.watermark.head())
+            .field("poisoned", &self.shared.poisoned.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> FileStore<P> {
+    fn encode(&self, events: &[Event<P>]) -> Result<Vec<u8>, RejectReason>
+    where
+        P: Serialize,
+    {
+        let mut frame = Vec::new();
+        let r = if events.len() == 1 {
+            self.encoder.encode(&events[0], &mut frame)
+        } else {
+            self.encoder.encode_batch(events, &mut frame)
+        };
+        match r {
+            Ok(_) => Ok(frame),
+            Err(EncodeError::FrameTooLarge { len, .. }) => Err(RejectReason::TooLarge {
+                bytes: len as usize,
+                max: self.max_append_bytes,
+            }),
+            Err(EncodeError::TooManyEvents { count, max }) => {
+                Err(RejectReason::TooManyEvents { count, max })
+            }
+            Err(error) => {
+                // Which event: the first that does not encode alone.
+                let mut scratch = Vec::new();
+                let index = events
+                    .iter()
+                    .position(|e| {
+                        scratch.clear();
+                        matches!(
+                            self.encoder.encode(e, &mut scratch),
+                            Err(e) if !matches!(e, EncodeError::FrameTooLarge { .. })
+                        )
+                    })
+                    .unwrap_or(0);
+                Err(RejectReason::Unencodable { index, error })
+            }
+        }
+    }
+}
+
+impl<P> FileStore<P> {
+    /// The events at `positions` (ascending, all committed).
+    fn read_positions(
+        &self,
+        positions: impl Iterator<Item = u64>,
+    ) -> Result<Vec<Recorded<P>>, ReadError>
+    where
+        P: DeserializeOwned + Clone,
+    {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let mut cached: Option<(FrameLoc, Vec<Event<P>>)> = None;
+        let visible = self.shared.watermark.visible();
+        for p in positions {
+            let hit = matches!(&cached, Some((loc, evs)) if loc.first <= p && p < loc.first + evs.len() as u64);
+            if !hit {
+                let loc = self.shared.frames_from(p, visible, 1)[0];
+                let mut evs = Vec::new();
+                self.shared.visit_frame(&loc, &mut buf, |pos, e| {
+                    evs.push(e.to_event().map_err(|error| ReadError::Decode {
+                        position: Position(pos),
+                        error,
+                    })?);
+                    Ok(true)
+                })?;
+                cached = Some((loc, evs));
+            }
+            let (loc, evs) = cached.as_ref().expect("cached");
+            let i = p - loc.first;
+            out.push(Recorded {
+                position: Position(p),
+                version: loc.version + i,
+                event: evs[i as usize].clone().with_position(Position(p)),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl<P> FileStore<P>
+where
+    P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// Publishes every event committed from now on to `bus`, in position order,
+    /// each with its [`Event::position`] set — only once durable per the store's
+    /// [`Durability`] — from a feed thread, until the returned [`LiveFeed`](super::LiveFeed)
+    /// is stopped or the store or the bus goes away. Like
+    /// [`InMemoryStore::publish_to`](super::InMemoryStore::publish_to), which
+    /// documents the details: plain bus handlers fed this way are not durable (a
+    /// crash between the commit and the publish loses the event for them); durable
+    /// consumers use [`subscribe_all`](super::subscribe_all).
+    pub fn publish_to(self: &std::sync::Arc<Self>, bus: &crate::Bus<P>) -> super::LiveFeed {
+        super::live::publish_to(self, bus)
+    }
+}
+
+impl<P> EventStore<P> for FileStore<P>
+where
+    P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mut events: Vec<Event<P>>,
+    ) -> Result<AppendOutcome, AppendError<P>> {
+        if let Some(error) = self.shared.poison_error() {
+            return Err(AppendError::Io { error, events });
+        }
+        let max_events = self.shared.limits.max_batch_events;
+        if let Err(reason) = check::check_batch(stream, &events, max_events) {
+            return Err(AppendError::Rejected { reason, events });
+        }
+        let stamped = check::stamp(stream, &mut events);
+        let frame = match self.encode(&events) {
+            Ok(frame) => frame,
+            Err(reason) => {
+                stamped.undo(&mut events);
+                return Err(AppendError::Rejected { reason, events });
+            }
+        };
+        let (reply, answer) = sync_channel(1);
+        let request = Request {
+            stream: stream.clone(),
+            expected,
+            events,
+            stamped,
+            frame,
+            reply,
+        };
+        let Some(tx) = &self.tx else {
+            unreachable!("the sender lives until close or drop")
+        };
+        if let Err(e) = tx.send(request) {
+            let mut r = e.0;
+            r.stamped.undo(&mut r.events);
+            return Err(AppendError::Closed { events: r.events });
+        }
+        answer.recv().unwrap_or_else(|_| {
+            // The writer thread is gone (it panicked) with the events.
+            Err(AppendError::Closed { events: Vec::new() })
+        })
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<Recorded<P>>, ReadError> {
+        let visible = self.shared.watermark.visible();
+        let positions = self.shared.streams.read(stream, visible, |all| {
+            let start = from_version.saturating_sub(1).min(all.len() as u64) as usize;
+            let end = start.saturating_add(max).min(all.len());
+            all[start..end].to_vec()
+        });
+        self.read_positions(positions.into_iter())
+    }
+
+    fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        max: usize,
+    ) -> Result<Vec<Recorded<P>>, ReadError> {
+        let visible = self.shared.watermark.visible();
+        let positions = self.shared.streams.read(stream, visible, |all| {
+            all[all.len() - max.min(all.len())..].to_vec()
+        });
+        let mut out = self.read_positions(positions.into_iter())?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn read_all(&self, from: Position, max: usize) -> Result<Vec<Recorded<P>>, ReadError> {
+        let end = from
+            .0
+            .saturating_add(max as u64)
+            .min(self.shared.watermark.visible());
+        if from.0 >= end {
+            return Ok(Vec::new());
+        }
+        self.read_positions(from.0..end)
+    }
+
+    fn scan_all(
+        &self,
+        from: Position,
+        f: &mut dyn FnMut(Position, &EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Position>, ReadError> {
+        let end = self.shared.watermark.visible();
+        let mut at = from.0;
+        let mut last = None;
+        let mut buf = Vec::new();
+        while at < end {
+            let locs = self.shared.frames_from(at, end, 256);
+            if locs.is_empty() {
+                break;
+            }
+            for loc in &locs {
+                let mut after = at;
+                let go_on = self.shared.visit_frame(loc, &mut buf, |p, e| {
+                    after = p + 1;
+                    if p < from.0 {
+                        return Ok(true);
+                    }
+                    last = Some(Position(p));
+                    Ok(f(Position(p), e).is_continue())
+                })?;
+                if !go_on {
+                    return Ok(last);
+                }
+                at = at.max(after);
+            }
+        }
+        Ok(last)
+    }
+
+    fn stream_version(&self, stream: &StreamId) -> Result<u64, ReadError> {
+        let visible = self.shared.watermark.visible();
+        Ok(self
+            .shared
+            .streams
+            .read(stream, visible, |all| all.len() as u64))
+    }
+
+    fn head(&self) -> Option<Position> {
+        self.shared.watermark.head()
+    }
+
+    fn wait_past(&self, after: Option<Position>, timeout: Duration) -> Option<Position> {
+        self.shared.watermark.wait_past(after, timeout)
+    }
+}
+
+/// Reads every segment, rebuilds the frame table and the indexes, repairs a torn
+/// tail; returns the active segment, the next position and where a torn tail
+/// was cut.
+fn recover(
+    shared: &Shared,
+    options: &StoreOptions,
+    versions: &mut Versions,
+) -> Result<(Active, u64, Option<u64>), OpenError> {
+    let vfs = &shared.vfs;
+    let log_dir = &shared.log_dir;
+    let mut names: Vec<(u64, String)> = vfs
+        .list(log_dir)?
+        .into_iter()
+        .filter_map(|n| segment::parse_name(&n).map(|first| (first, n)))
+        .collect();
+    names.sort();
+    let mut next = 0_u64;
+    let mut torn_tail = None;
+    let mut active = None;
+    let mut i = 0;
+    while i < names.len() {
+        let (named_first, name) = names[i].clone();
+        let last = i + 1 == names.len();
+        let path = log_dir.join(&name);
+        let file = vfs.open(&path, OpenMode::ReadWrite)?;
+        let len = file.len()?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        let corrupt = |offset: u64, reason: String| OpenError::Corrupt {
+            file: path.clone(),
+            offset,
+            reason,
+        };
+        let bad_at = match segment::read_header(&bytes) {
+            Header::Blank | Header::Damaged(_)
+                if last
+                    && bytes
+                        .get(DATA_START as usize..)
+                        .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
+            {
+                // A crash while the segment was created (its header not yet
+                // durable, so nothing was acknowledged in it): it holds nothing.
+                crate::log::warning!(
+                    "ringbus store: removed a segment whose creation a crash interrupted",
+                    file = path.display()
+                );
+                drop(file);
+                vfs.remove_file(&path)?;
+                vfs.sync_dir(log_dir)?;
+                break;
+            }
+            Header::Blank => Some((0, "blank segment header".to_owned(), true)),
+            Header::Damaged(reason) => Some((0, reason.to_owned(), true)),
+            Header::Unsupported(found) => {
+                return Err(OpenError::UnsupportedFormat { file: path, found })
+            }
+            Header::Valid(first) if first != named_first || first != next => Some((
+                0,
+                format!(
+                    "segment starts at position {first} (named {named_first}), expected {next}"
+                ),
+                true,
+            )),
+            Header::Valid(_) => None,
+        };
+        let seg = shared.push_segment(file.clone());
+        let end = match bad_at {
+            Some((offset, reason, _)) => End::Bad {
+                offset,
+                reason,
+                corrupt: true,
+            },
+            None => segment::scan(
+                &bytes,
+                segment::read_sync_mark(&bytes),
+                &shared.limits,
+                |s| {
+                    let k = s.ids.len() as u64;
+                    let list = versions.entry(s.stream.clone()).or_default();
+                    shared.push_frames(std::iter::once(FrameLoc {
+                        first: next,
+                        version: list.len() as u64 + 1,
+                        seg,
+                        offset: s.offset,
+                        len: s.len,
+                    }));
+                    list.extend((next..).zip(s.ids));
+                    shared.streams.write(&s.stream).extend(&s.stream, next, k);
+                    next += k;
+                },
+            ),
+        };
+        let end_offset = match end {
+            End::Clean(offset) => offset,
+            End::Bad {
+                offset,
+                reason: _,
+                corrupt: false,
+            } if last => {
+                // A torn tail: cut it off, keep the preallocated length.
+                truncate(&*file, offset, len, options.preallocate)?;
+                crate::log::warning!(
+                    "ringbus store: truncated a torn tail",
+                    file = path.display(),
+                    offset = offset,
+                    bytes = len - offset
+                );
+                torn_tail = Some(offset);
+                offset
+            }
+            End::Bad { offset, reason, .. } => {
+                if options.recovery == RecoveryMode::TruncateTornTail {
+                    return Err(corrupt(offset, reason));
+                }
+                if offset < DATA_START {
+                    // Nothing of this segment can be kept.
+                    return Err(corrupt(offset, reason));
+                }
+                crate::log::error!(
+                    "ringbus store: corrupt segment truncated (RecoveryMode::TruncateAfterCorruption), copy kept as .broken",
+                    file = path.display(),
+                    offset = offset,
+                    reason = reason
+                );
+                keep_broken_copy(&**vfs, &path, &bytes)?;
+                for (_, later) in &names[i + 1..] {
+                    let p = log_dir.join(later);
+                    vfs.rename(&p, &log_dir.join(format!("{later}.broken")))?;
+                }
+                vfs.sync_dir(log_dir)?;
+                names.truncate(i + 1);
+                truncate(&*file, offset, len, options.preallocate)?;
+                offset
+            }
+        };
+        if names.len() == i + 1 {
+            active = Some(Active {
+                file,
+                seg,
+                offset: end_offset,
+            });
+        }
+        i += 1;
+    }
+    let active = match active {
+        Some(a) => a,
+        None => {
+            // (The mutation check removes the directory sync at a roll only,
+            // where losing the entry loses acknowledged appends.)
+            let file = committer::create_segment(
+                shared,
+                next,
+                options.segment_bytes,
+                options.preallocate,
+                Mutations::default(),
+            )?;
+            let seg = shared.push_segment(file.clone());
+            Active {
+                file,
+                seg,
+                offset: DATA_START,
+            }
+        }
+    };
+    Ok((active, next, torn_tail))
+}
+
+/// Cuts `file` at `offset`, marks it synced up to there and syncs it; with
+/// `preallocate`, zeros up to its old length `len` again, so the segment stays
+/// preallocated.
+fn truncate(file: &dyn VfsFile, offset: u64, len: u64, preallocate: bool) -> io::Result<()> {
+    file.set_len(offset)?;
+    if preallocate {
+        file.set_len(len)?;
+    }
+    file.write_all_at(&segment::sync_mark(offset), segment::SYNC_MARK)?;
+    file.sync_data()
+}
+
+/// Copies a damaged segment to `<name>.broken`, durably.
+fn keep_broken_copy(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".broken");
+    let copy = path.with_file_name(name);
+    let f = vfs.open(&copy, OpenMode::Create)?;
+    f.set_len(0)?;
+    f.write_all_at(bytes, 0)?;
+    f.sync_data()
+}
+
+/// Creates `dir` and its missing parents, each entry made durable by a sync of
+/// its parent directory.
+fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = Some(dir);
+    while let Some(d) = p.filter(|d| !d.as_os_str().is_empty() && !vfs.exists(d)) {
+        missing.push(d);
+        p = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    vfs.create_dir_all(dir)?;
+    for d in missing.into_iter().rev() {
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        vfs.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
