@@ -266,7 +266,11 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
                 // The iterator is user code, run while this claim is held.
                 let _inside = <M as Sealed>::Sequencer::CLAIM_HOLDS_DISPATCH
                     .then(|| Inside::enter(bus, Role::Claim));
-                claim.fill(&mut std::iter::once(first).chain(iter.by_ref()));
+                // `first` on its own, then the iterator itself (not a `Chain`, whose
+                // `next` did not inline: each event was built on the stack, then
+                // copied into its slot).
+                claim.push(first);
+                claim.fill(&mut iter);
             }
             // Publishes what was written (a multi-producer claim skips what the
             // iterator did not fill); a single producer losing to the close gets
