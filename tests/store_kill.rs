@@ -176,9 +176,18 @@ fn acks(out: &[u8]) -> Vec<Ack> {
         .collect()
 }
 
+/// What one kill left: acknowledged appends, events found on reopen (a few
+/// more than acknowledged: written, not yet printed), and the torn tail open
+/// cut off, if any.
+struct Outcome {
+    acked: usize,
+    stored: usize,
+    torn_tail: Option<u64>,
+}
+
 /// Runs one child in a fresh directory, kills it after `delay`, checks the
-/// reopened store against what it acknowledged; returns the number of acks.
-fn kill_and_check(mode: Durability, delay: Duration, label: &str) -> usize {
+/// reopened store against what it acknowledged.
+fn kill_and_check(mode: Durability, delay: Duration, label: &str) -> Outcome {
     let dir = TempDir::new();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
@@ -296,8 +305,13 @@ fn kill_and_check(mode: Durability, delay: Duration, label: &str) -> usize {
         (extra_id, u64::MAX),
         "{label}"
     );
+    let torn_tail = store.torn_tail();
     store.close().unwrap();
-    acks.len()
+    Outcome {
+        acked: acks.len(),
+        stored: all.len(),
+        torn_tail,
+    }
 }
 
 /// Kills a child that appends from 4 threads, [`RUNS`] times for each
@@ -328,9 +342,12 @@ fn acknowledged_appends_survive_sigkill() {
                 "{} run {run} (kill after {delay:?}, seed {seed})",
                 mode_name(mode)
             );
-            let n = kill_and_check(mode, delay, &label);
-            println!("store_kill: {label}: {n} acknowledged appends intact");
-            acked += n;
+            let o = kill_and_check(mode, delay, &label);
+            println!(
+                "store_kill: {label}: {} acknowledged appends intact, {} stored, torn tail {:?}",
+                o.acked, o.stored, o.torn_tail
+            );
+            acked += o.acked;
         }
         // Not vacuous: across the runs, the child got to acknowledge appends.
         assert!(
