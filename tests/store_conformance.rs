@@ -493,6 +493,30 @@ mod cases {
         assert_eq!(store.head(), Some(Position(n as u64 - 1)));
     }
 
+    /// Every read hands out events carrying their own position, whatever position
+    /// the appended events carried (a store assigns positions; a caller's stale one
+    /// is not kept).
+    pub(super) fn reads_carry_positions<S: EventStore<Value>>(store: &S) {
+        let s = sid("positions");
+        let stale: Vec<Event> = (0..3)
+            .map(|i| {
+                Event::new(event_type!("test.event"), source!("tests"), json!(i))
+                    .with_position(Position(1000 + i))
+            })
+            .collect();
+        store.append(&s, ExpectedVersion::Any, stale).unwrap();
+        put(store, &s, 2);
+        let check = |rs: Vec<ringbus::store::Recorded<Value>>| {
+            assert!(!rs.is_empty());
+            for r in rs {
+                assert_eq!(r.event.position(), Some(r.position));
+            }
+        };
+        check(store.read_all(Position(0), usize::MAX).unwrap());
+        check(store.read_stream(&s, 1, usize::MAX).unwrap());
+        check(store.read_stream_backward(&s, usize::MAX).unwrap());
+    }
+
     pub(super) fn scan_all_bounds<S: EventStore<Value>>(store: &S) {
         let mut none = |_: Position, _: &ringbus::codec::EventRef<'_>| -> ControlFlow<()> {
             panic!("empty store")
@@ -634,6 +658,7 @@ macro_rules! conformance {
             read_stream_backward_bounds,
             read_all_bounds,
             scan_all_bounds,
+            reads_carry_positions,
             wait_past_returns_at_once_when_already_past,
             wait_past_times_out,
             wait_past_wakes_on_commit,
