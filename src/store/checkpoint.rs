@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::vfs::{OpenMode, StdFs, Vfs};
+use super::vfs::{create_dir_durably, OpenMode, StdFs, Vfs};
 use super::Position;
 
 /// The longest checkpoint name, in bytes (a file name with room for the
@@ -326,30 +326,6 @@ impl fmt::Debug for FileCheckpoints {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
-}
-
-/// Creates `dir` and its missing parents, each entry made durable by a sync of
-/// its parent directory.
-fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
-    let mut missing = Vec::new();
-    let mut p = Some(dir);
-    while let Some(d) = p.filter(|d| !d.as_os_str().is_empty() && !vfs.exists(d)) {
-        missing.push(d);
-        p = d.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    vfs.create_dir_all(dir)?;
-    // Top down: a directory's entry is durable before anything inside it is.
-    for d in missing.into_iter().rev() {
-        let parent = d
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        vfs.sync_dir(parent)?;
-    }
-    Ok(())
 }
 
 impl CheckpointStore for FileCheckpoints {

@@ -212,6 +212,30 @@ impl Vfs for StdFs {
     }
 }
 
+/// Creates `dir` and its missing parents, each entry made durable by a sync of
+/// its parent directory (top down: a directory's entry is durable before anything
+/// inside it is).
+pub(crate) fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = Some(dir);
+    while let Some(d) = p.filter(|d| !d.as_os_str().is_empty() && !vfs.exists(d)) {
+        missing.push(d);
+        p = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    vfs.create_dir_all(dir)?;
+    for d in missing.into_iter().rev() {
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        vfs.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

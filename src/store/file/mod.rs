@@ -47,7 +47,7 @@ use self::segment::{End, Header, DATA_START};
 use super::check;
 use super::memory::streams::Streams;
 use super::memory::watermark::Watermark;
-use super::vfs::{OpenMode, StdFs, Vfs, VfsFile, VfsLock};
+use super::vfs::{create_dir_durably, OpenMode, StdFs, Vfs, VfsFile, VfsLock};
 use super::{
     AppendError, AppendOutcome, EventStore, ExpectedVersion, Position, ReadError, Recorded,
     RejectReason, StreamId,
@@ -982,29 +982,6 @@ fn keep_broken_copy(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result<()> 
     f.set_len(0)?;
     f.write_all_at(bytes, 0)?;
     f.sync_data()
-}
-
-/// Creates `dir` and its missing parents, each entry made durable by a sync of
-/// its parent directory.
-fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
-    let mut missing = Vec::new();
-    let mut p = Some(dir);
-    while let Some(d) = p.filter(|d| !d.as_os_str().is_empty() && !vfs.exists(d)) {
-        missing.push(d);
-        p = d.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    vfs.create_dir_all(dir)?;
-    for d in missing.into_iter().rev() {
-        let parent = d
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        vfs.sync_dir(parent)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
