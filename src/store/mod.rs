@@ -34,11 +34,11 @@
 //!   `read_stream` holds a shard's read lock only to copy the positions it returns.
 //!
 //! [`checkpoint`] stores subscription checkpoints (in memory or in files);
+//! [`snapshot`] keeps the latest state of each stream ([`EventStore::snapshots`]);
 //! [`upcast`] turns events written at older schema versions into the current
 //! ones on every typed read path.
 //!
-//! Not here (yet): snapshots. Multi-stream atomic
-//! appends, stream deletion and scavenging are out of scope.
+//! Out of scope: multi-stream atomic appends, stream deletion and scavenging.
 //!
 //! # Examples
 //! ```
@@ -83,6 +83,7 @@ pub mod upcast;
 // (the lead's groundwork for `FileStore`).
 #[cfg(test)]
 pub(crate) mod sim;
+pub mod snapshot;
 pub(crate) mod vfs;
 
 pub use error::{AppendError, ReadError, RejectReason};
@@ -101,6 +102,7 @@ pub use subscription::{
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use self::snapshot::SnapshotStore;
 use crate::codec::EventRef;
 use crate::event::Event;
 
@@ -180,4 +182,12 @@ pub trait EventStore<P>: Send + Sync + 'static {
     /// there is any event) or `timeout` passes, without busy waiting; returns the
     /// head. The live-tail primitive: read up to the head, then wait past it.
     fn wait_past(&self, after: Option<Position>, timeout: Duration) -> Option<Position>;
+
+    /// The store's [snapshot storage](snapshot), if it has one: where the CQRS
+    /// repository keeps aggregate states so that loading need not replay whole
+    /// streams. Snapshot writes never wait for event appends. The default is
+    /// `None` (no snapshots; loading replays).
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        None
+    }
 }

@@ -68,6 +68,7 @@ use self::log::{Entry, Log, CHUNK_LEN};
 use self::streams::Streams;
 use self::watermark::Watermark;
 use super::check::{self, Decision};
+use super::snapshot::{InMemorySnapshots, SnapshotStore};
 use super::{
     AppendError, AppendOutcome, EventStore, ExpectedVersion, Position, ReadError, Recorded,
     RejectReason, StreamId,
@@ -117,6 +118,7 @@ pub struct InMemoryStore<P = serde_json::Value> {
     log: Log<P>,
     streams: Streams,
     watermark: Watermark,
+    snapshots: InMemorySnapshots,
 }
 
 impl<P> InMemoryStore<P> {
@@ -127,6 +129,7 @@ impl<P> InMemoryStore<P> {
             log: Log::new(),
             streams: Streams::new(),
             watermark: Watermark::new(),
+            snapshots: InMemorySnapshots::new(),
         }
     }
 
@@ -383,6 +386,10 @@ where
 
     fn wait_past(&self, after: Option<Position>, timeout: Duration) -> Option<Position> {
         self.watermark.wait_past(after, timeout)
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        Some(&self.snapshots)
     }
 }
 
