@@ -840,3 +840,130 @@ mod codec_position {
         }
     }
 }
+
+#[test]
+fn the_bus_metrics_list_each_catch_up_subscription_with_status_position_and_lag() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    let feed = store.publish_to(&bus);
+    for n in 0..10 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    // Handles position 0, then holds position 1 until the gate opens.
+    let held = subscribe_all(store.clone(), &bus)
+        .name("held")
+        .start(move |r| {
+            while r.position == Position(1) && !g.load(Ordering::Acquire) {
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .unwrap();
+    let live = subscribe_all(store.clone(), &bus)
+        .name("live")
+        .start(|_| {})
+        .unwrap();
+    wait_position(&held, Some(Position(0)));
+    assert_eq!(
+        live.wait_status(DEADLINE, |s| *s == Status::Live),
+        Status::Live
+    );
+    wait_position(&live, Some(Position(9)));
+
+    let report = |name: &str| {
+        bus.metrics()
+            .catch_ups
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in the bus's metrics"))
+    };
+    let h = report("held");
+    assert_eq!(h.status, Status::CatchingUp);
+    assert_eq!(h.position, Some(Position(0)));
+    assert_eq!(h.head, Some(Position(9)));
+    assert_eq!(h.lag, 9);
+    assert_eq!(h.counters.delivered, 1);
+    let l = report("live");
+    assert_eq!(l.status, Status::Live);
+    assert_eq!((l.position, l.lag), (Some(Position(9)), 0));
+    assert!(l.counters.caught_up >= 1);
+    assert_eq!(l.counters.delivered, 10);
+    let text = bus.metrics().to_prometheus();
+    assert!(
+        text.contains("ringbus_catchup_lag_events{name=\"held\"} 9\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringbus_catchup_state{name=\"live\"} 1\n"),
+        "{text}"
+    );
+
+    gate.store(true, Ordering::Release);
+    wait_position(&held, Some(Position(9)));
+    assert_eq!(report("held").lag, 0);
+    // Listed for as long as the handle lives.
+    drop(held);
+    live.stop();
+    let names: Vec<String> = bus
+        .metrics()
+        .catch_ups
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["live"]);
+    assert_eq!(report("live").status, Status::Stopped);
+    drop(live);
+    assert!(bus.metrics().catch_ups.is_empty());
+    feed.stop();
+}
+
+#[test]
+fn rebuild_clears_the_checkpoint_before_the_replay() {
+    let bus = bus();
+    let store = Arc::new(InMemoryStore::new());
+    for n in 0..10 {
+        store
+            .append(&stream(0), ExpectedVersion::Any, vec![ev(n)])
+            .unwrap();
+    }
+    let checkpoints = Arc::new(InMemoryCheckpoints::new());
+    let replaying = Arc::new(AtomicBool::new(false));
+    let seen_at_replay: Arc<Mutex<Vec<Option<Position>>>> = Arc::default();
+    let (r1, r2, cps, seen) = (
+        replaying.clone(),
+        replaying.clone(),
+        checkpoints.clone(),
+        seen_at_replay.clone(),
+    );
+    let sub = subscribe_all(store.clone(), &bus)
+        .checkpoints(checkpoints.clone(), "view")
+        .save_every(1)
+        .on_notification(move |n| {
+            if n == Notification::Rebuilding {
+                r1.store(true, Ordering::Release);
+            }
+        })
+        .start(move |r| {
+            if r.position == Position(0) && r2.load(Ordering::Acquire) {
+                seen.lock().unwrap().push(cps.load("view").unwrap());
+            }
+        })
+        .unwrap();
+    wait_position(&sub, Some(Position(9)));
+    wait_until("the checkpoint", || {
+        checkpoints.load("view").unwrap() == Some(Position(9))
+    });
+    sub.rebuild();
+    wait_until("the replay's first event", || {
+        !seen_at_replay.lock().unwrap().is_empty()
+    });
+    // The replay's first event is handled with no checkpoint left behind.
+    assert_eq!(*seen_at_replay.lock().unwrap(), [None]);
+    wait_until("the replay's checkpoint", || {
+        checkpoints.load("view").unwrap() == Some(Position(9))
+    });
+    sub.stop();
+}

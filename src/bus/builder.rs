@@ -515,6 +515,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             follow_ups: FollowUps::new(self.extras.max_follow_ups),
             progress: Progress::default(),
             stop_by: StdMutex::new(None),
+            catch_ups: StdMutex::new(Vec::new()),
         });
         let extras = self.extras;
         // A clock that jumps (a manual clock) wakes the dispatcher's retry timer.

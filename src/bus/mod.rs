@@ -151,7 +151,36 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             .iter()
             .map(|h| h.snapshot())
             .collect();
-        MetricsSnapshot { bus, handlers }
+        let catch_ups = {
+            let mut list = self
+                .shared
+                .catch_ups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            list.retain(|w| w.strong_count() > 0);
+            list.iter()
+                .filter_map(|w| w.upgrade())
+                .map(|s| s.report())
+                .collect()
+        };
+        MetricsSnapshot {
+            bus,
+            handlers,
+            catch_ups,
+        }
+    }
+
+    /// Lists a catch-up subscription in [`metrics`](Bus::metrics) for as long
+    /// as it lives.
+    pub(crate) fn register_catch_up(
+        &self,
+        source: std::sync::Weak<dyn crate::store::ReportCatchUp>,
+    ) {
+        self.shared
+            .catch_ups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
     }
 
     /// The dispatcher's counters now.

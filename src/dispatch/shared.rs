@@ -108,6 +108,9 @@ pub(crate) struct Shared<P> {
     pub(crate) progress: Progress,
     /// The deadline `shutdown_timeout` set for the whole stop, if any.
     pub(crate) stop_by: StdMutex<Option<Instant>>,
+    /// The store's catch-up subscriptions on this bus, for metrics snapshots
+    /// (dropped ones are pruned when a snapshot is taken).
+    pub(crate) catch_ups: StdMutex<Vec<std::sync::Weak<dyn crate::store::ReportCatchUp>>>,
 }
 
 /// How far the dispatcher has got, for `Bus::flush` and `shutdown_timeout`.

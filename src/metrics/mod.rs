@@ -273,6 +273,11 @@ pub struct MetricsSnapshot {
     pub bus: BusMetrics,
     /// One entry per handler lane.
     pub handlers: Vec<HandlerMetrics>,
+    /// One entry per live catch-up subscription of the event store started on
+    /// this bus ([`store::subscribe_all`](crate::store::subscribe_all)): name,
+    /// status, position, lag behind the store's head and counters. Listed
+    /// from `start` until its handle is dropped.
+    pub catch_ups: Vec<crate::store::CatchUpReport>,
 }
 
 impl MetricsSnapshot {

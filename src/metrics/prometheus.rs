@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use super::{HandlerMetrics, HistogramSummary, MetricsSnapshot};
+use crate::store::{CatchUpReport, Status};
 
 /// Nanoseconds per second, for rendering times in seconds.
 const NANOS_PER_SEC: f64 = 1e9;
@@ -173,7 +174,108 @@ pub(super) fn render(s: &MetricsSnapshot) -> String {
             w.summary(name, &labels.pairs(), dist(h), NANOS_PER_SEC);
         }
     }
+    catch_ups(&mut w, &s.catch_ups);
     w.out
+}
+
+/// The store's catch-up subscriptions, labelled `name`.
+fn catch_ups(w: &mut Writer, list: &[CatchUpReport]) {
+    type Field = fn(&CatchUpReport) -> Option<u64>;
+    let families: [(&str, &str, &str, Field); 13] = [
+        (
+            "ringbus_catchup_state",
+            "Catch-up subscription state: 0 catching up, 1 live, 2 failed, 3 stopped.",
+            "gauge",
+            |c| {
+                Some(match c.status {
+                    Status::CatchingUp => 0,
+                    Status::Live => 1,
+                    Status::Failed { .. } => 2,
+                    Status::Stopped => 3,
+                })
+            },
+        ),
+        (
+            "ringbus_catchup_position",
+            "The last store position the subscription handled (absent before the first).",
+            "gauge",
+            |c| c.position.map(|p| p.0),
+        ),
+        (
+            "ringbus_catchup_lag_events",
+            "Events between the subscription's position and the store's head.",
+            "gauge",
+            |c| Some(c.lag),
+        ),
+        (
+            "ringbus_catchup_delivered_total",
+            "Events handed to the subscription's handler successfully.",
+            "counter",
+            |c| Some(c.counters.delivered),
+        ),
+        (
+            "ringbus_catchup_filtered_total",
+            "Events the subscription's filter passed over.",
+            "counter",
+            |c| Some(c.counters.filtered),
+        ),
+        (
+            "ringbus_catchup_from_store_total",
+            "Events the subscription read from the store (history and gaps).",
+            "counter",
+            |c| Some(c.counters.from_store),
+        ),
+        (
+            "ringbus_catchup_from_bus_total",
+            "Events the subscription took live from the bus.",
+            "counter",
+            |c| Some(c.counters.from_bus),
+        ),
+        (
+            "ringbus_catchup_caught_up_total",
+            "Times the subscription caught up and went live.",
+            "counter",
+            |c| Some(c.counters.caught_up),
+        ),
+        (
+            "ringbus_catchup_fell_behind_total",
+            "Times the subscription's live queue overflowed and it went back to the store.",
+            "counter",
+            |c| Some(c.counters.fell_behind),
+        ),
+        (
+            "ringbus_catchup_retries_total",
+            "Handler calls of the subscription that were retries.",
+            "counter",
+            |c| Some(c.counters.retries),
+        ),
+        (
+            "ringbus_catchup_dead_letters_total",
+            "Events the subscription sent to the dead-letter queue.",
+            "counter",
+            |c| Some(c.counters.dead_lettered),
+        ),
+        (
+            "ringbus_catchup_checkpoints_total",
+            "Checkpoints the subscription saved.",
+            "counter",
+            |c| Some(c.counters.checkpoints_saved),
+        ),
+        (
+            "ringbus_catchup_failures_total",
+            "Times the subscription stopped failed.",
+            "counter",
+            |c| Some(c.counters.failures),
+        ),
+    ];
+    for (name, help, kind, field) in families {
+        w.family(name, help, kind);
+        for c in list {
+            if let Some(v) = field(c) {
+                w.sample(name, &[("name", &c.name)], &v.to_string());
+            }
+        }
+    }
 }
 
 /// The label values of one handler lane, as owned strings.
@@ -300,6 +402,7 @@ mod tests {
     use crate::metrics::{BusMetrics, Counters};
     use crate::outcome::SubscriptionId;
     use crate::resilience::BreakerState;
+    use crate::store::{CatchUpMetrics, Position};
     use std::collections::{BTreeMap, HashMap};
 
     /// A sample's key: metric name and its labels, sorted.
@@ -550,6 +653,31 @@ mod tests {
                 },
             },
             handlers: vec![billing, odd],
+            catch_ups: vec![
+                CatchUpReport {
+                    name: "orders-view".into(),
+                    status: Status::Live,
+                    position: Some(Position(41)),
+                    head: Some(Position(44)),
+                    lag: 3,
+                    counters: CatchUpMetrics {
+                        delivered: 40,
+                        filtered: 2,
+                        from_store: 30,
+                        from_bus: 12,
+                        caught_up: 1,
+                        ..CatchUpMetrics::default()
+                    },
+                },
+                CatchUpReport {
+                    name: "fresh".into(),
+                    status: Status::CatchingUp,
+                    position: None,
+                    head: None,
+                    lag: 0,
+                    counters: CatchUpMetrics::default(),
+                },
+            ],
         }
     }
 
@@ -625,6 +753,21 @@ mod tests {
         assert_eq!(get("ringbus_handler_handled_total", &odd), 5.0);
         assert_eq!(get("ringbus_handler_breaker_state", &odd), 1.0);
 
+        // Catch-up subscriptions, by name; no position sample before the first.
+        let view = [("name", "orders-view")];
+        assert_eq!(get("ringbus_catchup_state", &view), 1.0);
+        assert_eq!(get("ringbus_catchup_position", &view), 41.0);
+        assert_eq!(get("ringbus_catchup_lag_events", &view), 3.0);
+        assert_eq!(get("ringbus_catchup_delivered_total", &view), 40.0);
+        assert_eq!(get("ringbus_catchup_filtered_total", &view), 2.0);
+        assert_eq!(get("ringbus_catchup_from_store_total", &view), 30.0);
+        assert_eq!(get("ringbus_catchup_from_bus_total", &view), 12.0);
+        assert_eq!(get("ringbus_catchup_caught_up_total", &view), 1.0);
+        assert_eq!(get("ringbus_catchup_fell_behind_total", &view), 0.0);
+        let fresh = [("name", "fresh")];
+        assert_eq!(get("ringbus_catchup_state", &fresh), 0.0);
+        assert!(!samples.contains_key(&key("ringbus_catchup_position", &fresh)));
+
         // And the exact bytes of a few lines.
         for line in [
             "# HELP ringbus_handler_handled_total Successful calls of the handler.\n",
@@ -635,9 +778,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing line {line:?} in\n{text}");
         }
-        // 13 bus families and 9 handler families, each with one HELP and one TYPE.
-        assert_eq!(text.matches("# HELP ").count(), 23);
-        assert_eq!(text.matches("# TYPE ").count(), 23);
+        // 14 bus families, 9 handler families and 13 catch-up families, each
+        // with one HELP and one TYPE.
+        assert_eq!(text.matches("# HELP ").count(), 36);
+        assert_eq!(text.matches("# TYPE ").count(), 36);
         assert_eq!(get("ringbus_follow_ups_total", &[]), 4.0);
     }
 

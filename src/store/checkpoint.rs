@@ -73,6 +73,16 @@ pub trait CheckpointStore {
     /// [rules](self#names); any error of the underlying storage (see each
     /// implementation for what is kept then).
     fn save(&self, name: &str, position: Position) -> io::Result<()>;
+
+    /// Forgets the checkpoint saved under `name`: a later `load` returns `None`.
+    /// Forgetting a name never saved is `Ok`. When it returns `Ok`, the
+    /// forgetting is as durable as a save. [`CatchUpHandle::rebuild`]
+    /// (crate::store::CatchUpHandle::rebuild) clears its checkpoint before the
+    /// replay, so a process that stops during the replay starts it again.
+    ///
+    /// # Errors
+    /// As [`save`](CheckpointStore::save).
+    fn clear(&self, name: &str) -> io::Result<()>;
 }
 
 impl<T: CheckpointStore + ?Sized> CheckpointStore for &T {
@@ -81,6 +91,10 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for &T {
     }
     fn save(&self, name: &str, position: Position) -> io::Result<()> {
         (**self).save(name, position)
+    }
+
+    fn clear(&self, name: &str) -> io::Result<()> {
+        (**self).clear(name)
     }
 }
 
@@ -91,6 +105,10 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for Box<T> {
     fn save(&self, name: &str, position: Position) -> io::Result<()> {
         (**self).save(name, position)
     }
+
+    fn clear(&self, name: &str) -> io::Result<()> {
+        (**self).clear(name)
+    }
 }
 
 impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
@@ -99,6 +117,10 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
     }
     fn save(&self, name: &str, position: Position) -> io::Result<()> {
         (**self).save(name, position)
+    }
+
+    fn clear(&self, name: &str) -> io::Result<()> {
+        (**self).clear(name)
     }
 }
 
@@ -168,6 +190,13 @@ impl CheckpointStore for InMemoryCheckpoints {
         check_name(name)?;
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.insert(name.to_owned(), position);
+        Ok(())
+    }
+
+    fn clear(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.remove(name);
         Ok(())
     }
 }
@@ -369,6 +398,17 @@ impl CheckpointStore for FileCheckpoints {
         }
         self.vfs.sync_dir(&self.dir)
     }
+
+    /// Removes the name's file and syncs the directory.
+    fn clear(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        match self.vfs.remove_file(&self.path(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.vfs.sync_dir(&self.dir)
+    }
 }
 
 /// Crash safety on the simulated disk: power cuts at every operation of a save,
@@ -446,6 +486,45 @@ mod tests {
                 "a save is at least create, write, sync, rename, sync dir"
             );
         }
+    }
+
+    #[test]
+    fn a_crash_anywhere_in_a_clear_leaves_the_old_checkpoint_or_none() {
+        let mut cut = 0;
+        loop {
+            let (fs, cp) = disk(true);
+            fs.power_cut_at(fs.ops() + cut);
+            let cleared = cp.clear("a");
+            for how in HOW {
+                for seed in 0..if cfg!(miri) { 1 } else { 4 } {
+                    let after = reopen(&fs, how, seed);
+                    let found = after.load("a").unwrap();
+                    if cleared.is_ok() {
+                        assert_eq!(found, None, "cleared, then back ({how:?})");
+                    } else {
+                        assert!(
+                            found.is_none() || found == Some(Position(1)),
+                            "cut at op {cut}, {how:?}: found {found:?}"
+                        );
+                    }
+                }
+            }
+            if cleared.is_ok() {
+                break;
+            }
+            cut += 1;
+        }
+        assert!(cut >= 2, "a clear is remove, sync dir");
+        // Clearing what is not there is fine; so is saving after a clear.
+        let (_fs, cp) = disk(false);
+        cp.clear("a").unwrap();
+        cp.save("a", Position(7)).unwrap();
+        cp.clear("a").unwrap();
+        assert_eq!(cp.load("a").unwrap(), None);
+        assert_eq!(
+            cp.clear("../a").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 
     #[test]

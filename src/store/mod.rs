@@ -94,9 +94,10 @@ pub use memory::InMemoryStore;
 pub use position::Position;
 pub use recorded::{AppendOutcome, Recorded};
 pub use stream_id::{StreamId, StreamIdError};
+pub(crate) use subscription::ReportCatchUp;
 pub use subscription::{
     subscribe_all, subscribe_stream, CatchUp, CatchUpError, CatchUpHandle, CatchUpMetrics,
-    Notification, OnFailure, Status, SubscribeFrom,
+    CatchUpReport, Notification, OnFailure, Status, SubscribeFrom,
 };
 
 use std::ops::ControlFlow;

@@ -143,6 +143,30 @@ pub struct CatchUpMetrics {
     pub failures: u64,
 }
 
+/// A catch-up subscription as the bus's [`metrics`](crate::Bus::metrics) list
+/// it ([`MetricsSnapshot::catch_ups`](crate::metrics::MetricsSnapshot::catch_ups)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatchUpReport {
+    /// Its name ([`CatchUp::name`], else its checkpoint name, else `"catch-up"`).
+    pub name: String,
+    /// Where it stands.
+    pub status: Status,
+    /// The last position handled (or passed over by the filter), `None` if none.
+    pub position: Option<Position>,
+    /// The store's head when the report was taken.
+    pub head: Option<Position>,
+    /// Events between `position` and `head`: how far behind it is.
+    pub lag: u64,
+    /// Its counters.
+    pub counters: CatchUpMetrics,
+}
+
+/// What the bus asks a subscription for its metrics (type-erased over the
+/// store and payload).
+pub(crate) trait ReportCatchUp: Send + Sync {
+    fn report(&self) -> CatchUpReport;
+}
+
 /// Which events a subscription hands its handler: event types matching its
 /// patterns (all by default), of one stream (all by default).
 #[derive(Clone, Debug, Default)]
@@ -463,7 +487,14 @@ where
             attention: std::sync::atomic::AtomicBool::new(false),
             next: AtomicU64::new(last.map_or(0, |p| p.0 + 1)),
             metrics: Mutex::new(CatchUpMetrics::default()),
+            name: name.clone(),
+            head: {
+                let store = self.store.clone();
+                Box::new(move || store.head())
+            },
         });
+        self.bus
+            .register_catch_up(Arc::downgrade(&shared) as std::sync::Weak<dyn ReportCatchUp>);
         let dead_letters = match self.on_failure {
             OnFailure::Stop => None,
             OnFailure::SkipToDeadLetters => Some(self.bus.dead_letter_queue()),
@@ -523,6 +554,35 @@ pub(crate) struct Shared {
     /// One past the last position handled (0: none). Only the thread stores it.
     pub(crate) next: AtomicU64,
     pub(crate) metrics: Mutex<CatchUpMetrics>,
+    /// For the bus's metrics.
+    name: String,
+    head: Box<dyn Fn() -> Option<Position> + Send + Sync>,
+}
+
+impl ReportCatchUp for Shared {
+    fn report(&self) -> CatchUpReport {
+        // Position before head: the head only grows, so the lag is never
+        // negative.
+        let position = self
+            .next
+            .load(Ordering::Acquire)
+            .checked_sub(1)
+            .map(Position);
+        let head = (self.head)();
+        let lag = match (head, position) {
+            (Some(h), Some(p)) => h.0.saturating_sub(p.0),
+            (Some(h), None) => h.0 + 1,
+            (None, _) => 0,
+        };
+        CatchUpReport {
+            name: self.name.clone(),
+            status: self.control().status.clone(),
+            position,
+            head,
+            lag,
+            counters: *self.metrics.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
 }
 
 impl Shared {
@@ -639,12 +699,12 @@ impl CatchUpHandle {
 
     /// Replays from the start: after the handler call in progress the
     /// subscription sends [`Notification::Rebuilding`] (reset the read model
-    /// there), forgets its position, and reads the store from position 0; the
-    /// checkpoint is overwritten at its next save. Works while running and after
-    /// [`Status::Failed`].
-    ///
-    /// The checkpoint store has no "forget": a process that stops before the
-    /// first save of the replay resumes from the old checkpoint.
+    /// there), forgets its position, clears its checkpoint
+    /// ([`CheckpointStore::clear`]) and reads the store from position 0. Works
+    /// while running and after [`Status::Failed`]. A process that stops during
+    /// the replay starts it again (the read model it keeps must be reset then
+    /// too: a model saved atomically with its checkpoint is). If the clear
+    /// fails, the subscription stops with [`Status::Failed`] at position 0.
     pub fn rebuild(&self) {
         self.send(Command::Rebuild);
     }

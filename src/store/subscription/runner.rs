@@ -61,23 +61,29 @@ where
     P: Clone + Send + Sync + 'static,
 {
     pub(super) fn run(mut self) {
-        loop {
+        'run: loop {
             let Err(halt) = self.follow();
             self.queue.disarm();
-            match halt {
-                Halt::Rebuild => self.reset(),
-                Halt::Stop => {
-                    let _ = self.save();
-                    break;
-                }
-                Halt::Failed(position, error) => {
-                    let _ = self.save();
-                    self.shared.count(|m| m.failures += 1);
-                    self.set_status(Status::Failed { position, error });
-                    match self.wait_command() {
-                        Command::Stop => break,
-                        Command::Restart => {}
-                        Command::Rebuild => self.reset(),
+            let mut halt = match halt {
+                Halt::Rebuild => self.reset().err(),
+                other => Some(other),
+            };
+            while let Some(h) = halt.take() {
+                match h {
+                    Halt::Rebuild => halt = self.reset().err(),
+                    Halt::Stop => {
+                        let _ = self.save();
+                        break 'run;
+                    }
+                    Halt::Failed(position, error) => {
+                        let _ = self.save();
+                        self.shared.count(|m| m.failures += 1);
+                        self.set_status(Status::Failed { position, error });
+                        match self.wait_command() {
+                            Command::Stop => halt = Some(Halt::Stop),
+                            Command::Restart => {}
+                            Command::Rebuild => halt = self.reset().err(),
+                        }
                     }
                 }
             }
@@ -89,11 +95,20 @@ where
         self.set_status(Status::Stopped);
     }
 
-    fn reset(&mut self) {
+    /// Starts the replay: tells the handler's owner, forgets the position and
+    /// clears the checkpoint (so a process that stops during the replay starts
+    /// it again rather than resuming from the old checkpoint).
+    fn reset(&mut self) -> Result<(), Halt> {
         self.tell(Notification::Rebuilding);
         self.last = None;
         self.versions.clear();
         self.shared.next.store(0, Ordering::Release);
+        if let Some((store, name)) = &self.checkpoints {
+            store
+                .clear(name)
+                .map_err(|e| Halt::Failed(Position(0), format!("clearing the checkpoint: {e}")))?;
+        }
+        Ok(())
     }
 
     fn set_status(&self, status: Status) {
