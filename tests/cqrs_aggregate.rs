@@ -23,8 +23,8 @@ use ringbus::cqrs::{
 use ringbus::store::snapshot::{Snapshot, SnapshotStore};
 use ringbus::store::upcast::{UpcastErrorKind, Upcasters};
 use ringbus::store::{
-    AppendError, AppendOutcome, EventStore, ExpectedVersion, InMemoryStore, Position, ReadError,
-    Recorded, RejectReason, StreamId,
+    AppendError, AppendOutcome, EventStore, ExpectedVersion, FileStore, InMemoryStore, Position,
+    ReadError, Recorded, RejectReason, StoreOptions, StreamId,
 };
 use ringbus::{event_type, source, DomainEvent, Event, EventType, Source};
 use serde::{Deserialize, Serialize};
@@ -1075,4 +1075,36 @@ proptest! {
             }
         }
     }
+}
+
+// ---- a file store, reopened ------------------------------------------------------------
+
+#[test]
+fn on_a_file_store_state_and_retries_survive_a_reopen() {
+    let dir = std::env::temp_dir().join(format!("ringbus-cqrs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let meta = CommandMeta::new();
+    {
+        let store = Arc::new(FileStore::open(&dir, StoreOptions::default()).unwrap());
+        let orders = Repository::<Order, _>::new(store.clone())
+            .cache(8)
+            .snapshots(2);
+        orders.execute("1", place(100)).unwrap();
+        orders.execute_with("1", meta, pay(60)).unwrap();
+        drop(orders);
+        Arc::try_unwrap(store).ok().unwrap().close().unwrap();
+    }
+    let store = Arc::new(FileStore::<OrderEvent>::open(&dir, StoreOptions::default()).unwrap());
+    let orders = Repository::<Order, _>::new(store.clone())
+        .cache(8)
+        .snapshots(2);
+    let loaded = orders.load("1").unwrap();
+    assert_eq!((loaded.state.paid_cents, loaded.version), (60, 2));
+    // The saga re-sends after the restart: recognised, not paid twice.
+    let again = orders.execute_with("1", meta, pay(60)).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(orders.execute("1", pay(40)).unwrap().events.len(), 2);
+    drop(orders);
+    Arc::try_unwrap(store).ok().unwrap().close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
