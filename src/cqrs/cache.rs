@@ -1,19 +1,24 @@
-//! The repository's cache of hot aggregates: a bounded map from stream to the
-//! state the repository last saw, taken out while a command runs on it.
+//! The repository's cache of hot aggregates: a bounded map from stream to a
+//! *slot* holding the state the repository last saw.
 //!
-//! An aggregate need not be `Clone`, so a command *takes* its entry out
-//! ([`Cache::take`]) and puts it back when done ([`Cache::put`]); a second
-//! command on the same aggregate meanwhile finds no entry and loads from the
-//! store. An entry is never trusted blindly: the repository reads the stream's
-//! events after the entry's version before using it (usually none), so a cache
-//! never serves a stale state, whoever else writes to the store.
+//! A command locks its aggregate's slot for its whole run (catch up, decide,
+//! append, evolve), so commands of one process on one aggregate take turns
+//! instead of racing each other into conflicts and reloads; commands on
+//! different aggregates share only the map's lock, held for a look-up. A slot
+//! is empty until its first command loads the aggregate, and again after a
+//! command failed in a way that leaves its state in doubt (or panicked: the
+//! entry is taken out of the slot while in use). An entry is never trusted
+//! blindly: the repository reads the stream's events after the entry's version
+//! before using it (usually none), so the cache never serves a stale state,
+//! whoever else writes to the store.
 //!
 //! Eviction: when a new stream would make the map exceed its bound, the least
 //! recently used half is dropped at once (one selection, amortised O(1) per
-//! insertion), a cheap approximation of LRU.
+//! insertion), a cheap approximation of LRU. A command holding an evicted
+//! slot finishes normally; its result is just not kept.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::recent::RecentCommands;
 use crate::store::StreamId;
@@ -29,24 +34,27 @@ pub(crate) struct Entry<A> {
     pub(crate) recent: RecentCommands,
 }
 
-/// A bounded map of [`Entry`]s with approximate-LRU eviction.
+/// One aggregate's place in the cache; `None` until loaded.
+pub(crate) type Slot<A> = Arc<Mutex<Option<Entry<A>>>>;
+
+/// A bounded map of [`Slot`]s with approximate-LRU eviction.
 #[derive(Debug)]
 pub(crate) struct Cache<A> {
-    /// At most this many entries, ≥ 1.
+    /// At most this many slots, ≥ 1.
     max: usize,
     inner: Mutex<Inner<A>>,
 }
 
 #[derive(Debug)]
 struct Inner<A> {
-    /// Each entry with the tick of its last use.
-    map: HashMap<StreamId, (Entry<A>, u64)>,
-    /// Increases on every `put`.
+    /// Each slot with the tick of its last use.
+    map: HashMap<StreamId, (Slot<A>, u64)>,
+    /// Increases on every look-up.
     tick: u64,
 }
 
 impl<A> Cache<A> {
-    /// An empty cache of at most `max` (≥ 1) entries.
+    /// An empty cache of at most `max` (≥ 1) slots.
     pub(crate) fn new(max: usize) -> Self {
         debug_assert!(max >= 1);
         Cache {
@@ -58,40 +66,33 @@ impl<A> Cache<A> {
         }
     }
 
-    /// Takes `stream`'s entry out, if there is one.
-    pub(crate) fn take(&self, stream: &StreamId) -> Option<Entry<A>> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.map.remove(stream).map(|(entry, _)| entry)
-    }
-
-    /// Puts `stream`'s entry (back) in, unless the cache holds a newer one.
-    pub(crate) fn put(&self, stream: StreamId, entry: Entry<A>) {
+    /// `stream`'s slot, made (empty) if there is none.
+    pub(crate) fn slot(&self, stream: &StreamId) -> Slot<A> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.tick += 1;
         let tick = inner.tick;
-        if let Some((kept, used)) = inner.map.get_mut(&stream) {
-            if kept.version <= entry.version {
-                *kept = entry;
-            }
+        if let Some((slot, used)) = inner.map.get_mut(stream) {
             *used = tick;
-            return;
+            return Arc::clone(slot);
         }
         if inner.map.len() >= self.max {
             evict_older_half(&mut inner.map);
         }
-        inner.map.insert(stream, (entry, tick));
+        let slot = Slot::default();
+        inner.map.insert(stream.clone(), (Arc::clone(&slot), tick));
+        slot
     }
 
-    /// How many entries it holds.
+    /// How many slots it holds.
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.map.len()
     }
 }
 
-/// Drops the least recently used half of `map` (at least one entry).
-fn evict_older_half<A>(map: &mut HashMap<StreamId, (Entry<A>, u64)>) {
+/// Drops the least recently used half of `map` (at least one slot).
+fn evict_older_half<A>(map: &mut HashMap<StreamId, (Slot<A>, u64)>) {
     let mut ticks: Vec<u64> = map.values().map(|(_, t)| *t).collect();
     if ticks.is_empty() {
         return;
@@ -106,54 +107,51 @@ fn evict_older_half<A>(map: &mut HashMap<StreamId, (Entry<A>, u64)>) {
 mod tests {
     use super::*;
 
-    fn entry(version: u64) -> Entry<u64> {
-        Entry {
+    fn id(i: usize) -> StreamId {
+        StreamId::new(format!("s-{i}")).unwrap()
+    }
+
+    fn fill(cache: &Cache<u64>, i: usize, version: u64) {
+        *cache.slot(&id(i)).lock().unwrap() = Some(Entry {
             state: version,
             version,
             recent: RecentCommands::new(0),
-        }
+        });
     }
 
-    fn id(i: usize) -> StreamId {
-        StreamId::new(format!("s-{i}")).unwrap()
+    fn cached(cache: &Cache<u64>, i: usize) -> bool {
+        cache.slot(&id(i)).lock().unwrap().is_some()
     }
 
     #[test]
     fn bounded_and_keeps_the_recently_used() {
         let cache = Cache::new(4);
         for i in 0..4 {
-            cache.put(id(i), entry(1));
+            fill(&cache, i, 1);
         }
         // Touch 0 and 1: they become the most recent.
-        for i in 0..2 {
-            let e = cache.take(&id(i)).unwrap();
-            cache.put(id(i), e);
-        }
-        cache.put(id(9), entry(1));
+        assert!(cached(&cache, 0) && cached(&cache, 1));
+        fill(&cache, 9, 1);
         assert!(cache.len() <= 4);
-        assert!(cache.take(&id(0)).is_some());
-        assert!(cache.take(&id(1)).is_some());
-        assert!(
-            cache.take(&id(2)).is_none(),
-            "2 and 3 were the least recently used"
-        );
-        assert!(cache.take(&id(9)).is_some());
+        assert!(cached(&cache, 9));
+        assert!(cached(&cache, 0));
+        assert!(cached(&cache, 1));
+        assert!(!cached(&cache, 2), "2 and 3 were the least recently used");
     }
 
     #[test]
-    fn an_older_entry_does_not_replace_a_newer_one() {
-        let cache = Cache::new(2);
-        cache.put(id(0), entry(5));
-        cache.put(id(0), entry(3));
-        assert_eq!(cache.take(&id(0)).unwrap().version, 5);
+    fn one_slot_per_stream() {
+        let cache = Cache::<u64>::new(2);
+        assert!(Arc::ptr_eq(&cache.slot(&id(0)), &cache.slot(&id(0))));
+        assert!(!Arc::ptr_eq(&cache.slot(&id(0)), &cache.slot(&id(1))));
     }
 
     #[test]
     fn max_one() {
         let cache = Cache::new(1);
-        cache.put(id(0), entry(1));
-        cache.put(id(1), entry(1));
+        fill(&cache, 0, 1);
+        fill(&cache, 1, 1);
         assert_eq!(cache.len(), 1);
-        assert!(cache.take(&id(1)).is_some());
+        assert!(cached(&cache, 1));
     }
 }

@@ -4,10 +4,11 @@
 //! and snapshots them every N events.
 //!
 //! # How `execute` goes
-//! 1. **Check out** the aggregate: take it from the cache and read the stream's
-//!    events after its version (usually none — one read that finds nothing),
-//!    or load it: the latest snapshot if snapshots are on and it decodes, then
-//!    the events after it.
+//! 1. **Get** the aggregate: with a cache, lock its slot (this process's
+//!    commands on one aggregate take turns) and read the stream's events after
+//!    the cached version (usually none — one read that finds nothing);
+//!    otherwise load it: the latest snapshot if snapshots are on and it
+//!    decodes, then the events after it.
 //! 2. **Recognise a retry**: if the command's id caused one of the stream's last
 //!    events ([`Repository::dedup_window`]), return those events with
 //!    `duplicate: true`; nothing is decided or appended.
@@ -17,7 +18,7 @@
 //!    came in, decide again and append again, up to
 //!    [`Repository::retry_on_conflict`] attempts in all.
 //! 5. **Evolve** the state with the events, save a snapshot when the version
-//!    crossed a multiple of N, put the aggregate back in the cache.
+//!    crossed a multiple of N, keep the aggregate in its cache slot.
 //!
 //! # Why the cache reads the stream before each use
 //! The cache might be stale: another repository, process or thread may have
@@ -29,6 +30,7 @@
 //! applied, so the cache never needs a full reload.
 
 use std::fmt;
+use std::sync::PoisonError;
 
 use super::aggregate::{Aggregate, Snapshotted};
 use super::cache::{Cache, Entry};
@@ -169,6 +171,12 @@ impl<A: Aggregate, S: EventStore<A::Event>> Repository<A, S> {
     /// half is dropped. A cached aggregate is never used without reading the
     /// events after its version first, so results are the same with and without
     /// a cache. [`load`](Repository::load) does not use the cache.
+    ///
+    /// A command holds its aggregate's cache slot locked while it runs, so
+    /// this repository's commands on one aggregate run one after the other
+    /// (they could not both succeed on the same version anyway) and conflict
+    /// only with other writers; commands on different aggregates run in
+    /// parallel.
     ///
     /// # Panics
     /// If `max_aggregates` is 0.
@@ -312,15 +320,49 @@ impl<A: Aggregate, S: EventStore<A::Event>> Repository<A, S> {
         A::Command: Clone,
     {
         let stream = self.stream_id(id).map_err(CommandError::InvalidId)?;
-        let mut entry = self.checkout(&stream)?;
+        let Some(cache) = &self.cache else {
+            let entry = self.fetch(&stream)?;
+            return self.run(&stream, entry, meta, command).0;
+        };
+        // The slot stays locked for the whole command: this process's commands
+        // on one aggregate take turns.
+        let slot = cache.slot(&stream);
+        let mut held = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = match held.take() {
+            Some(mut entry) => {
+                self.catch_up(&stream, &mut entry)?;
+                entry
+            }
+            None => self.fetch(&stream)?,
+        };
+        let (result, keep) = self.run(&stream, entry, meta, command);
+        *held = keep;
+        result
+    }
+
+    /// Runs a command on `entry` (up to date when called); returns the result
+    /// and the entry to keep, `None` when its state is in doubt.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        stream: &StreamId,
+        mut entry: Entry<A>,
+        meta: CommandMeta,
+        command: A::Command,
+    ) -> (
+        Result<Executed<A>, CommandError<A::Error>>,
+        Option<Entry<A>>,
+    )
+    where
+        A::Command: Clone,
+    {
         let mut command = Some(command);
         let mut attempts = 0;
         loop {
             attempts += 1;
             if let Some(run) = entry.recent.find(meta.id()) {
-                let result = self.already_executed(&stream, meta.id(), run, attempts);
-                self.checkin(&stream, entry);
-                return result;
+                let result = self.already_executed(stream, meta.id(), run, attempts);
+                return (result, Some(entry));
             }
             let this_attempt = if attempts < self.max_attempts {
                 command.clone()
@@ -330,102 +372,79 @@ impl<A: Aggregate, S: EventStore<A::Event>> Repository<A, S> {
             let this_attempt = this_attempt.expect("no attempt after the last");
             let data = match entry.state.handle(this_attempt) {
                 Ok(data) => data,
-                Err(e) => {
-                    self.checkin(&stream, entry);
-                    return Err(CommandError::Rejected(e));
-                }
+                Err(e) => return (Err(CommandError::Rejected(e)), Some(entry)),
             };
             if data.is_empty() {
-                let version = entry.version;
-                self.checkin(&stream, entry);
-                return Ok(Executed {
+                let executed = Executed {
                     command_id: meta.id(),
-                    version,
+                    version: entry.version,
                     events: data,
                     duplicate: false,
                     attempts,
-                });
+                };
+                return (Ok(executed), Some(entry));
             }
-            let events = envelopes(&stream, &meta, &data);
+            let events = envelopes(stream, &meta, &data);
             let before = entry.version;
+            let run = Run {
+                command: meta.id(),
+                first: before + 1,
+                count: data.len() as u64,
+            };
             match self
                 .store
-                .append(&stream, ExpectedVersion::Exact(before), events)
+                .append(stream, ExpectedVersion::Exact(before), events)
             {
                 Ok(outcome) if outcome.duplicate => {
                     // The same command, decided on the same state, was appended
-                    // by a concurrent execution. The next checkout reads it.
-                    let run = Run {
-                        command: meta.id(),
-                        first: before + 1,
-                        count: data.len() as u64,
-                    };
-                    self.checkin(&stream, entry);
-                    return self.already_executed(&stream, meta.id(), run, attempts);
+                    // by a concurrent execution (another process, or another
+                    // repository). The next command catches up with it.
+                    let result = self.already_executed(stream, meta.id(), run, attempts);
+                    return (result, Some(entry));
                 }
                 Ok(outcome) => {
                     for event in &data {
                         entry.state.apply(event);
                     }
                     entry.version = outcome.version;
-                    entry.recent.record(Run {
-                        command: meta.id(),
-                        first: before + 1,
-                        count: data.len() as u64,
-                    });
-                    self.maybe_snapshot(&stream, &entry, before);
-                    let version = entry.version;
-                    self.checkin(&stream, entry);
-                    return Ok(Executed {
+                    entry.recent.record(run);
+                    self.maybe_snapshot(stream, &entry, before);
+                    let executed = Executed {
                         command_id: meta.id(),
-                        version,
+                        version: entry.version,
                         events: data,
                         duplicate: false,
                         attempts,
-                    });
+                    };
+                    return (Ok(executed), Some(entry));
                 }
                 Err(AppendError::WrongExpectedVersion { .. }) => {
                     if attempts >= self.max_attempts {
                         // Still a valid prefix of the stream: the next
-                        // checkout reads what came in.
-                        self.checkin(&stream, entry);
-                        return Err(CommandError::Conflict { attempts });
+                        // command catches up.
+                        return (Err(CommandError::Conflict { attempts }), Some(entry));
                     }
                     // Let the writer that won finish its command.
                     std::thread::yield_now();
-                    self.catch_up(&stream, &mut entry)?;
+                    if let Err(e) = self.catch_up(stream, &mut entry) {
+                        return (Err(e.into()), None);
+                    }
                 }
                 Err(AppendError::Rejected { reason, .. }) => {
-                    self.checkin(&stream, entry);
-                    return Err(CommandError::Store(StoreError::Rejected(reason)));
+                    return (
+                        Err(CommandError::Store(StoreError::Rejected(reason))),
+                        Some(entry),
+                    );
                 }
                 // Whether the events were written is unknown, or the store is
-                // gone: drop the aggregate (a later checkout reloads it).
+                // gone: forget the state (the next command reloads).
                 Err(AppendError::Io { error, .. }) => {
-                    return Err(CommandError::Store(StoreError::Io(error)));
+                    return (Err(CommandError::Store(StoreError::Io(error))), None);
                 }
                 Err(AppendError::Closed { .. }) => {
-                    return Err(CommandError::Store(StoreError::Closed));
+                    return (Err(CommandError::Store(StoreError::Closed)), None);
                 }
             }
-        }
-    }
-
-    /// The aggregate from the cache, brought up to date, or loaded.
-    fn checkout(&self, stream: &StreamId) -> Result<Entry<A>, LoadError> {
-        if let Some(cache) = &self.cache {
-            if let Some(mut entry) = cache.take(stream) {
-                self.catch_up(stream, &mut entry)?;
-                return Ok(entry);
-            }
-        }
-        self.fetch(stream)
-    }
-
-    /// Puts the aggregate (back) in the cache, if there is one.
-    fn checkin(&self, stream: &StreamId, entry: Entry<A>) {
-        if let Some(cache) = &self.cache {
-            cache.put(stream.clone(), entry);
         }
     }
 
