@@ -76,9 +76,10 @@ pub trait CheckpointStore {
 
     /// Forgets the checkpoint saved under `name`: a later `load` returns `None`.
     /// Forgetting a name never saved is `Ok`. When it returns `Ok`, the
-    /// forgetting is as durable as a save. [`CatchUpHandle::rebuild`]
-    /// (crate::store::CatchUpHandle::rebuild) clears its checkpoint before the
-    /// replay, so a process that stops during the replay starts it again.
+    /// forgetting is as durable as a save.
+    /// [`CatchUpHandle::rebuild`](crate::store::CatchUpHandle::rebuild) clears
+    /// its checkpoint before the replay, so a process that stops during the
+    /// replay starts it again.
     ///
     /// # Errors
     /// As [`save`](CheckpointStore::save).
