@@ -2,21 +2,8 @@
 //! file per directory, indexed in memory.
 //!
 //! # The log
-//! `dir/snapshots.log` is records written one after the other, nothing between
-//! them and no file header. A record (integers little-endian):
-//!
-//! | offset | size | field |
-//! | --- | --- | --- |
-//! | 0 | 2 | magic `eb 53` |
-//! | 2 | 1 | body layout version, `01` |
-//! | 3 | 1 | reserved, `00` |
-//! | 4 | 4 | body length *n* (u32) |
-//! | 8 | 4 | CRC-32C of the body |
-//! | 12 | 4 | CRC-32C of bytes 0..12 (the header's own check) |
-//! | 16 | *n* | body |
-//!
-//! Body, layout 1: stream id length (u8, 1..=255), the stream id (UTF-8), the
-//! stream version (u64), the schema version (u32), the payload (the rest).
+//! `dir/snapshots.log`: records one after the other, laid out as the
+//! `# Format` section of [`FileSnapshots`] says.
 //!
 //! Not a codec frame (FORMAT.md): a frame has one CRC over everything, and its
 //! envelope (id, type, source, time) would be noise here. The header's own CRC
@@ -188,9 +175,30 @@ struct Writer {
 ///   file and renames it into place, crash-safely (a crash leaves the old log
 ///   or the new one).
 ///
-/// The format and the recovery rules are in the [module docs](self). One
-/// `FileSnapshots` per directory: a second `open` of the same directory fails
-/// (kind [`WouldBlock`](io::ErrorKind::WouldBlock)) while the first is alive.
+/// One `FileSnapshots` per directory: a second `open` of the same directory
+/// fails (kind [`WouldBlock`](io::ErrorKind::WouldBlock)) while the first is
+/// alive.
+///
+/// # Format
+/// `dir/snapshots.log` is records written one after the other, nothing between
+/// them and no file header. A record (integers little-endian):
+///
+/// | offset | size | field |
+/// | --- | --- | --- |
+/// | 0 | 2 | magic `eb 53` |
+/// | 2 | 1 | body layout version, `01` |
+/// | 3 | 1 | reserved, `00` |
+/// | 4 | 4 | body length *n* (u32) |
+/// | 8 | 4 | CRC-32C of the body |
+/// | 12 | 4 | CRC-32C of bytes 0..12 (the header's own check) |
+/// | 16 | *n* | body |
+///
+/// Body, layout 1: stream id length (u8, 1..=255), the stream id (UTF-8), the
+/// stream version (u64), the schema version (u32), the payload (the rest).
+///
+/// A record of another body layout with good checksums is skipped (kept on
+/// disk, not loaded). After a damaged record, open searches for the next header
+/// whose magic and checksum check out.
 ///
 /// # Examples
 /// ```

@@ -173,6 +173,31 @@ fn a_leftover_compaction_file_is_removed_and_never_read() {
     assert_eq!(s.load(&stream(0)).unwrap().unwrap().version, 1);
 }
 
+/// The record layout the docs of `FileSnapshots` give, byte by byte.
+#[test]
+fn a_record_is_laid_out_as_documented() {
+    let r = encode(&Snapshot {
+        stream: StreamId::new("ab").unwrap(),
+        version: 0x0102,
+        schema_version: 3,
+        payload: vec![0xAA, 0xBB],
+    })
+    .unwrap();
+    let body: &[u8] = &[
+        2, b'a', b'b', // stream id
+        0x02, 0x01, 0, 0, 0, 0, 0, 0, // version
+        3, 0, 0, 0, // schema version
+        0xAA, 0xBB, // payload
+    ];
+    assert_eq!(r.len(), 16 + body.len());
+    assert_eq!(r[..4], [0xEB, 0x53, 1, 0]);
+    assert_eq!(r[4..8], (body.len() as u32).to_le_bytes());
+    assert_eq!(r[8..12], crc32c::crc32c(body).to_le_bytes());
+    assert_eq!(r[12..16], crc32c::crc32c(&r[..12]).to_le_bytes());
+    assert_eq!(&r[16..], body);
+    assert_eq!(decode(&r).unwrap().payload, [0xAA, 0xBB]);
+}
+
 #[test]
 fn the_payload_limit_is_where_the_body_length_field_ends() {
     assert_eq!(
