@@ -351,13 +351,6 @@ impl FileSnapshots {
         (w.compactions_begun, w.compactions_done)
     }
 
-    fn compactions_done(&self) -> u64 {
-        self.writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .compactions_done
-    }
-
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -446,7 +439,11 @@ impl fmt::Debug for FileSnapshots {
             .field("streams", &self.index().map.len())
             .field("torn_tail_bytes", &self.torn_tail_bytes)
             .field("skipped", &self.skipped)
-            .field("compactions", &self.compactions_done())
+            // Not waiting for a save under way.
+            .field(
+                "compactions",
+                &self.writer.try_lock().ok().map(|w| w.compactions_done),
+            )
             .finish_non_exhaustive()
     }
 }
