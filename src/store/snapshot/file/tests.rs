@@ -103,7 +103,7 @@ fn many_streams_and_a_large_payload() {
         &stream(0),
         1_000,
         1,
-        if cfg!(miri) { 70_000 } else { 3 << 20 },
+        if cfg!(miri) { 5_000 } else { 3 << 20 },
         7,
     );
     s.save(big.clone()).unwrap();
