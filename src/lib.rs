@@ -31,6 +31,7 @@ mod unwind;
 
 mod bus;
 pub mod codec;
+pub mod cqrs;
 mod dispatch;
 mod event;
 mod log;

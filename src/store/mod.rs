@@ -192,3 +192,62 @@ pub trait EventStore<P>: Send + Sync + 'static {
         None
     }
 }
+
+/// A shared store is a store: `Arc<FileStore<P>>` can be handed to a
+/// [`Repository`](crate::cqrs::Repository) by value while subscriptions and
+/// other repositories share it.
+impl<P, S: EventStore<P> + ?Sized> EventStore<P> for std::sync::Arc<S> {
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<Event<P>>,
+    ) -> Result<AppendOutcome, AppendError<P>> {
+        (**self).append(stream, expected, events)
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<Recorded<P>>, ReadError> {
+        (**self).read_stream(stream, from_version, max)
+    }
+
+    fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        max: usize,
+    ) -> Result<Vec<Recorded<P>>, ReadError> {
+        (**self).read_stream_backward(stream, max)
+    }
+
+    fn read_all(&self, from: Position, max: usize) -> Result<Vec<Recorded<P>>, ReadError> {
+        (**self).read_all(from, max)
+    }
+
+    fn scan_all(
+        &self,
+        from: Position,
+        f: &mut dyn FnMut(Position, &EventRef<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Position>, ReadError> {
+        (**self).scan_all(from, f)
+    }
+
+    fn stream_version(&self, stream: &StreamId) -> Result<u64, ReadError> {
+        (**self).stream_version(stream)
+    }
+
+    fn head(&self) -> Option<Position> {
+        (**self).head()
+    }
+
+    fn wait_past(&self, after: Option<Position>, timeout: Duration) -> Option<Position> {
+        (**self).wait_past(after, timeout)
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        (**self).snapshots()
+    }
+}
