@@ -222,6 +222,9 @@ enum Meddle {
     /// The batch is appended twice; the second outcome is returned (as if a
     /// concurrent execution of the same command had won).
     AppendTwice,
+    /// The next append fails with an I/O error after writing the batch (the
+    /// worst case: the events are there, the caller does not know it).
+    WriteThenFail,
 }
 
 /// Snapshot storage that always fails.
@@ -282,6 +285,15 @@ impl EventStore<OrderEvent> for Meddling {
                 self.inner
                     .append(stream, ExpectedVersion::Any, vec![other])
                     .unwrap();
+            }
+            Meddle::WriteThenFail => {
+                self.set(Meddle::Nothing);
+                let stored = self.inner.append(stream, expected, events.clone());
+                assert!(stored.is_ok());
+                return Err(AppendError::Io {
+                    error: io::Error::other("fsync failed"),
+                    events,
+                });
             }
             Meddle::AppendTwice => {
                 self.set(Meddle::Nothing);
@@ -1107,4 +1119,89 @@ fn on_a_file_store_state_and_retries_survive_a_reopen() {
     drop(orders);
     Arc::try_unwrap(store).ok().unwrap().close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- failures of the store, misuse ------------------------------------------------------
+
+#[test]
+fn an_io_error_is_reported_and_the_cached_state_forgotten() {
+    let orders = Repository::<Order, _>::new(Meddling::new()).cache(4);
+    orders.execute("1", place(100)).unwrap();
+    orders.store().set(Meddle::WriteThenFail);
+    let meta = CommandMeta::new();
+    let err = orders.execute_with("1", meta, pay(70)).unwrap_err();
+    assert!(
+        matches!(err, CommandError::Store(StoreError::Io(_))),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("may or may not be stored"),
+        "{err}"
+    );
+    // The events were written after all: the next command sees them (the
+    // cached state was dropped), and re-sending the command is recognised.
+    let err = orders.execute("1", pay(31)).unwrap_err();
+    assert!(matches!(
+        err,
+        CommandError::Rejected(OrderError::Overpaid { open_cents: 30 })
+    ));
+    assert!(orders.execute_with("1", meta, pay(70)).unwrap().duplicate);
+}
+
+/// An aggregate whose command counts its clones.
+#[derive(Default)]
+struct Clones;
+
+#[derive(Debug)]
+struct CountedCommand(Arc<AtomicU32>);
+impl Clone for CountedCommand {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        CountedCommand(self.0.clone())
+    }
+}
+
+impl Aggregate for Clones {
+    const TYPE: &'static str = "clones";
+    type Command = CountedCommand;
+    type Event = Added;
+    type Error = Never;
+    fn handle(&self, _: CountedCommand) -> Result<Vec<Added>, Never> {
+        Ok(vec![Added { n: 1 }])
+    }
+    fn apply(&mut self, _: &Added) {}
+}
+
+#[test]
+fn a_command_is_cloned_only_for_attempts_that_may_follow() {
+    let clones = Arc::new(AtomicU32::new(0));
+    let once = Repository::<Clones, _>::new(InMemoryStore::new()).cache(2);
+    once.execute("a", CountedCommand(clones.clone())).unwrap();
+    assert_eq!(
+        clones.load(Ordering::Relaxed),
+        0,
+        "one attempt: never cloned"
+    );
+    let thrice = Repository::<Clones, _>::new(InMemoryStore::new()).retry_on_conflict(3);
+    thrice.execute("a", CountedCommand(clones.clone())).unwrap();
+    // One clone for the first attempt (two more might follow); no conflict.
+    assert_eq!(clones.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+#[should_panic(expected = "at least one attempt")]
+fn zero_attempts_is_refused() {
+    let _ = Repository::<Counter, _>::new(InMemoryStore::new()).retry_on_conflict(0);
+}
+
+#[test]
+#[should_panic(expected = "at least one aggregate")]
+fn an_empty_cache_is_refused() {
+    let _ = Repository::<Counter, _>::new(InMemoryStore::new()).cache(0);
+}
+
+#[test]
+#[should_panic(expected = "snapshot every 1 event or more")]
+fn snapshots_every_zero_events_is_refused() {
+    let _ = Repository::<Counter, _>::new(InMemoryStore::new()).snapshots(0);
 }

@@ -3,31 +3,7 @@
 //! concurrency, recognises retried commands, keeps hot aggregates in memory
 //! and snapshots them every N events.
 //!
-//! # How `execute` goes
-//! 1. **Get** the aggregate: with a cache, lock its slot (this process's
-//!    commands on one aggregate take turns) and read the stream's events after
-//!    the cached version (usually none — one read that finds nothing);
-//!    otherwise load it: the latest snapshot if snapshots are on and it
-//!    decodes, then the events after it.
-//! 2. **Recognise a retry**: if the command's id caused one of the stream's last
-//!    events ([`Repository::dedup_window`]), return those events with
-//!    `duplicate: true`; nothing is decided or appended.
-//! 3. **Decide**: [`Aggregate::handle`]. A refusal is [`CommandError::Rejected`].
-//! 4. **Append** with `ExpectedVersion::Exact(version)`, the events'
-//!    ids derived from the command id. On a conflict, read the events that
-//!    came in, decide again and append again, up to
-//!    [`Repository::retry_on_conflict`] attempts in all.
-//! 5. **Evolve** the state with the events, save a snapshot when the version
-//!    crossed a multiple of N, keep the aggregate in its cache slot.
-//!
-//! # Why the cache reads the stream before each use
-//! The cache might be stale: another repository, process or thread may have
-//! appended. Rather than trusting it and turning staleness into a conflict
-//! (which, without retries, the caller would see as a spurious
-//! [`CommandError::Conflict`]), a command reads the events after the cached
-//! version first. In the common case that read finds nothing and costs about
-//! what [`EventStore::stream_version`] would; when it finds events, they are
-//! applied, so the cache never needs a full reload.
+//! How a command goes and why the cache reads the stream: see [`Repository`].
 
 use std::fmt;
 use std::sync::PoisonError;
@@ -61,8 +37,33 @@ const DEFAULT_DEDUP_WINDOW: u64 = 64;
 /// `Arc<S>` of a store is a store) to share one store with subscriptions and
 /// other repositories.
 ///
-/// See the [module docs](super) for an example and
-/// [`execute`](Repository::execute) for what a command goes through.
+/// See the [module docs](super) for an example.
+///
+/// # How `execute` goes
+/// 1. **Get** the aggregate: with a cache, lock its slot (this process's
+///    commands on one aggregate take turns) and read the stream's events after
+///    the cached version (usually none — one read that finds nothing);
+///    otherwise load it: the latest snapshot if snapshots are on and it
+///    decodes, then the events after it.
+/// 2. **Recognise a retry**: if the command's id caused one of the stream's last
+///    events ([`Repository::dedup_window`]), return those events with
+///    `duplicate: true`; nothing is decided or appended.
+/// 3. **Decide**: [`Aggregate::handle`]. A refusal is [`CommandError::Rejected`].
+/// 4. **Append** with `ExpectedVersion::Exact(version)`, the events'
+///    ids derived from the command id. On a conflict, read the events that
+///    came in, decide again and append again, up to
+///    [`Repository::retry_on_conflict`] attempts in all.
+/// 5. **Evolve** the state with the events, save a snapshot when the version
+///    crossed a multiple of N, keep the aggregate in its cache slot.
+///
+/// # Why the cache reads the stream before each use
+/// The cache might be stale: another repository or process may have
+/// appended. Rather than trusting it and turning staleness into a conflict
+/// (which, without retries, the caller would see as a spurious
+/// [`CommandError::Conflict`]), a command reads the events after the cached
+/// version first. In the common case that read returns nothing (one store
+/// call, like [`EventStore::stream_version`]); when it finds events, they are
+/// applied, so the cache never needs a full reload.
 pub struct Repository<A: Aggregate, S> {
     store: S,
     snapshots: Option<SnapshotPolicy<A>>,
@@ -215,8 +216,8 @@ impl<A: Aggregate, S: EventStore<A::Event>> Repository<A, S> {
     /// as `A::Event`. An event written by newer code
     /// ([`TooNew`](crate::store::upcast::UpcastErrorKind::TooNew)) or with no
     /// way forward fails the load with [`LoadError::Upcast`] rather than being
-    /// applied as if it were current. Events at their latest version cost one
-    /// hash look-up.
+    /// applied as if it were current. Events at their latest version (and of
+    /// types without links) are applied as read.
     #[must_use]
     pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = Some(upcasters);
@@ -292,7 +293,7 @@ impl<A: Aggregate, S: EventStore<A::Event>> Repository<A, S> {
 
     /// Executes `command` on the aggregate `id`: load, decide, append with
     /// `Exact(version)`, evolve (the steps are in the
-    /// [module docs](self)).
+    /// [type docs](Repository)).
     ///
     /// Every event gets `causation_id` = `meta`'s command id, `correlation_id`
     /// = `meta`'s correlation id or else the command id, an id derived from the

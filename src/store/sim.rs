@@ -183,11 +183,38 @@ impl Inode {
 const SECTOR: u64 = 512;
 const PAGE: u64 = 4096;
 
-/// xorshift64*: the crash's choices, reproducible from a seed.
-struct Rng(u64);
+/// Every [`Crash`] mode, for tests that try them all.
+pub(crate) const CRASH_MODES: [Crash; 4] = [
+    Crash::DropUnsynced,
+    Crash::KeepPrefix,
+    Crash::KeepRandomPages,
+    Crash::ZeroUnsynced,
+];
+
+/// How many cases a crash proptest runs: `PROPTEST_CASES` if set, else
+/// `default`; 3 under Miri.
+pub(crate) fn proptest_cases(default: u32) -> u32 {
+    if cfg!(miri) {
+        return 3;
+    }
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: the crash's choices (and tests' workloads), reproducible from a
+/// seed.
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    /// A generator seeded with `seed` (any value).
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// A number in `0..n` (0 if `n` is 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             return 0;
         }
@@ -309,7 +336,7 @@ impl SimFs {
     /// nothing with `self`; open handles of `self` do not see it.
     pub(crate) fn crash(&self, how: Crash, seed: u64) -> SimFs {
         let s = self.lock();
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng::new(seed);
         let mut out = State::default();
         // BTreeMap order: a directory before its entries.
         for (path, entry) in &s.durable_entries {

@@ -10,8 +10,37 @@
 //! from its events ([`Snapshot::decode`] returns `None` then) — cqrs-es had to
 //! add that fallback after the fact (serverlesstechnology/cqrs#192).
 //!
-//! [`InMemorySnapshots`] keeps them in a map; a store hands out its own through
+//! [`InMemorySnapshots`] keeps them in a map; [`FileSnapshots`] in a directory,
+//! durably; a store hands out its own through
 //! [`EventStore::snapshots`](super::EventStore::snapshots).
+//!
+//! # Snapshots on disk
+//! [`FileSnapshots`] is the file store's (in `dir/snapshots/`), and can be
+//! opened on its own. It keeps one append-only log of records — stream,
+//! version, schema version, payload, each record with CRC-32C checksums of its
+//! header and of its body — and indexes the latest record of each stream in
+//! memory; `load` reads that record with one positional read. A `save` is
+//! synced to the disk before it returns `Ok`, under the snapshot store's own
+//! lock (never the event store's committer: snapshot writes never hold up
+//! event appends). A failed write or sync poisons it: later saves fail until
+//! it is opened again.
+//!
+//! Recovery differs from the event log's on purpose. A torn tail (what a crash
+//! in the middle of a save leaves) is truncated, as there; but a damaged record
+//! *followed by valid ones*, which makes the event store refuse to open, is
+//! here skipped: that stream loads an earlier snapshot or none, and is replayed
+//! from its events. Damage is never an open error and never a panic.
+//!
+//! When the log holds over 1 MiB and over 4 times the bytes of the live
+//! snapshots, the next save first compacts it: the live records are written to
+//! a temporary file, synced, renamed over the log and the directory synced — a
+//! crash leaves the old log or the new one, never a mix, never neither. The
+//! record format and the rules in detail are on [`FileSnapshots`]'s module
+//! (`src/store/snapshot/file.rs`).
+
+mod file;
+
+pub use file::FileSnapshots;
 
 use std::collections::HashMap;
 use std::io;
@@ -91,7 +120,10 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// When it returns `Ok`, the snapshot is as durable as the store promises.
     ///
     /// # Errors
-    /// Any error of the underlying storage; the previous snapshot stays.
+    /// Any error of the underlying storage; the previous snapshot stays. (A
+    /// durable store cannot always know whether a failed write reached the disk:
+    /// after a restart, [`FileSnapshots`] loads the previous snapshot or the
+    /// failed one, whole.)
     fn save(&self, snapshot: Snapshot) -> io::Result<()>;
 
     /// The stream's latest snapshot, `None` if there is none.
