@@ -112,11 +112,17 @@ mod cache;
 mod command;
 mod error;
 mod harness;
+mod projection;
 mod recent;
 mod repository;
+mod saga;
 
 pub use aggregate::{Aggregate, Snapshotted};
 pub use command::{CommandId, CommandMeta};
 pub use error::{CommandError, LoadError, StoreError};
 pub use harness::{AggregateTest, AggregateTestOutcome};
+pub use projection::{project, Projection, ProjectionHandle, Projector, Query};
 pub use repository::{Executed, Loaded, Repository};
+pub use saga::{
+    saga, ProcessManager, Saga, SagaContext, SagaHandle, SagaRecord, Trigger, WallClock,
+};

@@ -13,7 +13,20 @@ use std::fmt;
 /// assert_eq!(Position(3).next(), Position(4));
 /// assert_eq!(Position(3).to_string(), "3");
 /// ```
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+#[derive(
+    Copy,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Position(pub u64);
 
 impl Position {

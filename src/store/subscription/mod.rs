@@ -690,9 +690,12 @@ impl CatchUpHandle {
     }
 
     /// After [`Status::Failed`]: tries again from the failed event. No effect
-    /// otherwise.
+    /// otherwise. The status is [`Status::CatchingUp`] when it returns.
     pub fn restart(&self) {
-        if matches!(self.status(), Status::Failed { .. }) {
+        let mut c = self.shared.control();
+        if matches!(c.status, Status::Failed { .. }) {
+            c.status = Status::CatchingUp;
+            drop(c);
             self.send(Command::Restart);
         }
     }

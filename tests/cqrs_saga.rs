@@ -1,0 +1,456 @@
+//! Sagas: the seed's payment flow with a deadline on a manual clock; restarts
+//! between every pair of steps send nothing twice and fire the deadline once;
+//! a step whose commands were not sent is sent again, with the same ids.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringbus::cqrs::{saga, CommandId, CommandMeta, ProcessManager, SagaContext, SagaRecord};
+use ringbus::resilience::{ManualClock, RetryPolicy};
+use ringbus::store::checkpoint::InMemoryCheckpoints;
+use ringbus::store::{EventStore, ExpectedVersion, InMemoryStore, Recorded, Status, StreamId};
+use ringbus::{event_type, source, Bus, BusBuilder, Event, HandlerError};
+use serde::{Deserialize, Serialize};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Shop {
+    OrderPlaced { order: u32, amount: u64 },
+    PaymentProcessed { order: u32 },
+    PaymentFailed { order: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+enum Command {
+    RequestPayment { order: u32, amount: u64 },
+    ConfirmOrder { order: u32 },
+    CancelOrder { order: u32, why: String },
+    SendEmail { order: u32 },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Checkout {
+    order: u32,
+    paid: bool,
+}
+
+struct Payment;
+
+impl ProcessManager<Shop> for Payment {
+    type State = Checkout;
+    type Command = Command;
+    fn name(&self) -> &str {
+        "payment"
+    }
+    fn correlate(&self, r: &Recorded<Shop>) -> Option<String> {
+        Some(match r.event.data {
+            Shop::OrderPlaced { order, .. }
+            | Shop::PaymentProcessed { order }
+            | Shop::PaymentFailed { order } => order.to_string(),
+        })
+    }
+    fn starts(&self, r: &Recorded<Shop>) -> bool {
+        matches!(r.event.data, Shop::OrderPlaced { .. })
+    }
+    fn handle(
+        &self,
+        s: &mut Checkout,
+        r: &Recorded<Shop>,
+        cx: &mut SagaContext<Command>,
+    ) -> Result<(), HandlerError> {
+        match r.event.data {
+            Shop::OrderPlaced { order, amount } => {
+                s.order = order;
+                cx.send(Command::RequestPayment { order, amount });
+                cx.schedule("payment-timeout", PAYMENT_TIMEOUT);
+            }
+            Shop::PaymentProcessed { order } => {
+                s.paid = true;
+                cx.send(Command::ConfirmOrder { order });
+                cx.send(Command::SendEmail { order });
+                cx.cancel("payment-timeout");
+                cx.complete();
+            }
+            Shop::PaymentFailed { order } => {
+                cx.send(Command::CancelOrder {
+                    order,
+                    why: "payment failed".into(),
+                });
+                cx.complete();
+            }
+        }
+        Ok(())
+    }
+    fn on_deadline(
+        &self,
+        s: &mut Checkout,
+        deadline: &str,
+        cx: &mut SagaContext<Command>,
+    ) -> Result<(), HandlerError> {
+        assert_eq!(deadline, "payment-timeout");
+        cx.send(Command::CancelOrder {
+            order: s.order,
+            why: "payment timed out".into(),
+        });
+        cx.complete();
+        Ok(())
+    }
+}
+
+/// What the "services" received: each command id once (a re-send with a known
+/// id is recognised, as the Repository does), and every delivery.
+#[derive(Default)]
+struct Services {
+    executed: Mutex<Vec<Command>>,
+    by_id: Mutex<HashMap<CommandId, Command>>,
+    deliveries: Mutex<u32>,
+}
+
+impl Services {
+    fn receive(&self, meta: CommandMeta, command: Command) -> Result<(), HandlerError> {
+        *self.deliveries.lock().unwrap() += 1;
+        let mut by_id = self.by_id.lock().unwrap();
+        match by_id.get(&meta.id()) {
+            Some(known) => assert_eq!(*known, command, "one id, two commands"),
+            None => {
+                by_id.insert(meta.id(), command.clone());
+                self.executed.lock().unwrap().push(command);
+            }
+        }
+        Ok(())
+    }
+    fn executed(&self) -> Vec<Command> {
+        self.executed.lock().unwrap().clone()
+    }
+}
+
+struct World {
+    bus: Bus<Shop>,
+    store: Arc<InMemoryStore<Shop>>,
+    sagas: Arc<InMemoryStore<SagaRecord>>,
+    checkpoints: Arc<InMemoryCheckpoints>,
+    clock: ManualClock,
+    services: Arc<Services>,
+    _feed: ringbus::store::LiveFeed,
+}
+
+impl World {
+    fn new() -> World {
+        let bus = BusBuilder::<Shop>::new().capacity(1024).build().unwrap();
+        let store = Arc::new(InMemoryStore::new());
+        let feed = store.publish_to(&bus);
+        World {
+            bus,
+            store,
+            sagas: Arc::new(InMemoryStore::new()),
+            checkpoints: Arc::new(InMemoryCheckpoints::new()),
+            clock: ManualClock::new(),
+            services: Arc::default(),
+            _feed: feed,
+        }
+    }
+
+    fn start(&self) -> ringbus::cqrs::SagaHandle<Checkout> {
+        let services = self.services.clone();
+        saga(self.store.clone(), &self.bus, self.sagas.clone(), Payment)
+            .clock(self.clock.clone())
+            .checkpoints(self.checkpoints.clone())
+            .dispatch(move |meta, command| services.receive(meta, command))
+            .start()
+            .unwrap()
+    }
+
+    fn append(&self, order: u32, e: Shop) {
+        let stream = StreamId::new(format!("order-{order}")).unwrap();
+        let event = Event::new(event_type!("shop.event"), source!("shop"), e);
+        self.store
+            .append(&stream, ExpectedVersion::Any, vec![event])
+            .unwrap();
+    }
+
+    fn settle(&self, saga: &ringbus::cqrs::SagaHandle<Checkout>) {
+        assert!(
+            saga.wait_for(self.store.head().unwrap(), DEADLINE),
+            "{:?}",
+            saga.status()
+        );
+    }
+
+    /// Waits until the services executed `n` commands.
+    fn wait_executed(&self, n: usize) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while self.services.executed().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                self.services.executed()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn placed_then_paid_confirms_emails_and_cancels_the_deadline() {
+    let w = World::new();
+    let s = w.start();
+    w.append(
+        1,
+        Shop::OrderPlaced {
+            order: 1,
+            amount: 30,
+        },
+    );
+    w.settle(&s);
+    assert_eq!(s.deadlines("1").len(), 1);
+    w.append(1, Shop::PaymentProcessed { order: 1 });
+    w.settle(&s);
+    assert_eq!(
+        w.services.executed(),
+        [
+            Command::RequestPayment {
+                order: 1,
+                amount: 30
+            },
+            Command::ConfirmOrder { order: 1 },
+            Command::SendEmail { order: 1 }
+        ]
+    );
+    assert_eq!(
+        s.state("1"),
+        Some((
+            Checkout {
+                order: 1,
+                paid: true
+            },
+            true
+        ))
+    );
+    assert!(s.deadlines("1").is_empty());
+    // The deadline does not fire after completion.
+    w.clock.advance(PAYMENT_TIMEOUT * 2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(w.services.executed().len(), 3);
+    // Events for a completed instance are ignored; events never starting one too.
+    w.append(1, Shop::PaymentFailed { order: 1 });
+    w.append(2, Shop::PaymentProcessed { order: 2 });
+    w.settle(&s);
+    assert_eq!(w.services.executed().len(), 3);
+    assert_eq!(s.instances(), 1);
+}
+
+#[test]
+fn a_failed_payment_cancels_the_order() {
+    let w = World::new();
+    let s = w.start();
+    w.append(
+        4,
+        Shop::OrderPlaced {
+            order: 4,
+            amount: 9,
+        },
+    );
+    w.append(4, Shop::PaymentFailed { order: 4 });
+    w.settle(&s);
+    assert_eq!(
+        w.services.executed()[1],
+        Command::CancelOrder {
+            order: 4,
+            why: "payment failed".into()
+        }
+    );
+}
+
+#[test]
+fn the_payment_deadline_cancels_the_order_once() {
+    let w = World::new();
+    let s = w.start();
+    w.append(
+        7,
+        Shop::OrderPlaced {
+            order: 7,
+            amount: 5,
+        },
+    );
+    w.settle(&s);
+    w.clock.advance(PAYMENT_TIMEOUT - Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(w.services.executed().len(), 1, "not due yet");
+    w.clock.advance(Duration::from_secs(1));
+    w.wait_executed(2);
+    assert_eq!(
+        w.services.executed()[1],
+        Command::CancelOrder {
+            order: 7,
+            why: "payment timed out".into()
+        }
+    );
+    assert!(s.state("7").unwrap().1, "completed");
+    w.clock.advance(PAYMENT_TIMEOUT);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(w.services.executed().len(), 2, "fires once");
+}
+
+#[test]
+fn restarts_between_every_pair_of_steps_send_nothing_twice_and_fire_the_deadline_once() {
+    let w = World::new();
+    // Order 1 pays, order 2 fails, order 3 times out; a restart after each step.
+    type Step = Box<dyn Fn(&World)>;
+    let steps: Vec<Step> = vec![
+        Box::new(|w| {
+            w.append(
+                1,
+                Shop::OrderPlaced {
+                    order: 1,
+                    amount: 10,
+                },
+            )
+        }),
+        Box::new(|w| {
+            w.append(
+                2,
+                Shop::OrderPlaced {
+                    order: 2,
+                    amount: 20,
+                },
+            )
+        }),
+        Box::new(|w| {
+            w.append(
+                3,
+                Shop::OrderPlaced {
+                    order: 3,
+                    amount: 30,
+                },
+            )
+        }),
+        Box::new(|w| w.append(1, Shop::PaymentProcessed { order: 1 })),
+        Box::new(|w| w.append(2, Shop::PaymentFailed { order: 2 })),
+        Box::new(|w| w.clock.advance(PAYMENT_TIMEOUT)),
+    ];
+    for step in &steps {
+        let s = w.start();
+        step(&w);
+        w.settle(&s);
+        s.stop();
+    }
+    // The deadline came due while the saga was stopped: re-armed at start.
+    let s = w.start();
+    w.wait_executed(7);
+    w.settle(&s);
+    std::thread::sleep(Duration::from_millis(50));
+    let executed = w.services.executed();
+    assert_eq!(executed.len(), 7, "{executed:?}");
+    for c in [
+        Command::RequestPayment {
+            order: 1,
+            amount: 10,
+        },
+        Command::RequestPayment {
+            order: 2,
+            amount: 20,
+        },
+        Command::RequestPayment {
+            order: 3,
+            amount: 30,
+        },
+        Command::ConfirmOrder { order: 1 },
+        Command::SendEmail { order: 1 },
+        Command::CancelOrder {
+            order: 2,
+            why: "payment failed".into(),
+        },
+        Command::CancelOrder {
+            order: 3,
+            why: "payment timed out".into(),
+        },
+    ] {
+        assert_eq!(
+            executed.iter().filter(|e| **e == c).count(),
+            1,
+            "{c:?} in {executed:?}"
+        );
+    }
+    // Restarts re-sent the last step's commands (with the same ids), which the
+    // services recognised: more deliveries than executions.
+    assert!(*w.services.deliveries.lock().unwrap() > 7);
+}
+
+#[test]
+fn a_step_whose_commands_failed_is_recorded_once_and_its_commands_sent_again_with_the_same_ids() {
+    let w = World::new();
+    let failures = Arc::new(Mutex::new(2));
+    let ids: Arc<Mutex<Vec<CommandId>>> = Arc::default();
+    let (f, i, services) = (failures.clone(), ids.clone(), w.services.clone());
+    let s = saga(w.store.clone(), &w.bus, w.sagas.clone(), Payment)
+        .clock(w.clock.clone())
+        .retry(RetryPolicy::immediate(5))
+        .dispatch(move |meta, command| {
+            i.lock().unwrap().push(meta.id());
+            let mut left = f.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(HandlerError::transient("payment service down"));
+            }
+            services.receive(meta, command)
+        })
+        .start()
+        .unwrap();
+    w.append(
+        9,
+        Shop::OrderPlaced {
+            order: 9,
+            amount: 1,
+        },
+    );
+    w.settle(&s);
+    assert_eq!(s.status(), Status::Live);
+    let ids = ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "same id on every attempt"
+    );
+    assert_eq!(w.services.executed().len(), 1);
+    // One record, not three.
+    let stream = StreamId::new("saga-payment-9").unwrap();
+    assert_eq!(w.sagas.stream_version(&stream).unwrap(), 1);
+}
+
+#[test]
+fn commands_left_unsent_by_a_failed_saga_are_sent_at_the_next_start() {
+    let w = World::new();
+    let s = saga(w.store.clone(), &w.bus, w.sagas.clone(), Payment)
+        .clock(w.clock.clone())
+        .checkpoints(w.checkpoints.clone())
+        .dispatch(|_, _| Err(HandlerError::permanent("no route")))
+        .start()
+        .unwrap();
+    w.append(
+        5,
+        Shop::OrderPlaced {
+            order: 5,
+            amount: 2,
+        },
+    );
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !matches!(s.status(), Status::Failed { .. }) {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(s);
+    assert!(w.services.executed().is_empty());
+    let s = w.start();
+    w.settle(&s);
+    assert_eq!(
+        w.services.executed(),
+        [Command::RequestPayment {
+            order: 5,
+            amount: 2
+        }]
+    );
+    assert_eq!(s.deadlines("5").len(), 1);
+}
