@@ -100,6 +100,39 @@ pub fn spread(v: &[f64]) -> Spread {
     }
 }
 
+/// One system of a workload: its label and one run, returning its figure.
+pub struct Run<'a> {
+    pub label: String,
+    pub run: Box<dyn FnMut() -> Res<f64> + 'a>,
+}
+
+/// A [`Run`].
+pub fn run<'a>(label: impl Into<String>, f: impl FnMut() -> Res<f64> + 'a) -> Run<'a> {
+    Run {
+        label: label.into(),
+        run: Box::new(f),
+    }
+}
+
+/// Runs `runs` in `rounds` interleaved rounds, one run each per round, the
+/// order rotated by one each round (so no system always runs first, or after
+/// the same neighbour); each one's figures, in `runs`' order. Says on stderr
+/// what runs, prefixed with `tag`.
+pub fn interleave(tag: &str, rounds: usize, runs: &mut [Run<'_>]) -> Res<Vec<Vec<f64>>> {
+    let n = runs.len();
+    let mut values = vec![Vec::with_capacity(rounds); n];
+    for r in 0..rounds {
+        for k in 0..n {
+            let i = (r + k) % n;
+            let s = &mut runs[i];
+            eprintln!("[{tag}] round {}/{rounds}: {}", r + 1, s.label);
+            let v = (s.run)().map_err(|e| format!("{}: {e}", s.label))?;
+            values[i].push(v);
+        }
+    }
+    Ok(values)
+}
+
 /// A rate in events/s as text.
 pub fn fmt_rate(r: f64) -> String {
     if r >= 1e6 {
@@ -595,4 +628,89 @@ pub fn live_latency(
     drop(bus);
     let hist = hist.lock().expect("the histogram lock").clone();
     Ok((hist, achieved))
+}
+
+// ---------------------------------------------------------------- ringbus alone
+
+/// `examples/throughput.rs --scenario store`: ringbus's own store figures, a
+/// quick subset of the side-by-side comparison (S2, S3, S4 and S5 for a
+/// `FileStore` in the system's temp dir, `InMemoryStore` appends), in 3
+/// interleaved rounds; then the command for the comparison.
+pub fn own_report(quick: bool) -> Res<()> {
+    let base = std::env::temp_dir();
+    let maker = Maker::new();
+    let window = Duration::from_millis(if quick { 100 } else { 300 });
+    let layout = Layout {
+        streams: 1000,
+        per_stream: if quick { 20 } else { 100 },
+    };
+    let rounds = 3;
+    let load_before = load_average();
+    let dir = TempDir::new(&base, "own-read")?;
+    eprintln!(
+        "[store] filling a FileStore with {} events",
+        layout.events()
+    );
+    let file = filled_file(dir.path(), &maker, layout)?;
+    let n = layout.events();
+    let (b, m, w) = (base.as_path(), &maker, window);
+    let imm = Durability::Immediate;
+    let mut runs = vec![
+        run(
+            "S2  FileStore, single-event appends, 1 appender, Immediate",
+            || file_appends(b, m, imm, 1, 1, w),
+        ),
+        run(
+            "S3  FileStore, appends of 100, 1 appender, Immediate",
+            || file_appends(b, m, imm, 1, 100, w),
+        ),
+        run("S4  FileStore, appends of 100, 1 appender, None", || {
+            file_appends(b, m, Durability::None, 1, 100, w)
+        }),
+        run(
+            format!("S5  FileStore read_all, owned Event<Value>, {n} events"),
+            || read_all(&*file, n),
+        ),
+        run(
+            format!("S5  FileStore scan_all, EventRef, {n} events"),
+            || scan_all(&*file, n),
+        ),
+        run("    InMemoryStore, single-event appends, 1 thread", || {
+            memory_appends(m, 1, w)
+        }),
+        run("    InMemoryStore, single-event appends, 4 threads", || {
+            memory_appends(m, 4, w)
+        }),
+    ];
+    let values = interleave("store", rounds, &mut runs)?;
+    let load_after = load_average();
+    println!(
+        "ringbus event store, alone — commit {}, {} cores; load (1-min average) {} before, {} after",
+        commit(),
+        cores(),
+        show_load(load_before),
+        show_load(load_after)
+    );
+    println!(
+        "{EVENT_BYTES}-byte events (Event<serde_json::Value>, Event::new in the loop); stores in {}; \
+         {rounds} interleaved rounds of {} ms per append run; median [min – max]",
+        base.display(),
+        window.as_millis()
+    );
+    for (r, v) in runs.iter().zip(values) {
+        let s = spread(&v);
+        println!(
+            "  {:<58} {:>11}  [{} – {}]",
+            r.label,
+            fmt_rate(s.median),
+            fmt_rate(s.min),
+            fmt_rate(s.max)
+        );
+    }
+    println!(
+        "\nSide by side with SQLite, fjall, okaywal and redb, every S-target (needs Rust ≥ 1.90):\n  \
+         cargo run --release --manifest-path store-anchors/Cargo.toml            # ≥ 5 rounds, 1 M-event stores\n  \
+         cargo run --release --manifest-path store-anchors/Cargo.toml -- --quick # 3 rounds, as CI runs it"
+    );
+    Ok(())
 }

@@ -142,11 +142,10 @@ impl Unit {
     }
 }
 
-/// A system under test in a group: one call is one run, returning its figure.
+/// A system under test in a group.
 struct System<'a> {
     group: &'static str,
-    label: String,
-    run: Box<dyn FnMut() -> Res<f64> + 'a>,
+    run: support::Run<'a>,
 }
 
 fn system<'a>(
@@ -156,8 +155,7 @@ fn system<'a>(
 ) -> System<'a> {
     System {
         group,
-        label: label.into(),
-        run: Box::new(run),
+        run: support::run(label, run),
     }
 }
 
@@ -166,37 +164,27 @@ struct Row {
     group: &'static str,
     label: String,
     spread: Spread,
-    rounds: usize,
 }
 
-/// Runs `systems` in `rounds` interleaved rounds, one run each per round, the
-/// order rotated by one each round (so no system always runs first, or right
-/// after the same neighbour).
-fn interleave(rounds: usize, mut systems: Vec<System<'_>>) -> Res<Vec<Row>> {
-    let n = systems.len();
-    let mut values = vec![Vec::with_capacity(rounds); n];
-    for r in 0..rounds {
-        for k in 0..n {
-            let i = (r + k) % n;
-            let s = &mut systems[i];
-            eprintln!(
-                "[store-anchors] round {}/{rounds}: {} {}",
-                r + 1,
-                s.group,
-                s.label
-            );
-            let v = (s.run)().map_err(|e| format!("{} / {}: {e}", s.group, s.label))?;
-            values[i].push(v);
-        }
-    }
-    Ok(systems
+/// Runs `systems` in `rounds` interleaved rounds ([`support::interleave`]).
+fn interleave(rounds: usize, systems: Vec<System<'_>>) -> Res<Vec<Row>> {
+    let groups: Vec<&'static str> = systems.iter().map(|s| s.group).collect();
+    let mut runs: Vec<support::Run<'_>> = systems
         .into_iter()
+        .map(|s| support::Run {
+            label: format!("{} {}", s.group, s.run.label),
+            run: s.run.run,
+        })
+        .collect();
+    let values = support::interleave("store-anchors", rounds, &mut runs)?;
+    Ok(runs
+        .into_iter()
+        .zip(groups)
         .zip(values)
-        .map(|(s, v)| Row {
-            group: s.group,
-            label: s.label,
+        .map(|((r, group), v)| Row {
+            group,
+            label: r.label[group.len() + 1..].to_owned(),
             spread: spread(&v),
-            rounds,
         })
         .collect())
 }
@@ -512,7 +500,6 @@ fn open_rounds(rounds: usize, dir: &Path, maker: &Maker, n: u64) -> Res<Vec<Row>
         group: "S7",
         label: label.to_owned(),
         spread: spread(v),
-        rounds,
     };
     Ok(vec![
         row("ringbus FileStore::open, clean", &clean),
@@ -896,7 +883,6 @@ fn report(
                 ),
                 ratio
             );
-            debug_assert_eq!(r.rounds, z.rounds);
         }
     }
     if !latency.is_empty() {
