@@ -5,11 +5,12 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use crate::support::{err, Maker, Res};
+use crate::support::{err, Maker, Res, TempDir};
 
 // ---------------------------------------------------------------- SQLite
 
@@ -306,4 +307,97 @@ impl Redb {
         }
         tx.commit().map_err(err("redb commit"))
     }
+}
+
+// ---------------------------------------------------------------- the anchors' append loops
+
+/// The anchors' twin of [`support::appends`]: `threads` threads, `batch`
+/// events per append (encoded in the loop), until `window` passes; events/s.
+fn timed_appends(
+    threads: usize,
+    batch: usize,
+    window: Duration,
+    maker: &Maker,
+    append: impl Fn(usize, Vec<Vec<u8>>) -> Res<()> + Sync,
+) -> Res<f64> {
+    let barrier = Barrier::new(threads + 1);
+    let total = AtomicU64::new(0);
+    let append = &append;
+    let (start, end) = std::thread::scope(|s| -> Res<(Instant, Instant)> {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, total) = (&barrier, &total);
+                s.spawn(move || -> Res<()> {
+                    barrier.wait();
+                    let deadline = Instant::now() + window;
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let events = (0..batch as u64).map(|k| maker.encoded(n + k)).collect();
+                        append(t, events)?;
+                        n += batch as u64;
+                    }
+                    total.fetch_add(n, Ordering::Relaxed);
+                    Ok(())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for w in workers {
+            w.join().map_err(|_| "an appender panicked".to_owned())??;
+        }
+        Ok((start, Instant::now()))
+    })?;
+    Ok(total.load(Ordering::Relaxed) as f64 / (end - start).as_secs_f64())
+}
+
+pub fn sqlite_appends(
+    base: &Path,
+    maker: &Maker,
+    threads: usize,
+    batch: usize,
+    window: Duration,
+) -> Res<f64> {
+    let dir = TempDir::new(base, "sqlite")?;
+    let db = Sqlite::open(dir.path())?;
+    let names: Vec<String> = (0..threads).map(|t| format!("s-{t}")).collect();
+    timed_appends(threads, batch, window, maker, |t, ev| {
+        db.append(&names[t], &ev)
+    })
+}
+
+pub fn fjall_appends(
+    base: &Path,
+    maker: &Maker,
+    batch: usize,
+    sync: bool,
+    window: Duration,
+) -> Res<f64> {
+    let dir = TempDir::new(base, "fjall")?;
+    let db = Fjall::open(dir.path())?;
+    let rate = timed_appends(1, batch, window, maker, |_, ev| db.append(ev, sync))?;
+    drop(db);
+    Ok(rate)
+}
+
+pub fn okaywal_appends(base: &Path, maker: &Maker, threads: usize, window: Duration) -> Res<f64> {
+    let dir = TempDir::new(base, "okaywal")?;
+    let wal = OkayWal::open(dir.path())?;
+    let rate = timed_appends(threads, 1, window, maker, |_, ev| wal.append(&ev))?;
+    wal.close()?;
+    Ok(rate)
+}
+
+pub fn redb_appends(
+    base: &Path,
+    maker: &Maker,
+    batch: usize,
+    immediate: bool,
+    window: Duration,
+) -> Res<f64> {
+    let dir = TempDir::new(base, "redb")?;
+    let db = Redb::open(dir.path())?;
+    let rate = timed_appends(1, batch, window, maker, |_, ev| db.append(&ev, immediate))?;
+    drop(db);
+    Ok(rate)
 }
