@@ -9,10 +9,15 @@
 //! cargo run --release --example throughput -- --quick   # a seconds-long smoke run
 //! cargo run --release --example throughput -- --json    # machine-readable
 //! cargo run --release --example throughput -- --scenario spsc_single
+//! cargo run --release --example throughput -- --scenario store   # the event store alone
 //! ```
 
 #[path = "../benches/support/mod.rs"]
 mod support;
+
+/// The event store's workloads (`--scenario store`), shared with `store-anchors/`.
+#[path = "../benches/support/store.rs"]
+mod store;
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,10 @@ const EXTRAS: &[(&str, &str)] = &[
     (
         "event",
         "cost of Event::new (its id and timestamp included)",
+    ),
+    (
+        "store",
+        "the event store alone, a quick subset (only when named; the side by side: store-anchors/)",
     ),
 ];
 
@@ -350,6 +359,17 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if opts.scenario.as_deref() == Some("store") {
+        if opts.json {
+            eprintln!("error: --json is not supported with --scenario store");
+            std::process::exit(2);
+        }
+        if let Err(e) = store::own_report(opts.quick) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let load_before = load_average();
     let wanted = |name: &str| opts.scenario.as_deref().is_none_or(|s| s == name);
     let (budget, n) = if opts.quick {
