@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ringbus::cqrs::{saga, CommandId, CommandMeta, ProcessManager, SagaContext, SagaRecord};
 use ringbus::resilience::{ManualClock, RetryPolicy};
-use ringbus::store::checkpoint::InMemoryCheckpoints;
+use ringbus::store::checkpoint::{CheckpointStore, InMemoryCheckpoints};
 use ringbus::store::{EventStore, ExpectedVersion, InMemoryStore, Recorded, Status, StreamId};
 use ringbus::{event_type, source, Bus, BusBuilder, Event, HandlerError};
 use serde::{Deserialize, Serialize};
@@ -132,6 +132,8 @@ struct World {
     store: Arc<InMemoryStore<Shop>>,
     sagas: Arc<InMemoryStore<SagaRecord>>,
     checkpoints: Arc<InMemoryCheckpoints>,
+    /// Keeps no checkpoint: every start is as after a crash.
+    crashy: bool,
     clock: ManualClock,
     services: Arc<Services>,
     _feed: ringbus::store::LiveFeed,
@@ -147,6 +149,7 @@ impl World {
             store,
             sagas: Arc::new(InMemoryStore::new()),
             checkpoints: Arc::new(InMemoryCheckpoints::new()),
+            crashy: false,
             clock: ManualClock::new(),
             services: Arc::default(),
             _feed: feed,
@@ -155,12 +158,16 @@ impl World {
 
     fn start(&self) -> ringbus::cqrs::SagaHandle<Checkout> {
         let services = self.services.clone();
-        saga(self.store.clone(), &self.bus, self.sagas.clone(), Payment)
+        let s = saga(self.store.clone(), &self.bus, self.sagas.clone(), Payment)
             .clock(self.clock.clone())
-            .checkpoints(self.checkpoints.clone())
-            .dispatch(move |meta, command| services.receive(meta, command))
-            .start()
-            .unwrap()
+            .dispatch(move |meta, command| services.receive(meta, command));
+        if self.crashy {
+            s.checkpoints(Amnesia)
+        } else {
+            s.checkpoints(self.checkpoints.clone())
+        }
+        .start()
+        .unwrap()
     }
 
     fn append(&self, order: u32, e: Shop) {
@@ -171,7 +178,7 @@ impl World {
             .unwrap();
     }
 
-    fn settle(&self, saga: &ringbus::cqrs::SagaHandle<Checkout>) {
+    fn settle<T>(&self, saga: &ringbus::cqrs::SagaHandle<T>) {
         assert!(
             saga.wait_for(self.store.head().unwrap(), DEADLINE),
             "{:?}",
@@ -294,9 +301,36 @@ fn the_payment_deadline_cancels_the_order_once() {
     assert_eq!(w.services.executed().len(), 2, "fires once");
 }
 
+/// Checkpoints that keep nothing, as if every run crashed before saving: each
+/// start reads the whole store again (every event is seen again) and treats
+/// every recorded step as perhaps unsent.
+struct Amnesia;
+
+impl CheckpointStore for Amnesia {
+    fn load(&self, _: &str) -> std::io::Result<Option<ringbus::store::Position>> {
+        Ok(None)
+    }
+    fn save(&self, _: &str, _: ringbus::store::Position) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn clear(&self, _: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn restarts_between_every_pair_of_steps_send_nothing_twice_and_fire_the_deadline_once() {
-    let w = World::new();
+    restarts(false);
+}
+
+#[test]
+fn restarts_as_after_crashes_resend_with_the_same_ids_and_execute_nothing_twice() {
+    restarts(true);
+}
+
+fn restarts(crashy: bool) {
+    let mut w = World::new();
+    w.crashy = crashy;
     // Order 1 pays, order 2 fails, order 3 times out; a restart after each step.
     type Step = Box<dyn Fn(&World)>;
     let steps: Vec<Step> = vec![
@@ -374,9 +408,25 @@ fn restarts_between_every_pair_of_steps_send_nothing_twice_and_fire_the_deadline
             "{c:?} in {executed:?}"
         );
     }
-    // Restarts re-sent the last step's commands (with the same ids), which the
-    // services recognised: more deliveries than executions.
-    assert!(*w.services.deliveries.lock().unwrap() > 7);
+    // One step per trigger, however often the events were seen.
+    for (order, steps) in [(1, 2), (2, 2), (3, 2)] {
+        let stream = StreamId::new(format!("saga-payment-{order}")).unwrap();
+        assert_eq!(
+            w.sagas.stream_version(&stream).unwrap(),
+            steps,
+            "order {order}"
+        );
+    }
+    let deliveries = *w.services.deliveries.lock().unwrap();
+    if crashy {
+        // Without checkpoints every start sees every event again and sends
+        // the recorded commands again, with the same ids, and the services
+        // recognise them.
+        assert!(deliveries > 7, "{deliveries}");
+    } else {
+        // A stopped saga saved its sent mark: nothing was even sent twice.
+        assert_eq!(deliveries, 7);
+    }
 }
 
 #[test]
@@ -453,4 +503,89 @@ fn commands_left_unsent_by_a_failed_saga_are_sent_at_the_next_start() {
         }]
     );
     assert_eq!(s.deadlines("5").len(), 1);
+}
+
+/// Panics in its first deadline call, sends `Command::SendEmail` in the next.
+struct PanickyReminder(Arc<Mutex<bool>>);
+
+impl ProcessManager<Shop> for PanickyReminder {
+    type State = u32;
+    type Command = Command;
+    fn name(&self) -> &str {
+        "reminder"
+    }
+    fn correlate(&self, r: &Recorded<Shop>) -> Option<String> {
+        match r.event.data {
+            Shop::OrderPlaced { order, .. } => Some(order.to_string()),
+            _ => None,
+        }
+    }
+    fn starts(&self, _: &Recorded<Shop>) -> bool {
+        true
+    }
+    fn handle(
+        &self,
+        order: &mut u32,
+        r: &Recorded<Shop>,
+        cx: &mut SagaContext<Command>,
+    ) -> Result<(), HandlerError> {
+        if let Shop::OrderPlaced { order: o, .. } = r.event.data {
+            *order = o;
+        }
+        cx.schedule("remind", Duration::from_secs(60));
+        Ok(())
+    }
+    fn on_deadline(
+        &self,
+        order: &mut u32,
+        _: &str,
+        cx: &mut SagaContext<Command>,
+    ) -> Result<(), HandlerError> {
+        let mut first = self.0.lock().unwrap();
+        if std::mem::take(&mut *first) {
+            drop(first);
+            panic!("bug in on_deadline");
+        }
+        cx.send(Command::SendEmail { order: *order });
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_deadline_handler_is_retried_and_the_saga_goes_on() {
+    let w = World::new();
+    let services = w.services.clone();
+    let s = saga(
+        w.store.clone(),
+        &w.bus,
+        w.sagas.clone(),
+        PanickyReminder(Arc::new(Mutex::new(true))),
+    )
+    .clock(w.clock.clone())
+    .dispatch(move |meta, command| services.receive(meta, command))
+    .start()
+    .unwrap();
+    w.append(
+        8,
+        Shop::OrderPlaced {
+            order: 8,
+            amount: 1,
+        },
+    );
+    w.settle(&s);
+    w.clock.advance(Duration::from_secs(61));
+    // The panic is caught; the timer tries again a second later.
+    w.wait_executed(1);
+    assert_eq!(w.services.executed(), [Command::SendEmail { order: 8 }]);
+    assert!(s.deadlines("8").is_empty());
+    // And it still handles events.
+    w.append(
+        9,
+        Shop::OrderPlaced {
+            order: 9,
+            amount: 1,
+        },
+    );
+    w.settle(&s);
+    assert_eq!(s.deadlines("9").len(), 1);
 }

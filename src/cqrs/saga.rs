@@ -18,13 +18,20 @@
 //! sent. Ids are deterministic: a record's id is derived from the saga, the
 //! instance and the trigger, and each command's [`CommandId`] from the record
 //! and its index. So after a crash:
-//! * a trigger seen again whose record is there is not handled again; the
-//!   commands of an instance's last record are sent again, with the same ids,
-//!   which the [`Repository`](super::Repository) recognises (a command that
-//!   already caused events is not executed twice) — a crash between "command
-//!   executed" and "progress saved" is harmless;
+//! * a trigger seen again (an event at or before the instance's last event
+//!   step) takes no new step;
+//! * steps and the sending of their commands happen one at a time, in record
+//!   order; the saga keeps, under the checkpoint name `{name}.sent`, the saga
+//!   store position up to which every step's commands went out (saved every 256
+//!   steps and at stop). At start the commands of every later step are sent
+//!   again, with the same ids, which the [`Repository`](super::Repository)
+//!   recognises (a command that already caused events is not executed twice) —
+//!   a crash between "command executed" and "progress saved" is harmless. A
+//!   failed send is retried (by the event's retry, then by the timer every
+//!   second) before the instance takes its next step;
 //! * deadlines are re-armed from the records at start, and fire once (a fired
-//!   deadline is a record too).
+//!   deadline is a record too). A panic in `on_deadline` or in the dispatch
+//!   function on the timer thread is caught and retried a second later.
 //!
 //! The commands go through the dispatch function given to
 //! [`Saga::dispatch`] (usually a `match` that calls
@@ -330,10 +337,12 @@ where
         self
     }
 
-    /// Where the saga's subscription keeps its position (default in memory:
-    /// each start reads the store from the start, and the records make that
-    /// safe but slower; give it [`FileCheckpoints`](crate::store::checkpoint::FileCheckpoints)
-    /// with a file store).
+    /// Where the saga keeps its subscription's position (under its name) and
+    /// its sent mark (`{name}.sent`). Default in memory: each start reads the
+    /// store from the start and sends every recorded step again — safe (ids),
+    /// but slower; give it
+    /// [`FileCheckpoints`](crate::store::checkpoint::FileCheckpoints) with a file
+    /// store.
     pub fn checkpoints(
         mut self,
         checkpoints: impl CheckpointStore + Send + Sync + 'static,
@@ -348,8 +357,9 @@ where
         self
     }
 
-    /// Loads the instances from the saga store, re-sends the last step's
-    /// commands, re-arms deadlines and starts following the store.
+    /// Loads the instances from the saga store, sends again the commands of
+    /// the steps after the sent mark, re-arms deadlines and starts following
+    /// the store.
     ///
     /// # Errors
     /// [`CatchUpError::Read`] if the saga store cannot be read or holds records
@@ -363,24 +373,33 @@ where
             .iter()
             .map(|p| (*p).to_owned())
             .collect();
+        let checkpoints: Arc<dyn CheckpointStore + Send + Sync> = Arc::from(self.checkpoints);
         let core = Arc::new(Core {
             name: name.clone(),
+            sent_name: format!("{name}.sent"),
             manager: self.manager,
             saga_store: self.saga_store,
             dispatch: self.dispatch,
             clock: self.clock,
-            instances: Mutex::new(HashMap::new()),
+            checkpoints: checkpoints.clone(),
+            inner: Mutex::new(Inner {
+                instances: HashMap::new(),
+                unsent: BTreeMap::new(),
+                last_record: None,
+                sends_since_save: 0,
+            }),
             timer: Condvar::new(),
             stopping: Mutex::new(false),
             _payload: std::marker::PhantomData,
         });
-        let last = core.load().map_err(CatchUpError::Read)?;
-        if let Some((key, record)) = last {
-            // The last step's commands may not have been sent: send them again
-            // (their ids make that harmless).
-            if let Err(e) = core.send(&key, &record) {
+        core.load().map_err(CatchUpError::Read)?;
+        {
+            // Steps recorded after the last saved "sent" mark may not have had
+            // their commands sent: send them again (their ids make that harmless).
+            let mut inner = core.lock();
+            if let Err(e) = core.flush(&mut inner, None) {
                 crate::log::warning!(
-                    "ringbus saga: re-sending the last step's commands failed; they are sent again when its trigger is seen",
+                    "ringbus saga: re-sending recorded commands failed; retried by the timer and when their triggers are seen",
                     saga = name.as_str(),
                     error = e.to_string()
                 );
@@ -401,7 +420,7 @@ where
         let subscription = subscribe_all(self.store, self.bus)
             .name(format!("saga-{name}"))
             .filter(patterns)
-            .checkpoints(self.checkpoints, name)
+            .checkpoints(checkpoints, name)
             .retry(self.retry)
             .start(move |r: &Recorded<P>| handling.on_event(r));
         let subscription = match subscription {
@@ -428,22 +447,55 @@ struct Instance<T> {
     version: u64,
     completed: bool,
     deadlines: BTreeMap<String, u64>,
-    /// The trigger of its last record, and that record.
-    last: Option<SagaRecord>,
+    /// The store position of the last event that made a step of it.
+    last_event: Option<Position>,
 }
+
+impl<T: Default> Instance<T> {
+    fn new() -> Self {
+        Instance {
+            state: T::default(),
+            version: 0,
+            completed: false,
+            deadlines: BTreeMap::new(),
+            last_event: None,
+        }
+    }
+}
+
+/// Everything the steps change, behind one lock: steps, and the sending of
+/// their commands, happen one at a time.
+struct Inner<T> {
+    instances: HashMap<String, Instance<T>>,
+    /// Recorded steps whose commands are not known to be sent, by their
+    /// position in the saga store: instance key and record.
+    unsent: BTreeMap<Position, (String, SagaRecord)>,
+    /// The saga store position of the last record of this saga.
+    last_record: Option<Position>,
+    sends_since_save: u64,
+}
+
+/// How often the "sent" mark is saved, in steps sent.
+const SAVE_SENT_EVERY: u64 = 256;
 
 struct Core<P, PM: ProcessManager<P>, SS> {
     name: String,
+    /// The checkpoint under which the saga store position up to which every
+    /// step's commands were sent is kept.
+    sent_name: String,
     manager: PM,
     saga_store: Arc<SS>,
     dispatch: Option<Dispatch<PM::Command>>,
     clock: Arc<dyn Clock>,
-    instances: Mutex<HashMap<String, Instance<PM::State>>>,
+    checkpoints: Arc<dyn CheckpointStore + Send + Sync>,
+    inner: Mutex<Inner<PM::State>>,
     /// Woken when a deadline is set, the clock jumps, or the saga stops.
     timer: Condvar,
     stopping: Mutex<bool>,
     _payload: std::marker::PhantomData<fn(P)>,
 }
+
+type Guard<'a, T> = MutexGuard<'a, Inner<T>>;
 
 impl<P, PM, SS> Core<P, PM, SS>
 where
@@ -451,10 +503,8 @@ where
     PM: ProcessManager<P>,
     SS: EventStore<SagaRecord>,
 {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Instance<PM::State>>> {
-        self.instances
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Guard<'_, PM::State> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stream(&self, key: &str) -> Result<StreamId, HandlerError> {
@@ -462,12 +512,15 @@ where
             .map_err(|e| HandlerError::permanent(format!("saga instance key {key:?}: {e}")))
     }
 
-    /// Rebuilds every instance from the saga store; the last record stored
-    /// (its instance's key and itself).
-    fn load(&self) -> Result<Option<(String, SagaRecord)>, ReadError> {
+    /// Rebuilds every instance from the saga store; the records after the
+    /// saved "sent" mark are queued to be sent again.
+    fn load(&self) -> Result<(), ReadError> {
+        let sent = self
+            .checkpoints
+            .load(&self.sent_name)
+            .map_err(ReadError::Io)?;
         let prefix = format!("saga-{}-", self.name);
-        let mut instances = self.lock();
-        let mut last = None;
+        let mut inner = self.lock();
         let mut from = Position(0);
         loop {
             let page = self.saga_store.read_all(from, 4096)?;
@@ -493,43 +546,38 @@ where
                         ),
                     ))
                 })?;
-                let i = instances.entry(key.to_owned()).or_insert_with(|| Instance {
-                    state: PM::State::default(),
-                    version: 0,
-                    completed: false,
-                    deadlines: BTreeMap::new(),
-                    last: None,
-                });
+                let i = inner
+                    .instances
+                    .entry(key.to_owned())
+                    .or_insert_with(Instance::new);
                 i.state = state;
                 i.version = r.version;
-                apply_deadlines(i, &record);
-                last = Some((key.to_owned(), record.clone()));
-                i.last = Some(record);
+                if let Trigger::Event(p) = record.trigger {
+                    i.last_event = Some(p);
+                }
+                apply(i, &record);
+                if sent.is_none_or(|s| r.position > s) {
+                    inner.unsent.insert(r.position, (key.to_owned(), record));
+                }
+                inner.last_record = Some(r.position);
             }
             from = end.next();
         }
-        Ok(last)
+        Ok(())
     }
 
-    /// One event of the store: find or start the instance, run a step.
+    /// One event of the store: find or start the instance, take a step.
     fn on_event(&self, r: &Recorded<P>) -> Result<(), HandlerError> {
         let Some(key) = self.manager.correlate(r) else {
             return Ok(());
         };
-        let mut instances = self.lock();
-        let trigger = Trigger::Event(r.position);
-        if let Some(i) = instances.get(&key) {
-            if let Some(last) = &i.last {
-                match &last.trigger {
-                    // Seen before the restart: its commands may be unsent.
-                    Trigger::Event(p) if *p == r.position => {
-                        let last = last.clone();
-                        drop(instances);
-                        return self.send(&key, &last);
-                    }
-                    Trigger::Event(p) if *p > r.position => return Ok(()),
-                    _ => {}
-                }
+        let mut inner = self.lock();
+        if let Some(i) = inner.instances.get(&key) {
+            match i.last_event {
+                // Seen before (a restart, a retry): send what it recorded,
+                // if that is still unsent.
+                Some(p) if p >= r.position => return self.flush(&mut inner, Some(&key)),
+                _ => {}
             }
             if i.completed {
                 return Ok(());
@@ -537,20 +585,18 @@ where
         } else if !self.manager.starts(r) {
             return Ok(());
         }
-        let i = instances.entry(key.clone()).or_insert_with(|| Instance {
-            state: PM::State::default(),
-            version: 0,
-            completed: false,
-            deadlines: BTreeMap::new(),
-            last: None,
-        });
+        // The instance's earlier steps go out first.
+        self.flush(&mut inner, Some(&key))?;
+        let i = inner
+            .instances
+            .entry(key.clone())
+            .or_insert_with(Instance::new);
         let mut state = i.state.clone();
         let mut cx = self.context();
         self.manager.handle(&mut state, r, &mut cx)?;
-        let record = self.step(&key, i, trigger, state, cx)?;
-        drop(instances);
+        self.step(&mut inner, &key, Trigger::Event(r.position), state, cx)?;
         self.timer.notify_all();
-        self.send(&key, &record)
+        self.flush(&mut inner, Some(&key))
     }
 
     fn context(&self) -> SagaContext<PM::Command> {
@@ -563,15 +609,15 @@ where
         }
     }
 
-    /// Records a step and applies it to the instance.
+    /// Records a step, applies it to the instance and queues its commands.
     fn step(
         &self,
+        inner: &mut Inner<PM::State>,
         key: &str,
-        i: &mut Instance<PM::State>,
         trigger: Trigger,
         state: PM::State,
         cx: SagaContext<PM::Command>,
-    ) -> Result<SagaRecord, HandlerError> {
+    ) -> Result<(), HandlerError> {
         let json = |what: &str, e: serde_json::Error| {
             HandlerError::permanent(format!(
                 "saga {}: {what} is not serialisable: {e}",
@@ -592,6 +638,7 @@ where
             completed: cx.complete,
         };
         let stream = self.stream(key)?;
+        let i = inner.instances.get_mut(key).expect("the step's instance");
         let mut event = Event::new(
             event_type!("saga.step"),
             source!("ringbus-saga"),
@@ -602,22 +649,65 @@ where
             key.as_bytes(),
             &trigger_bytes(&record.trigger),
         ]);
-        match self
+        let outcome = self
             .saga_store
             .append(&stream, ExpectedVersion::Exact(i.version), vec![event])
-        {
-            Ok(outcome) => i.version = outcome.version,
-            Err(e) => {
-                return Err(HandlerError::transient(format!(
+            .map_err(|e| {
+                HandlerError::transient(format!(
                     "saga {}: recording a step of {key:?}: {e}",
                     self.name
-                )))
-            }
-        }
+                ))
+            })?;
+        i.version = outcome.version;
         i.state = state;
-        apply_deadlines(i, &record);
-        i.last = Some(record.clone());
-        Ok(record)
+        if let Trigger::Event(p) = record.trigger {
+            i.last_event = Some(p);
+        }
+        apply(i, &record);
+        inner.last_record = Some(outcome.last_position);
+        inner
+            .unsent
+            .insert(outcome.last_position, (key.to_owned(), record));
+        Ok(())
+    }
+
+    /// Sends the unsent steps' commands, oldest first — of instance `only`, or
+    /// of all — stopping at the first failure; saves the "sent" mark now and
+    /// then.
+    fn flush(&self, inner: &mut Inner<PM::State>, only: Option<&str>) -> Result<(), HandlerError> {
+        let due: Vec<Position> = inner
+            .unsent
+            .iter()
+            .filter(|(_, (k, _))| only.is_none_or(|o| o == k))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            let (key, record) = &inner.unsent[&p];
+            self.send(key, record)?;
+            inner.unsent.remove(&p);
+            inner.sends_since_save += 1;
+        }
+        if inner.sends_since_save >= SAVE_SENT_EVERY {
+            self.save_sent(inner);
+        }
+        Ok(())
+    }
+
+    /// Saves the saga store position up to which every step was sent.
+    fn save_sent(&self, inner: &mut Inner<PM::State>) {
+        let mark = match inner.unsent.keys().next() {
+            Some(first) => first.0.checked_sub(1).map(Position),
+            None => inner.last_record,
+        };
+        let Some(mark) = mark else { return };
+        match self.checkpoints.save(&self.sent_name, mark) {
+            Ok(()) => inner.sends_since_save = 0,
+            Err(e) => crate::log::warning!(
+                "ringbus saga: saving the sent mark failed (more is re-sent at the next start)",
+                saga = self.name.as_str(),
+                error = e.to_string()
+            ),
+        }
     }
 
     /// Sends a recorded step's commands, with ids derived from the step.
@@ -653,16 +743,30 @@ where
         Ok(())
     }
 
-    /// The timer thread: fires due deadlines, one step at a time.
+    /// The timer thread: fires due deadlines, one step at a time, and retries
+    /// unsent commands.
     fn run_timer(&self) {
-        let mut instances = self.lock();
+        let mut inner = self.lock();
         loop {
             if *self.stopping.lock().unwrap_or_else(PoisonError::into_inner) {
+                self.save_sent(&mut inner);
                 return;
+            }
+            if !inner.unsent.is_empty() {
+                if let Err(e) = caught(|| self.flush(&mut inner, None)) {
+                    crate::log::warning!(
+                        "ringbus saga: sending recorded commands failed; retried in a second",
+                        saga = self.name.as_str(),
+                        error = e.to_string()
+                    );
+                    inner = self.wait(inner, Duration::from_secs(1));
+                    continue;
+                }
             }
             let now = self.clock.now();
             let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-            let next = instances
+            let next = inner
+                .instances
                 .iter()
                 .filter(|(_, i)| !i.completed)
                 .flat_map(|(k, i)| {
@@ -673,55 +777,41 @@ where
                 .min();
             match next {
                 Some((due, key, name)) if due <= now_ms => {
-                    let i = instances.get_mut(&key).expect("the instance of a deadline");
+                    let i = &inner.instances[&key];
                     let mut state = i.state.clone();
                     let mut cx = self.context();
                     // A deadline fires once: the next steps see it gone.
                     cx.cancel.push(name.clone());
-                    let result = self
-                        .manager
-                        .on_deadline(&mut state, &name, &mut cx)
+                    let result = caught(|| self.manager.on_deadline(&mut state, &name, &mut cx))
                         .and_then(|()| {
-                            self.step(&key, i, Trigger::Deadline(name.clone(), due), state, cx)
+                            self.step(
+                                &mut inner,
+                                &key,
+                                Trigger::Deadline(name.clone(), due),
+                                state,
+                                cx,
+                            )
                         });
-                    match result {
-                        Ok(record) => {
-                            drop(instances);
-                            if let Err(e) = self.send(&key, &record) {
-                                crate::log::warning!(
-                                    "ringbus saga: a deadline's commands failed; they are sent again at the next start",
-                                    saga = self.name.as_str(),
-                                    deadline = name.as_str(),
-                                    error = e.to_string()
-                                );
-                            }
-                            instances = self.lock();
-                        }
-                        Err(e) => {
-                            crate::log::warning!(
-                                "ringbus saga: a deadline's step failed; retried in a second",
-                                saga = self.name.as_str(),
-                                deadline = name.as_str(),
-                                error = e.to_string()
-                            );
-                            instances = self.wait(instances, Duration::from_secs(1));
-                        }
+                    if let Err(e) = result {
+                        crate::log::warning!(
+                            "ringbus saga: a deadline's step failed; retried in a second",
+                            saga = self.name.as_str(),
+                            deadline = name.as_str(),
+                            error = e.to_string()
+                        );
+                        inner = self.wait(inner, Duration::from_secs(1));
                     }
                 }
                 Some((due, ..)) => {
                     let wait = Duration::from_millis(due - now_ms).min(Duration::from_millis(100));
-                    instances = self.wait(instances, wait);
+                    inner = self.wait(inner, wait);
                 }
-                None => instances = self.wait(instances, Duration::from_millis(100)),
+                None => inner = self.wait(inner, Duration::from_millis(100)),
             }
         }
     }
 
-    fn wait<'a>(
-        &self,
-        guard: MutexGuard<'a, HashMap<String, Instance<PM::State>>>,
-        d: Duration,
-    ) -> MutexGuard<'a, HashMap<String, Instance<PM::State>>> {
+    fn wait<'a>(&self, guard: Guard<'a, PM::State>, d: Duration) -> Guard<'a, PM::State> {
         self.timer
             .wait_timeout(guard, d)
             .unwrap_or_else(PoisonError::into_inner)
@@ -748,7 +838,20 @@ where
     }
 }
 
-fn apply_deadlines<T>(i: &mut Instance<T>, record: &SagaRecord) {
+/// `f`, with a panic turned into a transient error: user code on the timer
+/// thread (a deadline handler, the dispatch function) must not kill it.
+fn caught(f: impl FnOnce() -> Result<(), HandlerError>) -> Result<(), HandlerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(HandlerError::transient(format!("panicked: {what}")))
+    })
+}
+
+fn apply<T>(i: &mut Instance<T>, record: &SagaRecord) {
     for name in &record.cancelled {
         i.deadlines.remove(name);
     }
@@ -812,11 +915,14 @@ where
     SS: EventStore<SagaRecord>,
 {
     fn state(&self, key: &str) -> Option<(PM::State, bool)> {
-        self.lock().get(key).map(|i| (i.state.clone(), i.completed))
+        self.lock()
+            .instances
+            .get(key)
+            .map(|i| (i.state.clone(), i.completed))
     }
 
     fn deadlines(&self, key: &str) -> Vec<(String, Duration)> {
-        self.lock().get(key).map_or_else(Vec::new, |i| {
+        self.lock().instances.get(key).map_or_else(Vec::new, |i| {
             i.deadlines
                 .iter()
                 .map(|(n, due)| (n.clone(), Duration::from_millis(*due)))
@@ -825,7 +931,7 @@ where
     }
 
     fn count(&self) -> usize {
-        self.lock().len()
+        self.lock().instances.len()
     }
 
     fn stop_timer(&self) {
