@@ -891,6 +891,8 @@ fn the_bus_metrics_list_each_catch_up_subscription_with_status_position_and_lag(
     assert_eq!((l.position, l.lag), (Some(Position(9)), 0));
     assert!(l.counters.caught_up >= 1);
     assert_eq!(l.counters.delivered, 10);
+    // Ten events since the start, less than a second ago: a positive rate.
+    assert!(l.events_per_sec > 0.0, "{}", l.events_per_sec);
     let text = bus.metrics().to_prometheus();
     assert!(
         text.contains("ringbus_catchup_lag_events{name=\"held\"} 9\n"),

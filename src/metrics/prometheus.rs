@@ -276,6 +276,15 @@ fn catch_ups(w: &mut Writer, list: &[CatchUpReport]) {
             }
         }
     }
+    let name = "ringbus_catchup_events_per_second";
+    w.family(
+        name,
+        "Events the subscription handled per second, over the last second or more.",
+        "gauge",
+    );
+    for c in list {
+        w.sample(name, &[("name", &c.name)], &float(c.events_per_sec));
+    }
 }
 
 /// The label values of one handler lane, as owned strings.
@@ -660,6 +669,7 @@ mod tests {
                     position: Some(Position(41)),
                     head: Some(Position(44)),
                     lag: 3,
+                    events_per_sec: 1250.5,
                     counters: CatchUpMetrics {
                         delivered: 40,
                         filtered: 2,
@@ -675,6 +685,7 @@ mod tests {
                     position: None,
                     head: None,
                     lag: 0,
+                    events_per_sec: 0.0,
                     counters: CatchUpMetrics::default(),
                 },
             ],
@@ -764,6 +775,7 @@ mod tests {
         assert_eq!(get("ringbus_catchup_from_bus_total", &view), 12.0);
         assert_eq!(get("ringbus_catchup_caught_up_total", &view), 1.0);
         assert_eq!(get("ringbus_catchup_fell_behind_total", &view), 0.0);
+        assert_eq!(get("ringbus_catchup_events_per_second", &view), 1250.5);
         let fresh = [("name", "fresh")];
         assert_eq!(get("ringbus_catchup_state", &fresh), 0.0);
         assert!(!samples.contains_key(&key("ringbus_catchup_position", &fresh)));
@@ -778,10 +790,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing line {line:?} in\n{text}");
         }
-        // 14 bus families, 9 handler families and 13 catch-up families, each
+        // 14 bus families, 9 handler families and 14 catch-up families, each
         // with one HELP and one TYPE.
-        assert_eq!(text.matches("# HELP ").count(), 36);
-        assert_eq!(text.matches("# TYPE ").count(), 36);
+        assert_eq!(text.matches("# HELP ").count(), 37);
+        assert_eq!(text.matches("# TYPE ").count(), 37);
         assert_eq!(get("ringbus_follow_ups_total", &[]), 4.0);
     }
 

@@ -145,7 +145,7 @@ pub struct CatchUpMetrics {
 
 /// A catch-up subscription as the bus's [`metrics`](crate::Bus::metrics) list
 /// it ([`MetricsSnapshot::catch_ups`](crate::metrics::MetricsSnapshot::catch_ups)).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CatchUpReport {
     /// Its name ([`CatchUp::name`], else its checkpoint name, else `"catch-up"`).
     pub name: String,
@@ -157,6 +157,10 @@ pub struct CatchUpReport {
     pub head: Option<Position>,
     /// Events between `position` and `head`: how far behind it is.
     pub lag: u64,
+    /// Events handled (delivered or filtered) per second, over the time since
+    /// the previous report at least a second before (since the start for the
+    /// first).
+    pub events_per_sec: f64,
     /// Its counters.
     pub counters: CatchUpMetrics,
 }
@@ -492,6 +496,7 @@ where
                 let store = self.store.clone();
                 Box::new(move || store.head())
             },
+            rate: Mutex::new((std::time::Instant::now(), 0, 0.0)),
         });
         self.bus
             .register_catch_up(Arc::downgrade(&shared) as std::sync::Weak<dyn ReportCatchUp>);
@@ -557,6 +562,9 @@ pub(crate) struct Shared {
     /// For the bus's metrics.
     name: String,
     head: Box<dyn Fn() -> Option<Position> + Send + Sync>,
+    /// For the rate: when the window started, the events handled by then,
+    /// and the rate of the last whole window.
+    rate: Mutex<(std::time::Instant, u64, f64)>,
 }
 
 impl ReportCatchUp for Shared {
@@ -574,13 +582,30 @@ impl ReportCatchUp for Shared {
             (Some(h), None) => h.0 + 1,
             (None, _) => 0,
         };
+        let counters = *self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let handled = counters.delivered + counters.filtered;
+        let events_per_sec = {
+            let mut r = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed = r.0.elapsed();
+            if elapsed >= std::time::Duration::from_secs(1) || r.1 == 0 {
+                let secs = elapsed.as_secs_f64().max(1e-9);
+                let rate = handled.saturating_sub(r.1) as f64 / secs;
+                if elapsed >= std::time::Duration::from_secs(1) {
+                    *r = (std::time::Instant::now(), handled, rate);
+                }
+                rate
+            } else {
+                r.2
+            }
+        };
         CatchUpReport {
             name: self.name.clone(),
             status: self.control().status.clone(),
             position,
             head,
             lag,
-            counters: *self.metrics.lock().unwrap_or_else(|e| e.into_inner()),
+            events_per_sec,
+            counters,
         }
     }
 }
