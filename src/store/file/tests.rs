@@ -85,8 +85,8 @@ impl Case {
         let how = MODES[rng.below(4) as usize];
         Case {
             durability,
-            // Tiny segments: most workloads roll, some several times.
-            segment_bytes: [2_048, 8_192, 65_536][rng.below(3) as usize],
+            // Tiny segments: many workloads roll, some several times.
+            segment_bytes: [512, 2_048, 8_192, 65_536][rng.below(4) as usize],
             preallocate: rng.below(2) == 0,
             appends,
             // Each written append takes one or two operations (a write, a
@@ -102,9 +102,21 @@ fn ev(n: u32) -> Event<u32> {
     Event::new(event_type!("sim.happened"), source!("sim"), n)
 }
 
-/// Runs `case` and checks what a reopen finds. `Err` says what went wrong;
-/// `Ok(true)`: the power was cut during the workload (not after it).
-fn check(case: &Case, mutations: Mutations) -> Result<bool, String> {
+/// What a run did, besides passing.
+#[derive(Copy, Clone, Debug)]
+struct Ran {
+    /// The power was cut during the workload (not after it).
+    cut_during: bool,
+    /// What the reopen after the crash did.
+    recovered: Recovered,
+    /// What a second reopen (no crash) did.
+    again: Recovered,
+}
+
+/// Runs `case` and checks what a reopen finds — and that a reopen of the same
+/// crashed disk that ignores the index files (`verify_on_open`) finds the same.
+/// `Err` says what went wrong.
+fn check(case: &Case, mutations: Mutations) -> Result<Ran, String> {
     let fs = SimFs::new();
     let opts = options(case.durability)
         .segment_bytes(case.segment_bytes)
@@ -175,11 +187,25 @@ fn check(case: &Case, mutations: Mutations) -> Result<bool, String> {
     let cut_during = fs.ops() > cut;
 
     let after = fs.crash(case.how, case.crash_seed);
-    let store = FileStore::<u32>::open_in(Arc::new(after), dir(), opts)
+    // The same crashed disk again, opened by scanning every segment.
+    let scanned = {
+        let twin = fs.crash(case.how, case.crash_seed);
+        let store =
+            FileStore::<u32>::open_in(Arc::new(twin), dir(), opts.clone().verify_on_open(true))
+                .map_err(|e| format!("reopen after the crash, verifying: {e}"))?;
+        store
+            .read_all(Position(0), usize::MAX)
+            .map_err(|e| format!("read_all, verifying: {e}"))?
+    };
+    let after = Arc::new(after);
+    let store = FileStore::<u32>::open_in(after.clone(), dir(), opts.clone())
         .map_err(|e| format!("reopen after the crash: {e}"))?;
     let records = store
         .read_all(Position(0), usize::MAX)
         .map_err(|e| format!("read_all: {e}"))?;
+    if records != scanned {
+        return Err("opened with the index files, the store differs from a full scan".into());
+    }
 
     // The survivors are whole appends: a prefix of the acknowledged ones,
     // perhaps followed by the failed one (only if all acknowledged survived).
@@ -249,8 +275,35 @@ fn check(case: &Case, mutations: Mutations) -> Result<bool, String> {
     if o.first_position != Position(records.len() as u64) {
         return Err(format!("append after reopen at {:?}", o.first_position));
     }
+    let recovered = store.recovered;
     store.close().map_err(|e| format!("close: {e}"))?;
-    Ok(cut_during)
+
+    // Once more without a crash: the indexes the reopen wrote, or those the
+    // rolls wrote, are loaded; the store is the same.
+    let store =
+        FileStore::<u32>::open_in(after, dir(), opts).map_err(|e| format!("second reopen: {e}"))?;
+    let again = store
+        .read_all(Position(0), usize::MAX)
+        .map_err(|e| format!("read_all after the second reopen: {e}"))?;
+    if again.len() != records.len() + 1 || again[..records.len()] != records[..] {
+        return Err("the second reopen differs".into());
+    }
+    for s in &streams {
+        let want = again
+            .iter()
+            .filter(|r| r.event.subject.as_ref() == Some(s.as_subject()))
+            .count() as u64;
+        if store.stream_version(s).map_err(|e| e.to_string())? != want {
+            return Err(format!(
+                "stream {s:?} has the wrong version after the second reopen"
+            ));
+        }
+    }
+    Ok(Ran {
+        cut_during,
+        recovered,
+        again: store.recovered,
+    })
 }
 
 fn cases() -> u32 {
@@ -292,16 +345,35 @@ fn power_cut_at_a_random_operation() {
 }
 
 /// The workloads are long enough that the power cut lands inside most of
-/// them, after some appends were acknowledged.
+/// them, after some appends were acknowledged; and the reopens load sealed
+/// segments from index files often, and rebuild missing ones too.
 #[test]
 #[cfg_attr(miri, ignore = "needs hundreds of simulated runs")]
 fn the_power_cut_lands_inside_most_workloads() {
     let runs = 500;
-    let inside = (0..runs)
-        .filter(|&seed| check(&Case::new(seed), Mutations::default()).unwrap())
+    let ran: Vec<Ran> = (0..runs)
+        .map(|seed| check(&Case::new(seed), Mutations::default()).unwrap())
+        .collect();
+    let inside = ran.iter().filter(|r| r.cut_during).count();
+    let from_index = ran
+        .iter()
+        .filter(|r| r.recovered.from_index + r.again.from_index > 0)
         .count();
-    eprintln!("the power cut landed inside {inside} of {runs} workloads");
+    let after_crash = ran.iter().filter(|r| r.recovered.from_index > 0).count();
+    let rebuilt = ran
+        .iter()
+        .filter(|r| r.recovered.indexes_written > 0)
+        .count();
+    eprintln!(
+        "the power cut landed inside {inside} of {runs} workloads; \
+         {from_index} loaded an index ({after_crash} right after the crash), {rebuilt} wrote one"
+    );
     assert!(inside * 2 > runs as usize, "{inside} of {runs}");
+    assert!(
+        from_index * 4 > runs as usize,
+        "{from_index} of {runs} loaded an index"
+    );
+    assert!(rebuilt > 0, "no reopen rebuilt an index");
 }
 
 /// The first seed below `tries` whose case fails under `mutations`, if any.
