@@ -1057,7 +1057,7 @@ fn recover(
         debug_assert_eq!(scanned.end(), end_offset);
         if names.len() == i + 1 {
             // The active segment: appends go on in it, so no index may stay
-            // (one is left if the segment after it was removed above).
+            // (one is there if the segments after it were deleted).
             if indexes.contains(&named_first) {
                 remove_index(&mut indexes, named_first)?;
                 vfs.sync_dir(log_dir)?;

@@ -800,3 +800,235 @@ fn unsynced_pages_kept_out_of_order_are_a_torn_tail() {
     }
     assert!(cut_short > 0 || cfg!(miri), "no crash ever tore the tail");
 }
+
+/// A closed store on `fs` with several sealed segments (and their indexes);
+/// the ids of its events in position order.
+fn sealed_segments(fs: &SimFs) -> Vec<EventId> {
+    let opts = options(Durability::None).segment_bytes(2_048);
+    let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..60_u32 {
+        let s = StreamId::new(format!("s-{}", i % 3)).unwrap();
+        let batch: Vec<Event<u32>> = (0..1 + i % 4).map(|j| ev(i * 10 + j)).collect();
+        ids.extend(batch.iter().map(|e| e.id));
+        store.append(&s, ExpectedVersion::Any, batch).unwrap();
+    }
+    store.close().unwrap();
+    ids
+}
+
+fn idx(first: u64) -> std::path::PathBuf {
+    index::path(&dir().join("log"), first)
+}
+
+/// The first positions of the sealed segments (all but the last), from the
+/// segment names.
+fn sealed_firsts(fs: &SimFs) -> Vec<u64> {
+    let mut firsts: Vec<u64> = fs
+        .list(&dir().join("log"))
+        .unwrap()
+        .iter()
+        .filter_map(|n| segment::parse_name(n))
+        .collect();
+    firsts.sort_unstable();
+    firsts.pop();
+    firsts
+}
+
+fn reopen(fs: &SimFs, verify: bool) -> FileStore<u32> {
+    let opts = options(Durability::None)
+        .segment_bytes(2_048)
+        .verify_on_open(verify);
+    FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap()
+}
+
+fn ids_of(store: &FileStore<u32>) -> Vec<EventId> {
+    store
+        .read_all(Position(0), usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.event.id)
+        .collect()
+}
+
+/// Every sealed segment gets its index at the roll, the last none; open loads
+/// the sealed ones from their indexes and scans only the last; with
+/// `verify_on_open` it scans them all and writes nothing (the indexes match).
+#[test]
+fn rolls_write_indexes_and_open_loads_them() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let sealed = sealed_firsts(&fs);
+    assert!(sealed.len() >= 3, "{sealed:?}");
+    let idx_files: Vec<String> = fs
+        .list(&dir().join("log"))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".idx"))
+        .collect();
+    let want: Vec<String> = sealed.iter().map(|&f| index::file_name(f)).collect();
+    assert_eq!(idx_files, want);
+
+    let store = reopen(&fs, false);
+    assert_eq!(
+        store.recovered,
+        Recovered {
+            from_index: sealed.len(),
+            scanned: 1,
+            indexes_written: 0
+        }
+    );
+    assert_eq!(ids_of(&store), ids);
+    drop(store);
+    let store = reopen(&fs, true);
+    assert_eq!(
+        store.recovered,
+        Recovered {
+            from_index: 0,
+            scanned: sealed.len() + 1,
+            indexes_written: 0
+        }
+    );
+    assert_eq!(ids_of(&store), ids);
+}
+
+/// An index that claims a frame more than its segment holds (checksum and
+/// tables consistent) is rejected: the segment is scanned and the right index
+/// written in its place.
+#[test]
+fn an_index_claiming_more_than_its_segment_is_rejected_and_rebuilt() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let first = sealed_firsts(&fs)[1];
+    let good = fs.read(&idx(first)).unwrap();
+    let mut more = Index::decode(&good).unwrap();
+    more.push(60, &stream(), [EventId::new()]);
+    let f = fs.open(&idx(first), OpenMode::ReadWrite).unwrap();
+    f.write_all_at(&more.encode(), 0).unwrap();
+    drop(f);
+    let store = reopen(&fs, false);
+    assert_eq!(store.recovered.indexes_written, 1);
+    assert_eq!(store.recovered.from_index, sealed_firsts(&fs).len() - 1);
+    assert_eq!(ids_of(&store), ids);
+    assert_eq!(fs.read(&idx(first)).unwrap(), good, "not rebuilt as it was");
+}
+
+/// An index whose segment is gone, and a half-written `.idx.tmp`, are removed
+/// at open; so is an index beside the last segment (here: the segment after it
+/// was deleted), since appends go on in that segment.
+#[test]
+fn stale_index_files_are_removed() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let sealed = sealed_firsts(&fs);
+    let log = dir().join("log");
+    // The last segment deleted: the one before is last again.
+    let mut names: Vec<String> = fs
+        .list(&log)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    let last = names.pop().unwrap();
+    let last_first = segment::parse_name(&last).unwrap();
+    fs.remove_file(&log.join(&last)).unwrap();
+    // An orphan index, and a temporary one.
+    fs.open(&idx(999_999), OpenMode::CreateNew)
+        .unwrap()
+        .write_all_at(b"junk", 0)
+        .unwrap();
+    fs.open(
+        &log.join(format!("{}.tmp", index::file_name(sealed[0]))),
+        OpenMode::CreateNew,
+    )
+    .unwrap();
+    let store = reopen(&fs, false);
+    assert_eq!(ids_of(&store), ids[..last_first as usize]);
+    let left: Vec<String> = fs
+        .list(&log)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.contains(".idx"))
+        .collect();
+    let want: Vec<String> = sealed[..sealed.len() - 1]
+        .iter()
+        .map(|&f| index::file_name(f))
+        .collect();
+    assert_eq!(left, want);
+    // Appends go on in the segment that was sealed; its next roll writes its
+    // index again, and a reopen loads it.
+    for i in 0..30 {
+        store
+            .append(&stream(), ExpectedVersion::Any, vec![ev(i), ev(i + 1)])
+            .unwrap();
+    }
+    let all = ids_of(&store);
+    store.close().unwrap();
+    assert!(fs.exists(&idx(*sealed.last().unwrap())));
+    let store = reopen(&fs, false);
+    assert!(store.recovered.from_index >= sealed.len());
+    assert_eq!(ids_of(&store), all);
+}
+
+/// A blank last segment (its creation cut short) is removed and created again;
+/// the segment before it stays sealed, loaded from its index.
+#[test]
+fn a_blank_last_segment_leaves_the_sealed_ones_to_their_indexes() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let sealed = sealed_firsts(&fs);
+    let log = dir().join("log");
+    let mut names: Vec<String> = fs
+        .list(&log)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    let last = names.pop().unwrap();
+    let last_first = segment::parse_name(&last).unwrap();
+    fs.remove_file(&log.join(&last)).unwrap();
+    fs.open(&log.join(&last), OpenMode::CreateNew).unwrap();
+    let store = reopen(&fs, false);
+    assert_eq!(store.recovered.from_index, sealed.len());
+    assert_eq!(ids_of(&store), ids[..last_first as usize]);
+    assert_eq!(fs.read(&log.join(&last)).unwrap()[..4], *b"RBSG");
+}
+
+/// A failed index write fails no append: with the index's `sync_data`
+/// failing at every roll, every append is acknowledged; the half-written
+/// `.idx.tmp` files are removed at open and the indexes rebuilt.
+#[test]
+fn a_failed_index_write_fails_no_append() {
+    let fs = SimFs::new();
+    let opts = options(Durability::Immediate).segment_bytes(2_048);
+    let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts.clone()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        // An append that rolls syncs the new segment first (sync 0), then the
+        // sealed segment's index (sync 1), then itself; others sync once.
+        fs.fail_sync_at(1);
+        let e = ev(i);
+        ids.push(e.id);
+        store
+            .append(&stream(), ExpectedVersion::Any, vec![e])
+            .unwrap_or_else(|e| panic!("append {i}: {e}"));
+    }
+    fs.fail_sync_at(u64::MAX / 2);
+    store.close().unwrap();
+    let sealed = sealed_firsts(&fs);
+    assert!(sealed.len() >= 2, "{sealed:?}");
+    let names = fs.list(&dir().join("log")).unwrap();
+    assert!(!names.iter().any(|n| n.ends_with(".idx")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(".idx.tmp")), "{names:?}");
+
+    let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap();
+    assert_eq!(store.recovered.indexes_written, sealed.len());
+    assert_eq!(ids_of(&store), ids);
+    let names = fs.list(&dir().join("log")).unwrap();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    for f in sealed {
+        assert!(fs.exists(&idx(f)));
+    }
+}
