@@ -507,7 +507,8 @@ mod tests {
     #[test]
     fn inconsistent_tables_are_rejected_even_with_a_good_checksum() {
         let good = sample().encode();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Tamper = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Tamper)> = vec![
             ("magic", Box::new(|b| b[0] = b'X')),
             ("version", Box::new(|b| b[4] = 2)),
             ("end", Box::new(|b| b[16] ^= 1)),
