@@ -1024,10 +1024,27 @@ fn recover(
                     })
                 };
                 let end = scan(&bytes, &mut scanned);
-                let clean_within = matches!(end, End::Clean(o) if o < bytes.len() as u64);
-                if clean_within || bytes.len() as u64 == len {
-                    // What a scan of the whole file finds: it stopped at a
-                    // zero byte it had read.
+                // Whether a scan of the whole file finds the same: it stopped
+                // at a zero byte it had read, or (in the last segment) at a
+                // torn frame it had read whole (one that is not even whole is
+                // not told from one the lookahead cut), beyond the sync mark,
+                // where what follows does not matter.
+                let same = bytes.len() as u64 == len
+                    || match &end {
+                        End::Clean(o) => *o < bytes.len() as u64,
+                        End::Bad {
+                            offset,
+                            corrupt: false,
+                            ..
+                        } => {
+                            last && *offset >= segment::read_sync_mark(&bytes)
+                                && Frames::with_limits(&bytes[*offset as usize..], shared.limits)
+                                    .next()
+                                    .is_some()
+                        }
+                        End::Bad { .. } => false,
+                    };
+                if same {
                     end
                 } else {
                     bytes = read_prefix(&*file, len)?;
@@ -1048,7 +1065,7 @@ fn recover(
                 corrupt: false,
             } if last => {
                 // A torn tail: cut it off, keep the preallocated length.
-                truncate(&*file, offset, &bytes, options.preallocate)?;
+                truncate(&*file, offset, &bytes, len, options.preallocate)?;
                 crate::log::warning!(
                     "ringbus store: truncated a torn tail",
                     file = path.display(),
@@ -1082,7 +1099,7 @@ fn recover(
                 }
                 vfs.sync_dir(log_dir)?;
                 names.truncate(i + 1);
-                truncate(&*file, offset, &bytes, options.preallocate)?;
+                truncate(&*file, offset, &bytes, len, options.preallocate)?;
                 offset
             }
         };
@@ -1224,18 +1241,28 @@ fn apply(shared: &Shared, versions: &mut Versions, seg: u32, ix: &Index) {
     }
 }
 
-/// Cuts `file` (whose contents are `bytes`) at `offset`, marks it synced up to
-/// there and syncs it. With `preallocate` the file keeps its length: the bytes
-/// from `offset` to the last non-zero one are overwritten with zeros (an
-/// overwrite in place, cheaper to sync than two changes of the file's size).
-fn truncate(file: &dyn VfsFile, offset: u64, bytes: &[u8], preallocate: bool) -> io::Result<()> {
-    if preallocate {
+/// Cuts `file` (of length `len`, its first bytes `bytes`) at `offset`, marks
+/// it synced up to there and syncs it. With `preallocate` the file keeps its
+/// length: if `bytes` is all of it, the bytes from `offset` to the last
+/// non-zero one are overwritten with zeros in place (cheaper to sync than two
+/// changes of the file's size); otherwise it is cut and extended again.
+fn truncate(
+    file: &dyn VfsFile,
+    offset: u64,
+    bytes: &[u8],
+    len: u64,
+    preallocate: bool,
+) -> io::Result<()> {
+    if preallocate && bytes.len() as u64 == len {
         let rest = bytes.get(offset as usize..).unwrap_or_default();
         if let Some(last) = rest.iter().rposition(|&b| b != 0) {
             file.write_all_at(&vec![0u8; last + 1], offset)?;
         }
     } else {
         file.set_len(offset)?;
+        if preallocate {
+            file.set_len(len)?;
+        }
     }
     file.write_all_at(&segment::sync_mark(offset), segment::SYNC_MARK)?;
     file.sync_data()

@@ -1032,3 +1032,42 @@ fn a_failed_index_write_fails_no_append() {
         assert!(fs.exists(&idx(f)));
     }
 }
+
+/// A torn tail is gone from the file, whatever lies beyond it — here a whole
+/// frame further on, beyond what open reads at first (the lookahead past the
+/// sync mark): every byte from the cut on is zero (preallocated) or gone.
+#[test]
+fn a_torn_tail_is_gone_from_the_file_whatever_lies_beyond() {
+    for preallocate in [true, false] {
+        let fs = SimFs::new();
+        let opts = options(Durability::None)
+            .segment_bytes(8_192)
+            .preallocate(preallocate);
+        let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts.clone()).unwrap();
+        for i in 0..5 {
+            store
+                .append(&stream(), ExpectedVersion::Any, vec![ev(i)])
+                .unwrap();
+        }
+        store.close().unwrap();
+        let bytes = fs.read(&seg0()).unwrap();
+        let end = u64::from_le_bytes(bytes[20..28].try_into().unwrap());
+        let first_frame = &bytes[DATA_START as usize..DATA_START as usize + 40];
+        let f = fs.open(&seg0(), OpenMode::ReadWrite).unwrap();
+        f.write_all_at(&first_frame[..20], end).unwrap();
+        f.write_all_at(first_frame, end + 2 * SCAN_AHEAD).unwrap();
+        let len = f.len().unwrap();
+        drop(f);
+        let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap();
+        assert_eq!(store.torn_tail(), Some(end), "preallocate {preallocate}");
+        assert_eq!(store.read_all(Position(0), 100).unwrap().len(), 5);
+        drop(store);
+        let after = fs.read(&seg0()).unwrap();
+        if preallocate {
+            assert_eq!(after.len() as u64, len);
+            assert!(after[end as usize..].iter().all(|&b| b == 0), "left behind");
+        } else {
+            assert_eq!(after.len() as u64, end);
+        }
+    }
+}
