@@ -8,9 +8,17 @@
 //! fdatasync per append: the disk's sync latency) and `Durability::None`, in a
 //! fresh store under the system's temporary directory per sample.
 //!
+//! Opening the file store (issue 11, S7): a store of 1 M events of about 200
+//! bytes each (Durability::None, batches of 1 000, 100 streams, default 128 MiB
+//! segments: one sealed, one active), opened with the page cache warm —
+//! through the sealed segments' index files (the default), with
+//! `verify_on_open` (every segment read and checked), and with a torn tail to
+//! repair (half a frame after the last one, put back before each sample).
+//!
 //! `cargo bench --bench store`; criterion reports elements per second
-//! (`store/<workload>`, `file_store/<workload>`). Payload: a small typed struct
-//! (`Tick`, 16 bytes).
+//! (`store/<workload>`, `file_store/<workload>`, `file_store_open/<workload>`).
+//! Payload: a small typed struct (`Tick`, 16 bytes); for the open, a string
+//! sized so that an event takes about 200 bytes in its batch frame.
 
 use std::hint::black_box;
 use std::ops::ControlFlow;
@@ -239,9 +247,128 @@ fn file_appends(c: &mut Criterion) {
     g.finish();
 }
 
+/// The 1 M-event store for `file_open`: built once, in a directory removed
+/// when the bench ends.
+struct OpenFixture {
+    dir: std::path::PathBuf,
+}
+
+impl Drop for OpenFixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const OPEN_EVENTS: u64 = 1_000_000;
+
+fn open_fixture() -> OpenFixture {
+    let dir = std::env::temp_dir().join(format!("ringbus-bench-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = StoreOptions::default().durability(Durability::None);
+    let store = FileStore::<String>::open(&dir, options).unwrap();
+    let ids = streams(100);
+    // About 200 bytes per event in a batch frame: id, timestamp, indexes of
+    // the shared type and source, subject, and this payload.
+    let text = "x".repeat(150);
+    for b in 0..OPEN_EVENTS / 1000 {
+        let batch: Vec<Event<String>> = (0..1000)
+            .map(|_| Event::new(event_type!("bench.sized"), source!("bench"), text.clone()))
+            .collect();
+        store
+            .append(&ids[b as usize % ids.len()], ExpectedVersion::Any, batch)
+            .unwrap();
+    }
+    store.close().unwrap();
+    let (mut bytes, mut segments) = (0, 0);
+    for e in std::fs::read_dir(dir.join("log")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if name.ends_with(".seg") {
+            segments += 1;
+            bytes += frames_end(&e.path()) - 32;
+        }
+        eprintln!("open fixture: {name} {} bytes", e.metadata().unwrap().len());
+    }
+    eprintln!(
+        "open fixture: {OPEN_EVENTS} events, {bytes} bytes of frames ({} per event) in {segments} segments",
+        bytes / OPEN_EVENTS
+    );
+    OpenFixture { dir }
+}
+
+/// Where a cleanly closed segment's frames end (they start at byte 32): its
+/// sync mark (bytes 20..28), which a clean close sets to the end of the frames.
+fn frames_end(path: &std::path::Path) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut mark = [0u8; 8];
+    f.seek(SeekFrom::Start(20)).unwrap();
+    f.read_exact(&mut mark).unwrap();
+    u64::from_le_bytes(mark)
+}
+
+fn file_open(c: &mut Criterion) {
+    let fixture = open_fixture();
+    let dir = &fixture.dir;
+    let mut g = c.benchmark_group("file_store_open");
+    g.throughput(Throughput::Elements(OPEN_EVENTS));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    let open = |options: StoreOptions| {
+        move |b: &mut criterion::Bencher<'_>| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let store = FileStore::<String>::open(dir, options.clone()).unwrap();
+                    total += start.elapsed();
+                    assert_eq!(store.head(), Some(Position(OPEN_EVENTS - 1)));
+                    store.close().unwrap();
+                }
+                total
+            })
+        }
+    };
+    g.bench_function("open/1M/index", open(StoreOptions::default()));
+    g.bench_function(
+        "open/1M/verify_on_open",
+        open(StoreOptions::default().verify_on_open(true)),
+    );
+    // Half a frame after the last one in the last segment: open truncates it.
+    let last = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    let mut frame = Vec::new();
+    encode(&events(1)[0], &mut frame).unwrap();
+    let half = &frame[..frame.len() / 2];
+    g.bench_function("open/1M/torn_tail", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                use std::io::{Seek, SeekFrom, Write};
+                let end = frames_end(&last);
+                let mut f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+                f.seek(SeekFrom::Start(end)).unwrap();
+                f.write_all(half).unwrap();
+                drop(f);
+                let start = Instant::now();
+                let store = FileStore::<String>::open(dir, StoreOptions::default()).unwrap();
+                total += start.elapsed();
+                assert_eq!(store.torn_tail(), Some(end));
+                store.close().unwrap();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = appends, reads, file_appends
+    targets = appends, reads, file_appends, file_open
 }
 criterion_main!(benches);

@@ -23,6 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::index::{self, Index};
 use super::segment::{self, DATA_START, SYNC_MARK};
 use super::{Durability, FrameLoc, Mutations, Shared};
 use crate::event::{Event, EventId};
@@ -71,6 +72,8 @@ pub(super) struct Active {
     pub(super) seg: u32,
     /// Where the next frame goes: the end of the valid frames.
     pub(super) offset: u64,
+    /// Its frames so far (those published), for its index when it is sealed.
+    pub(super) index: Index,
 }
 
 pub(super) struct Committer<P> {
@@ -277,6 +280,11 @@ impl<P: Send + 'static> Committer<P> {
         self.shared.push_frames(locs.drain(..));
         for p in pending.iter().filter(|p| !p.outcome.duplicate) {
             let o = &p.outcome;
+            self.active.index.push(
+                p.request.frame.len() as u32,
+                &p.request.stream,
+                p.request.events.iter().map(|e| e.id),
+            );
             self.shared.streams.write(&p.request.stream).extend(
                 &p.request.stream,
                 o.first_position.0,
@@ -342,6 +350,7 @@ impl<P: Send + 'static> Committer<P> {
 
     /// Starts a new segment at the next position: header, preallocation, the
     /// file synced and then its directory entry, before any append goes there.
+    /// Then writes the index of the segment it seals (already synced).
     fn roll(&mut self) -> io::Result<()> {
         let file = create_segment(
             &self.shared,
@@ -351,11 +360,24 @@ impl<P: Send + 'static> Committer<P> {
             self.mutations,
         )?;
         let seg = self.shared.push_segment(file.clone());
-        self.active = Active {
-            file,
-            seg,
-            offset: DATA_START,
-        };
+        let sealed = std::mem::replace(
+            &mut self.active,
+            Active {
+                file,
+                seg,
+                offset: DATA_START,
+                index: Index::new(self.next),
+            },
+        );
+        debug_assert_eq!(sealed.index.end(), sealed.offset);
+        debug_assert_eq!(sealed.index.first + sealed.index.events(), self.next);
+        if let Err(e) = index::write(&*self.shared.vfs, &self.shared.log_dir, &sealed.index) {
+            crate::log::warning!(
+                "ringbus store: writing a sealed segment's index failed (open rebuilds it)",
+                first = sealed.index.first,
+                error = e
+            );
+        }
         Ok(())
     }
 }

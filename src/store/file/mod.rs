@@ -24,11 +24,22 @@
 //! through the [`Vfs`]. Bytes below the watermark are never written again.
 //!
 //! # Recovery
-//! See [`FileStore::open`].
+//! See [`FileStore::open`]. Each sealed segment has an index file
+//! (`<first position>.idx`, [`index`]) written when it is sealed: open loads
+//! sealed segments from their indexes and reads and scans only the last
+//! segment, so its time grows with the index files (16 bytes per event, 12 per
+//! frame), not with the segments. The index is dense, not sparse (a position →
+//! offset entry every 256 frames, as issue 11 first suggested): the frame table
+//! keeps every frame's location in memory anyway, and the committer needs
+//! every event's id for idempotent retries, so the index holds exactly that —
+//! what a scan of the segment would yield. A missing, bad or stale index is
+//! rebuilt from a scan, never trusted.
 
 mod committer;
+mod index;
 mod segment;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::ops::ControlFlow;
@@ -43,6 +54,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use self::committer::{Active, Committer, Request, Versions};
+use self::index::{Index, IndexName};
 use self::segment::{End, Header, DATA_START};
 use super::check;
 use super::memory::streams::Streams;
@@ -53,7 +65,7 @@ use super::{
     RejectReason, StreamId,
 };
 use crate::codec::{EncodeError, Encoder, EventRef, Frame, Frames, Limits};
-use crate::event::Event;
+use crate::event::{Event, EventId};
 
 /// When an append returns, relative to the disk.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -104,6 +116,13 @@ pub struct StoreOptions {
     pub recovery: RecoveryMode,
     /// Bounds on frames, batches and payload nesting, for writing and reading.
     pub limits: Limits,
+    /// Whether open reads and checks every segment, ignoring the index files of
+    /// sealed segments (it still rewrites a missing or bad one), so that a
+    /// damaged frame anywhere is [`OpenError::Corrupt`] at open. Default
+    /// `false`: open loads sealed segments from their indexes and scans only
+    /// the last one; a damaged frame in a sealed segment is then found by the
+    /// read that reaches it ([`ReadError`]). See [`FileStore::open`].
+    pub verify_on_open: bool,
 }
 
 impl StoreOptions {
@@ -119,6 +138,7 @@ impl StoreOptions {
             max_append_bytes: 16 << 20,
             recovery: RecoveryMode::TruncateTornTail,
             limits: Limits::DEFAULT,
+            verify_on_open: false,
         }
     }
 
@@ -157,6 +177,12 @@ impl StoreOptions {
         self.limits = limits;
         self
     }
+
+    /// Sets [`verify_on_open`](StoreOptions::verify_on_open).
+    pub fn verify_on_open(mut self, on: bool) -> Self {
+        self.verify_on_open = on;
+        self
+    }
 }
 
 impl Default for StoreOptions {
@@ -172,7 +198,9 @@ pub enum OpenError {
     /// Another `FileStore` (in this or another process) has the directory open.
     Locked,
     /// The log is damaged where a crash cannot have damaged it: a bad frame with
-    /// valid frames after it, or any bad frame in a segment that is not the last.
+    /// valid frames after it, or any bad frame in a segment that is not the last
+    /// (found when open scans that segment: when its index file is missing or
+    /// bad, or with [`StoreOptions::verify_on_open`]).
     Corrupt {
         /// The segment file.
         file: PathBuf,
@@ -345,7 +373,26 @@ impl Shared {
             position: Position(loc.first),
             error,
         };
-        match Frames::with_limits(buf, self.limits).next() {
+        let misplaced = || {
+            ReadError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the frame at position {} is damaged: not one checksummed frame of {} bytes",
+                    loc.first, loc.len
+                ),
+            ))
+        };
+        // Every frame this store writes carries its CRC-32C (flag 0x10 of
+        // byte 3, FORMAT.md §2): one without it is damaged.
+        if buf.get(3).is_none_or(|flags| flags & 0x10 == 0) {
+            return Err(misplaced());
+        }
+        let mut frames = Frames::with_limits(buf, self.limits);
+        let frame = frames.next();
+        if matches!(frame, Some(Ok(_))) && !frames.remainder().is_empty() {
+            return Err(misplaced());
+        }
+        match frame {
             Some(Ok(Frame::Event(e))) => f(loc.first, &e),
             Some(Ok(Frame::Batch(b))) => {
                 for (e, p) in b.iter().zip(loc.first..) {
@@ -408,6 +455,9 @@ pub struct FileStore<P = serde_json::Value> {
     tx: Option<std::sync::mpsc::SyncSender<Request<P>>>,
     committer: Option<JoinHandle<io::Result<()>>>,
     torn_tail: Option<u64>,
+    /// What open did (read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    recovered: Recovered,
     // Dropped last: the lock is held until everything else is closed.
     _lock: Box<dyn VfsLock>,
 }
@@ -430,8 +480,21 @@ impl<P> FileStore<P> {
     /// [`RecoveryMode::TruncateAfterCorruption`], truncation there after a copy
     /// to `<name>.broken`. A bad record is never skipped.
     ///
-    /// Open reads every segment once (the stream index and the frame table
-    /// live in memory), one segment at a time.
+    /// Sealed segments (all but the last) have an index file each, written
+    /// when they were sealed: open loads a sealed segment from its index
+    /// without reading the segment, if the index checks out (its CRC-32C, its
+    /// position and end against the segment's name, header and length, its
+    /// last frame against the segment's bytes); a missing or bad index is
+    /// ignored, the segment scanned as above and the index written again. So
+    /// open reads the index files and the last segment, not the whole history.
+    /// A damaged frame in a sealed segment that has a valid index is then not
+    /// found by open but by the read that reaches it, which fails with a
+    /// [`ReadError`] (every read checks each frame's CRC-32C); with
+    /// [`StoreOptions::verify_on_open`] open scans every segment and such a
+    /// frame is [`OpenError::Corrupt`] (or truncated) as described above.
+    ///
+    /// The stream index and the frame table live in memory; open reads one
+    /// segment at a time.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, OpenError>
     where
         P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
@@ -486,7 +549,12 @@ impl<P> FileStore<P> {
             poison: Mutex::new(None),
         });
         let mut versions = Versions::default();
-        let (active, next, torn_tail) = recover(&shared, &options, &mut versions)?;
+        let Recovery {
+            active,
+            next,
+            torn_tail,
+            done: recovered,
+        } = recover(&shared, &options, &mut versions)?;
         shared.watermark.publish(next);
 
         let (tx, rx) = sync_channel(QUEUE);
@@ -517,6 +585,7 @@ impl<P> FileStore<P> {
             tx: Some(tx),
             committer: Some(committer),
             torn_tail,
+            recovered,
             _lock: lock,
         })
     }
@@ -629,10 +698,17 @@ impl<P> FileStore<P> {
             }
             let (loc, evs) = cached.as_ref().expect("cached");
             let i = p - loc.first;
+            let Some(event) = evs.get(i as usize) else {
+                // The frame holds fewer events than the frame table says.
+                return Err(ReadError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the frame at position {} has no event at {p}", loc.first),
+                )));
+            };
             out.push(Recorded {
                 position: Position(p),
                 version: loc.version + i,
-                event: evs[i as usize].clone().with_position(Position(p)),
+                event: event.clone().with_position(Position(p)),
             });
         }
         Ok(out)
@@ -794,22 +870,60 @@ where
     }
 }
 
-/// Reads every segment, rebuilds the frame table and the indexes, repairs a torn
-/// tail; returns the active segment, the next position and where a torn tail
-/// was cut.
+/// What open did with the segments (for the tests).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    /// Sealed segments loaded from their index files.
+    pub(crate) from_index: usize,
+    /// Segments read and scanned.
+    pub(crate) scanned: usize,
+    /// Index files written (missing, bad, or not matching the segment).
+    pub(crate) indexes_written: usize,
+}
+
+/// What [`recover`] hands to the committer.
+struct Recovery {
+    active: Active,
+    next: u64,
+    torn_tail: Option<u64>,
+    done: Recovered,
+}
+
+/// Loads the sealed segments that have a valid index from it and scans the
+/// others and the last one, rebuilds the frame table and the indexes, repairs
+/// a torn tail, writes missing or bad index files and removes stale ones.
 fn recover(
     shared: &Shared,
     options: &StoreOptions,
     versions: &mut Versions,
-) -> Result<(Active, u64, Option<u64>), OpenError> {
+) -> Result<Recovery, OpenError> {
     let vfs = &shared.vfs;
     let log_dir = &shared.log_dir;
-    let mut names: Vec<(u64, String)> = vfs
-        .list(log_dir)?
-        .into_iter()
-        .filter_map(|n| segment::parse_name(&n).map(|first| (first, n)))
+    let listing = vfs.list(log_dir)?;
+    let mut names: Vec<(u64, String)> = listing
+        .iter()
+        .filter_map(|n| segment::parse_name(n).map(|first| (first, n.clone())))
         .collect();
     names.sort();
+    // Index files present; an unfinished index write is removed.
+    let mut indexes = HashSet::new();
+    for n in &listing {
+        match index::parse_name(n) {
+            Some(IndexName::Index(first)) => {
+                indexes.insert(first);
+            }
+            Some(IndexName::Temporary) => vfs.remove_file(&log_dir.join(n))?,
+            None => {}
+        }
+    }
+    let remove_index = |indexes: &mut HashSet<u64>, first: u64| -> io::Result<()> {
+        if indexes.remove(&first) {
+            vfs.remove_file(&index::path(log_dir, first))?;
+        }
+        Ok(())
+    };
+    let mut sealed = HashSet::new();
+    let mut done = Recovered::default();
     let mut next = 0_u64;
     let mut torn_tail = None;
     let mut active = None;
@@ -820,8 +934,43 @@ fn recover(
         let path = log_dir.join(&name);
         let file = vfs.open(&path, OpenMode::ReadWrite)?;
         let len = file.len()?;
-        let mut bytes = vec![0u8; len as usize];
-        file.read_exact_at(&mut bytes, 0)?;
+        if !last && !options.verify_on_open && indexes.contains(&named_first) {
+            match load_index(
+                &**vfs,
+                log_dir,
+                &*file,
+                len,
+                named_first,
+                next,
+                &shared.limits,
+            ) {
+                Ok(ix) => {
+                    let seg = shared.push_segment(file);
+                    apply(shared, versions, seg, &ix);
+                    next += ix.events();
+                    sealed.insert(named_first);
+                    done.from_index += 1;
+                    i += 1;
+                    continue;
+                }
+                Err(reason) => crate::log::warning!(
+                    "ringbus store: a sealed segment's index is not usable; scanning the segment",
+                    file = path.display(),
+                    reason = reason
+                ),
+            }
+        }
+        // A segment with a good header is read up to a little past its sync
+        // mark (where a cleanly closed segment's frames end), not into the
+        // zeros of its preallocated rest; the whole of it only if the frames
+        // do not end cleanly within that.
+        let mut bytes = read_prefix(&*file, len.min(DATA_START))?;
+        if matches!(segment::read_header(&bytes), Header::Valid(_)) {
+            let ahead = segment::read_sync_mark(&bytes).saturating_add(SCAN_AHEAD);
+            bytes = read_prefix(&*file, len.min(ahead))?;
+        } else {
+            bytes = read_prefix(&*file, len)?;
+        }
         let corrupt = |offset: u64, reason: String| OpenError::Corrupt {
             file: path.clone(),
             offset,
@@ -842,6 +991,7 @@ fn recover(
                 );
                 drop(file);
                 vfs.remove_file(&path)?;
+                remove_index(&mut indexes, named_first)?;
                 vfs.sync_dir(log_dir)?;
                 break;
             }
@@ -860,32 +1010,53 @@ fn recover(
             Header::Valid(_) => None,
         };
         let seg = shared.push_segment(file.clone());
+        let mut scanned = Index::new(next);
         let end = match bad_at {
             Some((offset, reason, _)) => End::Bad {
                 offset,
                 reason,
                 corrupt: true,
             },
-            None => segment::scan(
-                &bytes,
-                segment::read_sync_mark(&bytes),
-                &shared.limits,
-                |s| {
-                    let k = s.ids.len() as u64;
-                    let list = versions.entry(s.stream.clone()).or_default();
-                    shared.push_frames(std::iter::once(FrameLoc {
-                        first: next,
-                        version: list.len() as u64 + 1,
-                        seg,
-                        offset: s.offset,
-                        len: s.len,
-                    }));
-                    list.extend((next..).zip(s.ids));
-                    shared.streams.write(&s.stream).extend(&s.stream, next, k);
-                    next += k;
-                },
-            ),
+            None => {
+                let scan = |bytes: &[u8], scanned: &mut Index| {
+                    segment::scan(bytes, segment::read_sync_mark(bytes), &shared.limits, |s| {
+                        scanned.push(s.len, &s.stream, s.ids)
+                    })
+                };
+                let end = scan(&bytes, &mut scanned);
+                // Whether a scan of the whole file finds the same: it stopped
+                // at a zero byte it had read, or (in the last segment) at a
+                // torn frame it had read whole (one that is not even whole is
+                // not told from one the lookahead cut), beyond the sync mark,
+                // where what follows does not matter.
+                let same = bytes.len() as u64 == len
+                    || match &end {
+                        End::Clean(o) => *o < bytes.len() as u64,
+                        End::Bad {
+                            offset,
+                            corrupt: false,
+                            ..
+                        } => {
+                            last && *offset >= segment::read_sync_mark(&bytes)
+                                && Frames::with_limits(&bytes[*offset as usize..], shared.limits)
+                                    .next()
+                                    .is_some()
+                        }
+                        End::Bad { .. } => false,
+                    };
+                if same {
+                    end
+                } else {
+                    bytes = read_prefix(&*file, len)?;
+                    scanned = Index::new(next);
+                    scan(&bytes, &mut scanned)
+                }
+            }
         };
+        done.scanned += 1;
+        // The frames before any damage stay (truncation keeps them).
+        apply(shared, versions, seg, &scanned);
+        next += scanned.events();
         let end_offset = match end {
             End::Clean(offset) => offset,
             End::Bad {
@@ -894,7 +1065,7 @@ fn recover(
                 corrupt: false,
             } if last => {
                 // A torn tail: cut it off, keep the preallocated length.
-                truncate(&*file, offset, len, options.preallocate)?;
+                truncate(&*file, offset, &bytes, len, options.preallocate)?;
                 crate::log::warning!(
                     "ringbus store: truncated a torn tail",
                     file = path.display(),
@@ -919,24 +1090,59 @@ fn recover(
                     reason = reason
                 );
                 keep_broken_copy(&**vfs, &path, &bytes)?;
-                for (_, later) in &names[i + 1..] {
+                // No index may describe a truncated or renamed segment.
+                remove_index(&mut indexes, named_first)?;
+                for (first, later) in &names[i + 1..] {
                     let p = log_dir.join(later);
                     vfs.rename(&p, &log_dir.join(format!("{later}.broken")))?;
+                    remove_index(&mut indexes, *first)?;
                 }
                 vfs.sync_dir(log_dir)?;
                 names.truncate(i + 1);
-                truncate(&*file, offset, len, options.preallocate)?;
+                truncate(&*file, offset, &bytes, len, options.preallocate)?;
                 offset
             }
         };
+        debug_assert_eq!(scanned.end(), end_offset);
         if names.len() == i + 1 {
+            // The active segment: appends go on in it, so no index may stay
+            // (one is there if the segments after it were deleted).
+            if indexes.contains(&named_first) {
+                remove_index(&mut indexes, named_first)?;
+                vfs.sync_dir(log_dir)?;
+            }
             active = Some(Active {
                 file,
                 seg,
                 offset: end_offset,
+                index: scanned,
             });
+        } else {
+            sealed.insert(named_first);
+            let encoded = scanned.encode();
+            let current = indexes
+                .contains(&named_first)
+                .then(|| index::read_file(&**vfs, &index::path(log_dir, named_first)).ok())
+                .flatten();
+            if current.as_deref() != Some(&encoded[..]) {
+                match index::write_bytes(&**vfs, log_dir, named_first, &encoded) {
+                    Ok(()) => {
+                        indexes.insert(named_first);
+                        done.indexes_written += 1;
+                    }
+                    Err(e) => crate::log::warning!(
+                        "ringbus store: writing a sealed segment's index failed (the next open scans it again)",
+                        file = path.display(),
+                        error = e
+                    ),
+                }
+            }
         }
         i += 1;
+    }
+    // Indexes of segments that are gone (removed as blank, renamed `.broken`).
+    for first in indexes.iter().filter(|f| !sealed.contains(*f)) {
+        vfs.remove_file(&index::path(log_dir, *first))?;
     }
     let active = match active {
         Some(a) => a,
@@ -955,22 +1161,123 @@ fn recover(
                 file,
                 seg,
                 offset: DATA_START,
+                index: Index::new(next),
             }
         }
     };
-    Ok((active, next, torn_tail))
+    Ok(Recovery {
+        active,
+        next,
+        torn_tail,
+        done,
+    })
 }
 
-/// Cuts `file` at `offset`, marks it synced up to there and syncs it; with
-/// `preallocate`, zeros up to its old length `len` again, so the segment stays
-/// preallocated.
-fn truncate(file: &dyn VfsFile, offset: u64, len: u64, preallocate: bool) -> io::Result<()> {
-    file.set_len(offset)?;
-    if preallocate {
-        file.set_len(len)?;
+/// The index of the sealed segment `file` (named `named`, of length `len`),
+/// expected to start at `next`, if its index file is there and valid.
+fn load_index(
+    vfs: &dyn Vfs,
+    log_dir: &Path,
+    file: &dyn VfsFile,
+    len: u64,
+    named: u64,
+    next: u64,
+    limits: &Limits,
+) -> Result<Index, String> {
+    let bytes = index::read_file(vfs, &index::path(log_dir, named)).map_err(|e| e.to_string())?;
+    let ix = Index::decode(&bytes)?;
+    ix.check_segment(file, len, named, next, limits)?;
+    Ok(ix)
+}
+
+/// Adds a segment's frames (its index, loaded or scanned) to the frame table,
+/// the stream index and `versions`.
+fn apply(shared: &Shared, versions: &mut Versions, seg: u32, ix: &Index) {
+    // Per stream of the segment: its version so far, and its new (position, id)s.
+    let mut version: Vec<u64> = ix
+        .streams
+        .iter()
+        .map(|s| versions.get(s).map_or(0, |l| l.len() as u64))
+        .collect();
+    let mut added: Vec<Vec<(u64, EventId)>> = vec![Vec::new(); ix.streams.len()];
+    let mut locs = Vec::with_capacity(ix.frames.len());
+    let (mut first, mut offset, mut at) = (ix.first, DATA_START, 0_usize);
+    for f in &ix.frames {
+        let o = f.stream as usize;
+        locs.push(FrameLoc {
+            first,
+            version: version[o] + 1,
+            seg,
+            offset,
+            len: f.len,
+        });
+        let ids = &ix.ids[at..at + f.count as usize];
+        added[o].extend((first..).zip(ids.iter().copied()));
+        version[o] += u64::from(f.count);
+        first += u64::from(f.count);
+        offset += u64::from(f.len);
+        at += f.count as usize;
+    }
+    shared.push_frames(locs.into_iter());
+    for (stream, added) in ix.streams.iter().zip(added) {
+        let mut index = shared.streams.write(stream);
+        // Runs of consecutive positions.
+        let mut run: Option<(u64, u64)> = None;
+        for &(p, _) in &added {
+            run = match run {
+                Some((start, n)) if start + n == p => Some((start, n + 1)),
+                Some((start, n)) => {
+                    index.extend(stream, start, n);
+                    Some((p, 1))
+                }
+                None => Some((p, 1)),
+            };
+        }
+        if let Some((start, n)) = run {
+            index.extend(stream, start, n);
+        }
+        drop(index);
+        versions.entry(stream.clone()).or_default().extend(added);
+    }
+}
+
+/// Cuts `file` (of length `len`, its first bytes `bytes`) at `offset`, marks
+/// it synced up to there and syncs it. With `preallocate` the file keeps its
+/// length: if `bytes` is all of it, the bytes from `offset` to the last
+/// non-zero one are overwritten with zeros in place (cheaper to sync than two
+/// changes of the file's size); otherwise it is cut and extended again.
+fn truncate(
+    file: &dyn VfsFile,
+    offset: u64,
+    bytes: &[u8],
+    len: u64,
+    preallocate: bool,
+) -> io::Result<()> {
+    if preallocate && bytes.len() as u64 == len {
+        let rest = bytes.get(offset as usize..).unwrap_or_default();
+        if let Some(last) = rest.iter().rposition(|&b| b != 0) {
+            file.write_all_at(&vec![0u8; last + 1], offset)?;
+        }
+    } else {
+        file.set_len(offset)?;
+        if preallocate {
+            file.set_len(len)?;
+        }
     }
     file.write_all_at(&segment::sync_mark(offset), segment::SYNC_MARK)?;
     file.sync_data()
+}
+
+/// How far past its sync mark open reads a segment at first (in the unit
+/// tests, whose segments are a few KiB, so little that both ways — the frames
+/// end within it, or the whole segment is read — are taken often).
+const SCAN_AHEAD: u64 = if cfg!(test) { 100 } else { 1 << 20 };
+
+/// The first `len` bytes of `file`.
+fn read_prefix(file: &dyn VfsFile, len: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
 }
 
 /// Copies a damaged segment to `<name>.broken`, durably.

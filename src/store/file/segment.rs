@@ -22,6 +22,8 @@
 //! unsynced pages out of order) from corruption (a damaged frame in synced
 //! bytes with whole frames after it).
 //!
+//! A sealed segment has an index file beside it ([`super::index`]).
+//!
 //! A frame never starts with a zero byte (its magic is `EB 52`), so a zero byte
 //! where a frame should start is the clean end of the segment.
 
@@ -124,9 +126,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Header {
 /// One append as found in a segment.
 #[derive(Debug)]
 pub(crate) struct Scanned {
-    /// Where its frame starts in the file.
-    pub(crate) offset: u64,
-    /// The frame's length.
+    /// The frame's length (it starts where the one before ends).
     pub(crate) len: u32,
     /// The stream (every event's subject).
     pub(crate) stream: StreamId,
@@ -180,7 +180,6 @@ pub(crate) fn scan(
         let len = rest.len() - frames.remainder().len();
         match append_of(&frame) {
             Ok((stream, ids)) => found(Scanned {
-                offset: offset as u64,
                 len: len as u32,
                 stream,
                 ids,
@@ -194,7 +193,7 @@ pub(crate) fn scan(
 
 /// The stream and ids of a frame, if it is an append: at least one event, all
 /// with the same subject, a valid stream id.
-fn append_of(frame: &Frame<'_>) -> Result<(StreamId, Vec<EventId>), String> {
+pub(crate) fn append_of(frame: &Frame<'_>) -> Result<(StreamId, Vec<EventId>), String> {
     let (subjects, ids): (Vec<Option<&str>>, Vec<EventId>) = match frame {
         Frame::Event(e) => (vec![e.subject()], vec![e.id()]),
         Frame::Batch(b) => b.iter().map(|e| (e.subject(), e.id())).unzip(),

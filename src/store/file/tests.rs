@@ -85,8 +85,8 @@ impl Case {
         let how = MODES[rng.below(4) as usize];
         Case {
             durability,
-            // Tiny segments: most workloads roll, some several times.
-            segment_bytes: [2_048, 8_192, 65_536][rng.below(3) as usize],
+            // Tiny segments: many workloads roll, some several times.
+            segment_bytes: [512, 2_048, 8_192, 65_536][rng.below(4) as usize],
             preallocate: rng.below(2) == 0,
             appends,
             // Each written append takes one or two operations (a write, a
@@ -102,9 +102,21 @@ fn ev(n: u32) -> Event<u32> {
     Event::new(event_type!("sim.happened"), source!("sim"), n)
 }
 
-/// Runs `case` and checks what a reopen finds. `Err` says what went wrong;
-/// `Ok(true)`: the power was cut during the workload (not after it).
-fn check(case: &Case, mutations: Mutations) -> Result<bool, String> {
+/// What a run did, besides passing.
+#[derive(Copy, Clone, Debug)]
+struct Ran {
+    /// The power was cut during the workload (not after it).
+    cut_during: bool,
+    /// What the reopen after the crash did.
+    recovered: Recovered,
+    /// What a second reopen (no crash) did.
+    again: Recovered,
+}
+
+/// Runs `case` and checks what a reopen finds — and that a reopen of the same
+/// crashed disk that ignores the index files (`verify_on_open`) finds the same.
+/// `Err` says what went wrong.
+fn check(case: &Case, mutations: Mutations) -> Result<Ran, String> {
     let fs = SimFs::new();
     let opts = options(case.durability)
         .segment_bytes(case.segment_bytes)
@@ -175,11 +187,25 @@ fn check(case: &Case, mutations: Mutations) -> Result<bool, String> {
     let cut_during = fs.ops() > cut;
 
     let after = fs.crash(case.how, case.crash_seed);
-    let store = FileStore::<u32>::open_in(Arc::new(after), dir(), opts)
+    // The same crashed disk again, opened by scanning every segment.
+    let scanned = {
+        let twin = fs.crash(case.how, case.crash_seed);
+        let store =
+            FileStore::<u32>::open_in(Arc::new(twin), dir(), opts.clone().verify_on_open(true))
+                .map_err(|e| format!("reopen after the crash, verifying: {e}"))?;
+        store
+            .read_all(Position(0), usize::MAX)
+            .map_err(|e| format!("read_all, verifying: {e}"))?
+    };
+    let after = Arc::new(after);
+    let store = FileStore::<u32>::open_in(after.clone(), dir(), opts.clone())
         .map_err(|e| format!("reopen after the crash: {e}"))?;
     let records = store
         .read_all(Position(0), usize::MAX)
         .map_err(|e| format!("read_all: {e}"))?;
+    if records != scanned {
+        return Err("opened with the index files, the store differs from a full scan".into());
+    }
 
     // The survivors are whole appends: a prefix of the acknowledged ones,
     // perhaps followed by the failed one (only if all acknowledged survived).
@@ -249,8 +275,35 @@ fn check(case: &Case, mutations: Mutations) -> Result<bool, String> {
     if o.first_position != Position(records.len() as u64) {
         return Err(format!("append after reopen at {:?}", o.first_position));
     }
+    let recovered = store.recovered;
     store.close().map_err(|e| format!("close: {e}"))?;
-    Ok(cut_during)
+
+    // Once more without a crash: the indexes the reopen wrote, or those the
+    // rolls wrote, are loaded; the store is the same.
+    let store =
+        FileStore::<u32>::open_in(after, dir(), opts).map_err(|e| format!("second reopen: {e}"))?;
+    let again = store
+        .read_all(Position(0), usize::MAX)
+        .map_err(|e| format!("read_all after the second reopen: {e}"))?;
+    if again.len() != records.len() + 1 || again[..records.len()] != records[..] {
+        return Err("the second reopen differs".into());
+    }
+    for s in &streams {
+        let want = again
+            .iter()
+            .filter(|r| r.event.subject.as_ref() == Some(s.as_subject()))
+            .count() as u64;
+        if store.stream_version(s).map_err(|e| e.to_string())? != want {
+            return Err(format!(
+                "stream {s:?} has the wrong version after the second reopen"
+            ));
+        }
+    }
+    Ok(Ran {
+        cut_during,
+        recovered,
+        again: store.recovered,
+    })
 }
 
 fn cases() -> u32 {
@@ -292,16 +345,35 @@ fn power_cut_at_a_random_operation() {
 }
 
 /// The workloads are long enough that the power cut lands inside most of
-/// them, after some appends were acknowledged.
+/// them, after some appends were acknowledged; and the reopens load sealed
+/// segments from index files often, and rebuild missing ones too.
 #[test]
 #[cfg_attr(miri, ignore = "needs hundreds of simulated runs")]
 fn the_power_cut_lands_inside_most_workloads() {
     let runs = 500;
-    let inside = (0..runs)
-        .filter(|&seed| check(&Case::new(seed), Mutations::default()).unwrap())
+    let ran: Vec<Ran> = (0..runs)
+        .map(|seed| check(&Case::new(seed), Mutations::default()).unwrap())
+        .collect();
+    let inside = ran.iter().filter(|r| r.cut_during).count();
+    let from_index = ran
+        .iter()
+        .filter(|r| r.recovered.from_index + r.again.from_index > 0)
         .count();
-    eprintln!("the power cut landed inside {inside} of {runs} workloads");
+    let after_crash = ran.iter().filter(|r| r.recovered.from_index > 0).count();
+    let rebuilt = ran
+        .iter()
+        .filter(|r| r.recovered.indexes_written > 0)
+        .count();
+    eprintln!(
+        "the power cut landed inside {inside} of {runs} workloads; \
+         {from_index} loaded an index ({after_crash} right after the crash), {rebuilt} wrote one"
+    );
     assert!(inside * 2 > runs as usize, "{inside} of {runs}");
+    assert!(
+        from_index * 4 > runs as usize,
+        "{from_index} of {runs} loaded an index"
+    );
+    assert!(rebuilt > 0, "no reopen rebuilt an index");
 }
 
 /// The first seed below `tries` whose case fails under `mutations`, if any.
@@ -727,4 +799,310 @@ fn unsynced_pages_kept_out_of_order_are_a_torn_tail() {
         }
     }
     assert!(cut_short > 0 || cfg!(miri), "no crash ever tore the tail");
+}
+
+/// A closed store on `fs` with several sealed segments (and their indexes);
+/// the ids of its events in position order.
+fn sealed_segments(fs: &SimFs) -> Vec<EventId> {
+    let opts = options(Durability::None).segment_bytes(2_048);
+    let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..60_u32 {
+        let s = StreamId::new(format!("s-{}", i % 3)).unwrap();
+        let batch: Vec<Event<u32>> = (0..1 + i % 4).map(|j| ev(i * 10 + j)).collect();
+        ids.extend(batch.iter().map(|e| e.id));
+        store.append(&s, ExpectedVersion::Any, batch).unwrap();
+    }
+    store.close().unwrap();
+    ids
+}
+
+fn idx(first: u64) -> std::path::PathBuf {
+    index::path(&dir().join("log"), first)
+}
+
+/// The first positions of the sealed segments (all but the last), from the
+/// segment names.
+fn sealed_firsts(fs: &SimFs) -> Vec<u64> {
+    let mut firsts: Vec<u64> = fs
+        .list(&dir().join("log"))
+        .unwrap()
+        .iter()
+        .filter_map(|n| segment::parse_name(n))
+        .collect();
+    firsts.sort_unstable();
+    firsts.pop();
+    firsts
+}
+
+fn reopen(fs: &SimFs, verify: bool) -> FileStore<u32> {
+    let opts = options(Durability::None)
+        .segment_bytes(2_048)
+        .verify_on_open(verify);
+    FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap()
+}
+
+fn ids_of(store: &FileStore<u32>) -> Vec<EventId> {
+    store
+        .read_all(Position(0), usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.event.id)
+        .collect()
+}
+
+/// Every sealed segment gets its index at the roll, the last none; open loads
+/// the sealed ones from their indexes and scans only the last; with
+/// `verify_on_open` it scans them all and writes nothing (the indexes match).
+#[test]
+fn rolls_write_indexes_and_open_loads_them() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let sealed = sealed_firsts(&fs);
+    assert!(sealed.len() >= 3, "{sealed:?}");
+    let idx_files: Vec<String> = fs
+        .list(&dir().join("log"))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".idx"))
+        .collect();
+    let want: Vec<String> = sealed.iter().map(|&f| index::file_name(f)).collect();
+    assert_eq!(idx_files, want);
+
+    let store = reopen(&fs, false);
+    assert_eq!(
+        store.recovered,
+        Recovered {
+            from_index: sealed.len(),
+            scanned: 1,
+            indexes_written: 0
+        }
+    );
+    assert_eq!(ids_of(&store), ids);
+    drop(store);
+    let store = reopen(&fs, true);
+    assert_eq!(
+        store.recovered,
+        Recovered {
+            from_index: 0,
+            scanned: sealed.len() + 1,
+            indexes_written: 0
+        }
+    );
+    assert_eq!(ids_of(&store), ids);
+}
+
+/// An index that claims a frame more than its segment holds (checksum and
+/// tables consistent) is rejected: the segment is scanned and the right index
+/// written in its place.
+#[test]
+fn an_index_claiming_more_than_its_segment_is_rejected_and_rebuilt() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let first = sealed_firsts(&fs)[1];
+    let good = fs.read(&idx(first)).unwrap();
+    let mut more = Index::decode(&good).unwrap();
+    more.push(60, &stream(), [EventId::new()]);
+    let f = fs.open(&idx(first), OpenMode::ReadWrite).unwrap();
+    f.write_all_at(&more.encode(), 0).unwrap();
+    drop(f);
+    let store = reopen(&fs, false);
+    assert_eq!(store.recovered.indexes_written, 1);
+    assert_eq!(store.recovered.from_index, sealed_firsts(&fs).len() - 1);
+    assert_eq!(ids_of(&store), ids);
+    assert_eq!(fs.read(&idx(first)).unwrap(), good, "not rebuilt as it was");
+}
+
+/// An index whose segment is gone, and a half-written `.idx.tmp`, are removed
+/// at open; so is an index beside the last segment (here: the segment after it
+/// was deleted), since appends go on in that segment.
+#[test]
+fn stale_index_files_are_removed() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let sealed = sealed_firsts(&fs);
+    let log = dir().join("log");
+    // The last segment deleted: the one before is last again.
+    let mut names: Vec<String> = fs
+        .list(&log)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    let last = names.pop().unwrap();
+    let last_first = segment::parse_name(&last).unwrap();
+    fs.remove_file(&log.join(&last)).unwrap();
+    // An orphan index, and a temporary one.
+    fs.open(&idx(999_999), OpenMode::CreateNew)
+        .unwrap()
+        .write_all_at(b"junk", 0)
+        .unwrap();
+    fs.open(
+        &log.join(format!("{}.tmp", index::file_name(sealed[0]))),
+        OpenMode::CreateNew,
+    )
+    .unwrap();
+    let store = reopen(&fs, false);
+    assert_eq!(ids_of(&store), ids[..last_first as usize]);
+    let left: Vec<String> = fs
+        .list(&log)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.contains(".idx"))
+        .collect();
+    let want: Vec<String> = sealed[..sealed.len() - 1]
+        .iter()
+        .map(|&f| index::file_name(f))
+        .collect();
+    assert_eq!(left, want);
+    // Appends go on in the segment that was sealed; its next roll writes its
+    // index again, and a reopen loads it.
+    for i in 0..30 {
+        store
+            .append(&stream(), ExpectedVersion::Any, vec![ev(i), ev(i + 1)])
+            .unwrap();
+    }
+    let all = ids_of(&store);
+    store.close().unwrap();
+    assert!(fs.exists(&idx(*sealed.last().unwrap())));
+    let store = reopen(&fs, false);
+    assert!(store.recovered.from_index >= sealed.len());
+    assert_eq!(ids_of(&store), all);
+}
+
+/// A blank last segment (its creation cut short) is removed and created again;
+/// the segment before it stays sealed, loaded from its index.
+#[test]
+fn a_blank_last_segment_leaves_the_sealed_ones_to_their_indexes() {
+    let fs = SimFs::new();
+    let ids = sealed_segments(&fs);
+    let sealed = sealed_firsts(&fs);
+    let log = dir().join("log");
+    let mut names: Vec<String> = fs
+        .list(&log)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    let last = names.pop().unwrap();
+    let last_first = segment::parse_name(&last).unwrap();
+    fs.remove_file(&log.join(&last)).unwrap();
+    fs.open(&log.join(&last), OpenMode::CreateNew).unwrap();
+    let store = reopen(&fs, false);
+    assert_eq!(store.recovered.from_index, sealed.len());
+    assert_eq!(ids_of(&store), ids[..last_first as usize]);
+    assert_eq!(fs.read(&log.join(&last)).unwrap()[..4], *b"RBSG");
+}
+
+/// A failed index write fails no append: with the index's `sync_data`
+/// failing at every roll, every append is acknowledged; the half-written
+/// `.idx.tmp` files are removed at open and the indexes rebuilt.
+#[test]
+fn a_failed_index_write_fails_no_append() {
+    let fs = SimFs::new();
+    let opts = options(Durability::Immediate).segment_bytes(2_048);
+    let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts.clone()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        // An append that rolls syncs the new segment first (sync 0), then the
+        // sealed segment's index (sync 1), then itself; others sync once.
+        fs.fail_sync_at(1);
+        let e = ev(i);
+        ids.push(e.id);
+        store
+            .append(&stream(), ExpectedVersion::Any, vec![e])
+            .unwrap_or_else(|e| panic!("append {i}: {e}"));
+    }
+    fs.fail_sync_at(u64::MAX / 2);
+    store.close().unwrap();
+    let sealed = sealed_firsts(&fs);
+    assert!(sealed.len() >= 2, "{sealed:?}");
+    let names = fs.list(&dir().join("log")).unwrap();
+    assert!(!names.iter().any(|n| n.ends_with(".idx")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(".idx.tmp")), "{names:?}");
+
+    let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap();
+    assert_eq!(store.recovered.indexes_written, sealed.len());
+    assert_eq!(ids_of(&store), ids);
+    let names = fs.list(&dir().join("log")).unwrap();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    for f in sealed {
+        assert!(fs.exists(&idx(f)));
+    }
+}
+
+/// A torn tail is gone from the file, whatever lies beyond it — here a whole
+/// frame further on, beyond what open reads at first (the lookahead past the
+/// sync mark): every byte from the cut on is zero (preallocated) or gone.
+#[test]
+fn a_torn_tail_is_gone_from_the_file_whatever_lies_beyond() {
+    for preallocate in [true, false] {
+        let fs = SimFs::new();
+        let opts = options(Durability::None)
+            .segment_bytes(8_192)
+            .preallocate(preallocate);
+        let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts.clone()).unwrap();
+        for i in 0..5 {
+            store
+                .append(&stream(), ExpectedVersion::Any, vec![ev(i)])
+                .unwrap();
+        }
+        store.close().unwrap();
+        let bytes = fs.read(&seg0()).unwrap();
+        let end = u64::from_le_bytes(bytes[20..28].try_into().unwrap());
+        let first_frame = &bytes[DATA_START as usize..DATA_START as usize + 40];
+        let f = fs.open(&seg0(), OpenMode::ReadWrite).unwrap();
+        f.write_all_at(&first_frame[..20], end).unwrap();
+        f.write_all_at(first_frame, end + 2 * SCAN_AHEAD).unwrap();
+        let len = f.len().unwrap();
+        drop(f);
+        let store = FileStore::<u32>::open_in(Arc::new(fs.clone()), dir(), opts).unwrap();
+        assert_eq!(store.torn_tail(), Some(end), "preallocate {preallocate}");
+        assert_eq!(store.read_all(Position(0), 100).unwrap().len(), 5);
+        drop(store);
+        let after = fs.read(&seg0()).unwrap();
+        if preallocate {
+            assert_eq!(after.len() as u64, len);
+            assert!(after[end as usize..].iter().all(|&b| b == 0), "left behind");
+        } else {
+            assert_eq!(after.len() as u64, end);
+        }
+    }
+}
+
+/// Long workloads on 512-byte segments with the power cut late: the reopen
+/// right after the crash loads sealed segments from index files that a later
+/// roll's directory sync made durable, and finds every acknowledged append.
+#[test]
+#[cfg_attr(miri, ignore = "needs hundreds of simulated runs")]
+fn reopens_right_after_a_crash_load_durable_indexes() {
+    let runs = 300;
+    let (mut loaded, mut inside) = (0, 0);
+    for seed in 0..runs {
+        let mut case = Case::new(seed);
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        case.segment_bytes = 512;
+        case.appends = (0..30)
+            .map(|_| {
+                (
+                    rng.below(4) as u8,
+                    1 + rng.below(12) as u16,
+                    rng.below(5) as u8,
+                )
+            })
+            .collect();
+        // Most appends write and sync (two operations), most roll (about ten).
+        case.cut_after = 40 + rng.below(160);
+        let ran = check(&case, Mutations::default()).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+        loaded += usize::from(ran.recovered.from_index > 0);
+        inside += usize::from(ran.cut_during);
+    }
+    eprintln!(
+        "the power cut landed inside {inside} of {runs} workloads; \
+         {loaded} reopens after the crash loaded an index"
+    );
+    assert!(inside * 2 > runs as usize, "{inside} of {runs}");
+    assert!(loaded * 4 > runs as usize, "{loaded} of {runs}");
 }
