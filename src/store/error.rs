@@ -256,6 +256,10 @@ impl fmt::Display for RejectReason {
 pub enum ReadError {
     /// Reading failed.
     Io(std::io::Error),
+    /// A stored event could not be upcast to the current schema (see
+    /// [`FileStore::upcasters`](super::FileStore::upcasters)); the error names
+    /// its type, version and position.
+    Upcast(super::upcast::UpcastError),
     /// A stored event could not be decoded.
     Decode {
         /// Where it is.
@@ -269,6 +273,7 @@ impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReadError::Io(e) => write!(f, "read failed: {e}"),
+            ReadError::Upcast(e) => write!(f, "{e}"),
             ReadError::Decode { position, error } => {
                 write!(
                     f,
@@ -283,6 +288,7 @@ impl std::error::Error for ReadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ReadError::Io(e) => Some(e),
+            ReadError::Upcast(e) => Some(e),
             ReadError::Decode { error, .. } => Some(error),
         }
     }

@@ -1,7 +1,9 @@
 //! `FileStore`: the event store in files, crash-safe.
 //!
 //! # Layout
-//! `dir/LOCK` (an advisory lock: one process at a time), and `dir/log/`, holding
+//! `dir/LOCK` (an advisory lock: one process at a time), `dir/snapshots/` (the
+//! store's [`FileSnapshots`], returned by [`EventStore::snapshots`]), and
+//! `dir/log/`, holding
 //! segments `<first position, 20 digits>.seg`: a 20-byte header and a 12-byte
 //! sync mark ([`segment`]), then codec frames (FORMAT.md), one per append — an event
 //! frame for one event, a batch frame for several, always with the CRC-32C —
@@ -59,6 +61,8 @@ use self::segment::{End, Header, DATA_START};
 use super::check;
 use super::memory::streams::Streams;
 use super::memory::watermark::Watermark;
+use super::snapshot::{FileSnapshots, SnapshotStore};
+use super::upcast::{DecodeUpcastError, Upcasters};
 use super::vfs::{create_dir_durably, OpenMode, StdFs, Vfs, VfsFile, VfsLock};
 use super::{
     AppendError, AppendOutcome, EventStore, ExpectedVersion, Position, ReadError, Recorded,
@@ -455,6 +459,10 @@ pub struct FileStore<P = serde_json::Value> {
     tx: Option<std::sync::mpsc::SyncSender<Request<P>>>,
     committer: Option<JoinHandle<io::Result<()>>>,
     torn_tail: Option<u64>,
+    /// `dir/snapshots/`: the store's snapshot storage.
+    snapshots: FileSnapshots,
+    /// Applied to every typed read.
+    upcasters: Option<Arc<Upcasters>>,
     /// What open did (read by the tests).
     #[cfg_attr(not(test), allow(dead_code))]
     recovered: Recovered,
@@ -537,6 +545,7 @@ impl<P> FileStore<P> {
         let log_dir = dir.join("log");
         create_dir_durably(&*vfs, &log_dir)?;
         let lock = vfs.try_lock(&dir.join("LOCK"))?.ok_or(OpenError::Locked)?;
+        let snapshots = FileSnapshots::open_in(vfs.clone(), &dir.join("snapshots"))?;
         let shared = Arc::new(Shared {
             vfs: vfs.clone(),
             log_dir,
@@ -585,9 +594,58 @@ impl<P> FileStore<P> {
             tx: Some(tx),
             committer: Some(committer),
             torn_tail,
+            snapshots,
+            upcasters: None,
             recovered,
             _lock: lock,
         })
+    }
+
+    /// Upcasts every event read from the store ([`read_stream`], [`read_all`],
+    /// and so the catch-up subscriptions and the CQRS repository) with
+    /// `upcasters`: events written at an older schema version are turned into
+    /// the current one, link by link, before they meet `P`; events at the
+    /// latest version decode directly. An event that cannot be upcast is a
+    /// [`ReadError::Upcast`] naming its type, version and position.
+    /// ([`scan_all`] hands out the frames as stored.)
+    ///
+    /// [`read_stream`]: EventStore::read_stream
+    /// [`read_all`]: EventStore::read_all
+    /// [`scan_all`]: EventStore::scan_all
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::store::upcast::Upcasters;
+    /// use ringbus::store::{EventStore, ExpectedVersion, FileStore, Position, StoreOptions, StreamId};
+    /// use ringbus::{event_type, source, Event};
+    /// use serde_json::json;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("ringbus-doc-upcast-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// // Version 1 of the code wrote prices in euros.
+    /// let v1 = FileStore::<serde_json::Value>::open(&dir, StoreOptions::default()).unwrap();
+    /// let priced = Event::new(event_type!("item.priced"), source!("shop"), json!({ "euros": 3 }));
+    /// v1.append(&StreamId::new("item-1").unwrap(), ExpectedVersion::Any, vec![priced]).unwrap();
+    /// v1.close().unwrap();
+    ///
+    /// // Version 2 reads cents.
+    /// #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+    /// struct Priced { cents: u64 }
+    /// let mut upcasters = Upcasters::new();
+    /// upcasters.add("item.priced", 1, |mut e| {
+    ///     e.data = json!({ "cents": e.data["euros"].as_u64().unwrap_or(0) * 100 });
+    ///     Ok(e)
+    /// }).unwrap();
+    /// let v2 = FileStore::<Priced>::open(&dir, StoreOptions::default()).unwrap().upcasters(upcasters);
+    /// let read = v2.read_all(Position(0), 10).unwrap();
+    /// assert_eq!((read[0].event.version, &read[0].event.data), (2, &Priced { cents: 300 }));
+    /// v2.close().unwrap();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    #[must_use]
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = Some(Arc::new(upcasters));
+        self
     }
 
     /// Waits for the queued appends, syncs the log, stops the writer thread and
@@ -670,7 +728,8 @@ impl<P> FileStore<P> {
 }
 
 impl<P> FileStore<P> {
-    /// The events at `positions` (ascending, all committed).
+    /// The events at `positions` (each committed; ascending, or descending
+    /// for a backward read), each decoded once.
     fn read_positions(
         &self,
         positions: impl Iterator<Item = u64>,
@@ -680,35 +739,75 @@ impl<P> FileStore<P> {
     {
         let mut out = Vec::new();
         let mut buf = Vec::new();
-        let mut cached: Option<(FrameLoc, Vec<Event<P>>)> = None;
+        // The frame last read, its events decoded (taken out as they are
+        // returned: each is decoded once and moved, not cloned).
+        let mut cached: Option<(FrameLoc, Vec<Option<Event<P>>>)> = None;
         let visible = self.shared.watermark.visible();
+        let decode = |pos: u64, e: &EventRef<'_>| -> Result<Event<P>, ReadError> {
+            match &self.upcasters {
+                None => e.to_event().map_err(|error| ReadError::Decode {
+                    position: Position(pos),
+                    error,
+                }),
+                Some(u) => u.to_event(e).map_err(|err| match err {
+                    DecodeUpcastError::Upcast(e) => ReadError::Upcast(e.at(Position(pos))),
+                    DecodeUpcastError::Decode(error) => ReadError::Decode {
+                        position: Position(pos),
+                        error,
+                    },
+                }),
+            }
+        };
+        let positions: Vec<u64> = positions.collect();
+        // Sorted, to tell which events of a frame are wanted: only those are
+        // decoded (and upcast).
+        let mut wanted = positions.clone();
+        wanted.sort_unstable();
         for p in positions {
             let hit = matches!(&cached, Some((loc, evs)) if loc.first <= p && p < loc.first + evs.len() as u64);
             if !hit {
                 let loc = self.shared.frames_from(p, visible, 1)[0];
                 let mut evs = Vec::new();
                 self.shared.visit_frame(&loc, &mut buf, |pos, e| {
-                    evs.push(e.to_event().map_err(|error| ReadError::Decode {
-                        position: Position(pos),
-                        error,
-                    })?);
+                    evs.push(if wanted.binary_search(&pos).is_ok() {
+                        Some(decode(pos, e)?)
+                    } else {
+                        None
+                    });
                     Ok(true)
                 })?;
                 cached = Some((loc, evs));
             }
-            let (loc, evs) = cached.as_ref().expect("cached");
+            let (loc, evs) = cached.as_mut().expect("cached");
             let i = p - loc.first;
-            let Some(event) = evs.get(i as usize) else {
-                // The frame holds fewer events than the frame table says.
-                return Err(ReadError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the frame at position {} has no event at {p}", loc.first),
-                )));
+            let event = match evs.get_mut(i as usize) {
+                Some(slot) => match slot.take() {
+                    Some(e) => e,
+                    // Asked for twice: decode again.
+                    None => {
+                        let mut again = None;
+                        self.shared.visit_frame(loc, &mut buf, |pos, e| {
+                            if pos == p {
+                                again = Some(decode(pos, e)?);
+                                return Ok(false);
+                            }
+                            Ok(true)
+                        })?;
+                        again.expect("the event was there a moment ago")
+                    }
+                },
+                None => {
+                    // The frame holds fewer events than the frame table says.
+                    return Err(ReadError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the frame at position {} has no event at {p}", loc.first),
+                    )));
+                }
             };
             out.push(Recorded {
                 position: Position(p),
                 version: loc.version + i,
-                event: event.clone().with_position(Position(p)),
+                event: event.with_position(Position(p)),
             });
         }
         Ok(out)
@@ -867,6 +966,10 @@ where
 
     fn wait_past(&self, after: Option<Position>, timeout: Duration) -> Option<Position> {
         self.shared.watermark.wait_past(after, timeout)
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotStore> {
+        Some(&self.snapshots)
     }
 }
 

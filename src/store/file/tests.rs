@@ -12,7 +12,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::event::EventId;
+use crate::store::checkpoint::{CheckpointStore, FileCheckpoints};
 use crate::store::sim::{Crash, SimFs};
+use crate::store::snapshot::Snapshot;
 use crate::{event_type, source};
 
 const MODES: [Crash; 4] = [
@@ -55,6 +57,9 @@ struct Case {
     preallocate: bool,
     /// (stream, events, expected-version kind)
     appends: Vec<(u8, u16, u8)>,
+    /// After each append: nothing, a snapshot save of a stream (`Some((true,
+    /// stream))`) or a checkpoint save (`Some((false, _))`).
+    saves: Vec<Option<(bool, u8)>>,
     /// Mutating operations after open before the power cut.
     cut_after: u64,
     how: Crash,
@@ -82,6 +87,14 @@ impl Case {
             })
             .collect();
         let appends_len = appends.len() as u64;
+        let saves: Vec<Option<(bool, u8)>> = (0..appends_len)
+            .map(|_| match rng.below(4) {
+                0 => Some((true, rng.below(4) as u8)),
+                1 => Some((false, 0)),
+                _ => None,
+            })
+            .collect();
+        let saves_len = saves.iter().flatten().count() as u64;
         let how = MODES[rng.below(4) as usize];
         Case {
             durability,
@@ -89,9 +102,11 @@ impl Case {
             segment_bytes: [512, 2_048, 8_192, 65_536][rng.below(4) as usize],
             preallocate: rng.below(2) == 0,
             appends,
+            saves,
             // Each written append takes one or two operations (a write, a
             // sync), a roll five more; some appends conflict and take none.
-            cut_after: rng.below(2 * appends_len + 3),
+            // A snapshot save takes two, a checkpoint save five.
+            cut_after: rng.below(2 * appends_len + 3 + 3 * saves_len),
             how,
             crash_seed: rng.below(u64::MAX),
         }
@@ -111,6 +126,9 @@ struct Ran {
     recovered: Recovered,
     /// What a second reopen (no crash) did.
     again: Recovered,
+    /// Snapshot and checkpoint saves acknowledged, and whether one failed.
+    saves_acked: usize,
+    save_failed: bool,
 }
 
 /// Runs `case` and checks what a reopen finds — and that a reopen of the same
@@ -123,6 +141,8 @@ fn check(case: &Case, mutations: Mutations) -> Result<Ran, String> {
         .preallocate(case.preallocate);
     let store = FileStore::<u32>::open_with(Arc::new(fs.clone()), dir(), opts.clone(), mutations)
         .map_err(|e| format!("first open: {e}"))?;
+    let checkpoints = FileCheckpoints::open_in(Arc::new(fs.clone()), &dir().join("checkpoints"))
+        .map_err(|e| format!("checkpoints: {e}"))?;
     let cut = fs.ops() + case.cut_after;
     fs.power_cut_at(cut);
 
@@ -133,8 +153,16 @@ fn check(case: &Case, mutations: Mutations) -> Result<Ran, String> {
     let mut acked: Vec<(AppendOutcome, Vec<Event<u32>>)> = Vec::new();
     // The append that failed with Io: it may or may not be there.
     let mut failed: Option<Vec<Event<u32>>> = None;
+    // Snapshot saves per stream, acknowledged (the last) and attempted since.
+    let mut snap_acked: Vec<Option<Snapshot>> = vec![None; 4];
+    let mut snap_tried: Vec<Vec<Snapshot>> = vec![Vec::new(); 4];
+    let mut cp_acked: Option<Position> = None;
+    let mut cp_tried: Vec<Position> = Vec::new();
+    let mut saves = 0_u64;
     let mut n = 0;
-    for &(s, count, kind) in &case.appends {
+    for (i, &(s, count, kind)) in case.appends.iter().enumerate() {
+        // (A test may give a case more appends than saves.)
+        let save = case.saves.get(i).copied().flatten();
         let stream = &streams[s as usize];
         let version = acked
             .iter()
@@ -182,8 +210,39 @@ fn check(case: &Case, mutations: Mutations) -> Result<Ran, String> {
             Err(AppendError::WrongExpectedVersion { .. }) => {}
             Err(e) => return Err(format!("unexpected append error {e:?}")),
         }
+        saves += 1;
+        match save {
+            Some((true, s)) => {
+                let s = s as usize;
+                let snapshot = Snapshot {
+                    stream: streams[s].clone(),
+                    version: saves,
+                    schema_version: 1,
+                    payload: vec![saves as u8; 1 + (saves as usize * 37) % 700],
+                };
+                let store_snapshots = store.snapshots().expect("a file store has snapshots");
+                match store_snapshots.save(snapshot.clone()) {
+                    Ok(()) => {
+                        snap_acked[s] = Some(snapshot);
+                        snap_tried[s].clear();
+                    }
+                    Err(_) => snap_tried[s].push(snapshot),
+                }
+            }
+            Some((false, _)) => match checkpoints.save("cp", Position(saves)) {
+                Ok(()) => {
+                    cp_acked = Some(Position(saves));
+                    cp_tried.clear();
+                }
+                Err(_) => cp_tried.push(Position(saves)),
+            },
+            None => {}
+        }
     }
     drop(store);
+    drop(checkpoints);
+    let saves_acked = snap_acked.iter().flatten().count() + usize::from(cp_acked.is_some());
+    let save_failed = !cp_tried.is_empty() || snap_tried.iter().any(|t| !t.is_empty());
     let cut_during = fs.ops() > cut;
 
     let after = fs.crash(case.how, case.crash_seed);
@@ -268,6 +327,38 @@ fn check(case: &Case, mutations: Mutations) -> Result<Ran, String> {
         }
     }
 
+    // Snapshots and checkpoints saved with `Ok` are there (or a later one
+    // whose save failed); nothing that was never saved appears.
+    let snapshots = store.snapshots().expect("a file store has snapshots");
+    for (s, stream) in streams.iter().enumerate() {
+        let found = snapshots
+            .load(stream)
+            .map_err(|e| format!("snapshot load: {e}"))?;
+        let ok = match &found {
+            None => snap_acked[s].is_none(),
+            Some(f) => snap_acked[s].as_ref() == Some(f) || snap_tried[s].contains(f),
+        };
+        if !ok {
+            return Err(format!(
+                "stream {s}: snapshot {:?} after the crash, acknowledged {:?}",
+                found.map(|f| f.version),
+                snap_acked[s].as_ref().map(|a| a.version)
+            ));
+        }
+    }
+    let found = FileCheckpoints::open_in(after.clone(), &dir().join("checkpoints"))
+        .and_then(|c| c.load("cp"))
+        .map_err(|e| format!("checkpoint load: {e}"))?;
+    let ok = match found {
+        None => cp_acked.is_none(),
+        Some(p) => cp_acked == Some(p) || cp_tried.contains(&p),
+    };
+    if !ok {
+        return Err(format!(
+            "checkpoint {found:?} after the crash, acknowledged {cp_acked:?}"
+        ));
+    }
+
     // And it takes appends again.
     let o = store
         .append(&streams[0], ExpectedVersion::Any, vec![ev(0)])
@@ -303,6 +394,8 @@ fn check(case: &Case, mutations: Mutations) -> Result<Ran, String> {
         cut_during,
         recovered,
         again: store.recovered,
+        saves_acked,
+        save_failed,
     })
 }
 
@@ -374,6 +467,15 @@ fn the_power_cut_lands_inside_most_workloads() {
         "{from_index} of {runs} loaded an index"
     );
     assert!(rebuilt > 0, "no reopen rebuilt an index");
+    // Snapshot and checkpoint saves are in the workloads, and the power cut
+    // catches some of them.
+    let acked = ran.iter().filter(|r| r.saves_acked > 0).count();
+    let failed = ran.iter().filter(|r| r.save_failed).count();
+    eprintln!("{acked} runs acknowledged a snapshot or checkpoint save, in {failed} one failed");
+    assert!(
+        acked * 4 > runs as usize && failed > runs as usize / 20,
+        "{acked} / {failed}"
+    );
 }
 
 /// The first seed below `tries` whose case fails under `mutations`, if any.
