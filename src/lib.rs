@@ -21,7 +21,8 @@
 //! protocol — claim, write, publish, dispatch, release, close, park and wake — is
 //! written down in `src/ring/README.md` and checked by the loom models in
 //! `loom-tests/`; its `unsafe` never leaves `src/ring` (the crate denies
-//! `unsafe_code` elsewhere).
+//! `unsafe_code` elsewhere, but for two foreign calls: `clock_gettime` in
+//! `event/id.rs` and `lseek` in `store/vfs.rs`).
 // The other lints are the workspace's (Cargo.toml).
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

@@ -335,7 +335,8 @@ pub(crate) fn stamp() -> (Timestamp, EventId) {
 }
 
 /// The coarse real-time clock (Linux, not under Miri). Its one `unsafe` is the
-/// foreign call: the only one of the crate outside the ring.
+/// foreign call: with `lseek` in `store/vfs.rs`, the crate's only ones outside
+/// the ring.
 #[cfg(all(target_os = "linux", not(miri)))]
 #[allow(unsafe_code)]
 mod clock {

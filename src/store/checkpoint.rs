@@ -293,6 +293,7 @@ fn is_temp(entry: &str) -> bool {
 /// assert_eq!(checkpoints.load("billing").unwrap(), None);
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
+#[derive(Clone)]
 pub struct FileCheckpoints {
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,

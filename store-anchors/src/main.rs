@@ -18,6 +18,7 @@
 mod support;
 
 mod anchors;
+mod cqrs;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -210,6 +211,10 @@ fn append_groups(o: &Options, z: &Sizes, maker: &Maker) -> Res<Vec<Row>> {
             }),
             system("S1", "SQLite, 64 threads, 1 txn per append", || {
                 sqlite_appends(base, maker, 64, 1, w)
+            }),
+            // C2 (issue 12): the same load through the CQRS repository.
+            system("S1", "CQRS Repository::execute (C2), 64 threads", || {
+                cqrs::repository_executes(base, 64, w)
             }),
         ])?;
     }

@@ -68,6 +68,13 @@ fn checks(rows: &[Row], latency: &[Latency]) -> Vec<Check> {
         &min(5.0),
     );
     check(
+        "S1",
+        "C2: CQRS execute ≥ 0.8× S1 (overhead ≤ 20 %)",
+        ratio("S1", "CQRS", "ringbus"),
+        times,
+        &min(0.8),
+    );
+    check(
         "S2",
         "≥ 1.0× SQLite WAL FULL",
         ratio("S2", "ringbus", "SQLite"),

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! `dir/LOCK` (an advisory lock: one process at a time), `dir/snapshots/` (the
-//! store's [`FileSnapshots`], returned by [`EventStore::snapshots`]), and
-//! `dir/log/`, holding
+//! store's [`FileSnapshots`], returned by [`EventStore::snapshots`]),
+//! `dir/checkpoints/` ([`FileStore::checkpoints`]), and `dir/log/`, holding
 //! segments `<first position, 20 digits>.seg`: a 20-byte header and a 12-byte
 //! sync mark ([`segment`]), then codec frames (FORMAT.md), one per append — an event
 //! frame for one event, a batch frame for several, always with the CRC-32C —
@@ -59,6 +59,7 @@ use self::committer::{Active, Committer, Request, Versions};
 use self::index::{Index, IndexName};
 use self::segment::{End, Header, DATA_START};
 use super::check;
+use super::checkpoint::FileCheckpoints;
 use super::memory::streams::Streams;
 use super::memory::watermark::Watermark;
 use super::snapshot::{FileSnapshots, SnapshotStore};
@@ -461,6 +462,8 @@ pub struct FileStore<P = serde_json::Value> {
     torn_tail: Option<u64>,
     /// `dir/snapshots/`: the store's snapshot storage.
     snapshots: FileSnapshots,
+    /// `dir/checkpoints/`, for the store's consumers.
+    checkpoints: FileCheckpoints,
     /// Applied to every typed read.
     upcasters: Option<Arc<Upcasters>>,
     /// What open did (read by the tests).
@@ -546,6 +549,7 @@ impl<P> FileStore<P> {
         create_dir_durably(&*vfs, &log_dir)?;
         let lock = vfs.try_lock(&dir.join("LOCK"))?.ok_or(OpenError::Locked)?;
         let snapshots = FileSnapshots::open_in(vfs.clone(), &dir.join("snapshots"))?;
+        let checkpoints = FileCheckpoints::open_in(vfs.clone(), &dir.join("checkpoints"))?;
         let shared = Arc::new(Shared {
             vfs: vfs.clone(),
             log_dir,
@@ -595,10 +599,33 @@ impl<P> FileStore<P> {
             committer: Some(committer),
             torn_tail,
             snapshots,
+            checkpoints,
             upcasters: None,
             recovered,
             _lock: lock,
         })
+    }
+
+    /// Checkpoints kept beside the log, in `dir/checkpoints/` (a handle; clone
+    /// it freely): where the store's catch-up subscriptions, projections and
+    /// sagas keep their positions, so that the directory holds everything.
+    ///
+    /// ```
+    /// use ringbus::store::checkpoint::CheckpointStore;
+    /// use ringbus::store::{FileStore, Position, StoreOptions};
+    /// let dir = std::env::temp_dir().join(format!("ringbus-doc-cps-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = FileStore::<u64>::open(&dir, StoreOptions::default()).unwrap();
+    /// store.checkpoints().save("orders-view", Position(41)).unwrap();
+    /// assert_eq!(store.checkpoints().dir(), dir.join("checkpoints"));
+    /// store.close().unwrap();
+    /// let again = FileStore::<u64>::open(&dir, StoreOptions::default()).unwrap();
+    /// assert_eq!(again.checkpoints().load("orders-view").unwrap(), Some(Position(41)));
+    /// # again.close().unwrap();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn checkpoints(&self) -> FileCheckpoints {
+        self.checkpoints.clone()
     }
 
     /// Upcasts every event read from the store ([`read_stream`], [`read_all`],
@@ -1150,7 +1177,9 @@ fn recover(
                 if same {
                     end
                 } else {
-                    bytes = read_prefix(&*file, len)?;
+                    // The whole segment, but not its preallocated hole: past
+                    // the data's end it can only read zeros.
+                    bytes = read_prefix(&*file, file.data_end()?.min(len))?;
                     scanned = Index::new(next);
                     scan(&bytes, &mut scanned)
                 }
@@ -1346,9 +1375,10 @@ fn apply(shared: &Shared, versions: &mut Versions, seg: u32, ix: &Index) {
 
 /// Cuts `file` (of length `len`, its first bytes `bytes`) at `offset`, marks
 /// it synced up to there and syncs it. With `preallocate` the file keeps its
-/// length: if `bytes` is all of it, the bytes from `offset` to the last
-/// non-zero one are overwritten with zeros in place (cheaper to sync than two
-/// changes of the file's size); otherwise it is cut and extended again.
+/// length: if `bytes` reaches the end of the file's data (past it is a hole,
+/// [`VfsFile::data_end`]), the bytes from `offset` to the last non-zero one are
+/// overwritten with zeros in place (cheaper to sync than two changes of the
+/// file's size); otherwise it is cut and extended again.
 fn truncate(
     file: &dyn VfsFile,
     offset: u64,
@@ -1356,7 +1386,7 @@ fn truncate(
     len: u64,
     preallocate: bool,
 ) -> io::Result<()> {
-    if preallocate && bytes.len() as u64 == len {
+    if preallocate && bytes.len() as u64 >= file.data_end()?.min(len) {
         let rest = bytes.get(offset as usize..).unwrap_or_default();
         if let Some(last) = rest.iter().rposition(|&b| b != 0) {
             file.write_all_at(&vec![0u8; last + 1], offset)?;
