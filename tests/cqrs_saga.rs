@@ -589,3 +589,44 @@ fn a_panicking_deadline_handler_is_retried_and_the_saga_goes_on() {
     w.settle(&s);
     assert_eq!(s.deadlines("9").len(), 1);
 }
+
+#[test]
+fn deadlines_of_many_instances_fire_in_due_order_each_once() {
+    let w = World::new();
+    let s = w.start();
+    // Orders placed a minute apart; each has its own payment deadline.
+    for order in [21, 22, 23] {
+        w.append(order, Shop::OrderPlaced { order, amount: 1 });
+        w.settle(&s);
+        w.clock.advance(Duration::from_secs(60));
+    }
+    // Order 22 pays: its deadline goes.
+    w.append(22, Shop::PaymentProcessed { order: 22 });
+    w.settle(&s);
+    assert!(s.deadlines("22").is_empty());
+    // 15 minutes after order 21: only its deadline is due.
+    w.clock.advance(PAYMENT_TIMEOUT - Duration::from_secs(180));
+    w.wait_executed(3 + 2 + 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        w.services.executed().len(),
+        6,
+        "{:?}",
+        w.services.executed()
+    );
+    w.clock.advance(Duration::from_secs(120));
+    w.wait_executed(7);
+    let cancelled: Vec<u32> = w
+        .services
+        .executed()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::CancelOrder { order, .. } => Some(order),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled, [21, 23]);
+    w.clock.advance(PAYMENT_TIMEOUT);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(w.services.executed().len(), 7);
+}

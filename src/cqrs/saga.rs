@@ -52,7 +52,7 @@
 //! removes it; completing an instance drops its deadlines. Events for a
 //! completed instance are ignored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -384,6 +384,7 @@ where
             checkpoints: checkpoints.clone(),
             inner: Mutex::new(Inner {
                 instances: HashMap::new(),
+                due: BTreeSet::new(),
                 unsent: BTreeMap::new(),
                 last_record: None,
                 sends_since_save: 0,
@@ -467,6 +468,8 @@ impl<T: Default> Instance<T> {
 /// their commands, happen one at a time.
 struct Inner<T> {
     instances: HashMap<String, Instance<T>>,
+    /// Every pending deadline, soonest first: (due, instance key, name).
+    due: BTreeSet<(u64, String, String)>,
     /// Recorded steps whose commands are not known to be sent, by their
     /// position in the saga store: instance key and record.
     unsent: BTreeMap<Position, (String, SagaRecord)>,
@@ -520,7 +523,8 @@ where
             .load(&self.sent_name)
             .map_err(ReadError::Io)?;
         let prefix = format!("saga-{}-", self.name);
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let mut from = Position(0);
         loop {
             let page = self.saga_store.read_all(from, 4096)?;
@@ -555,7 +559,7 @@ where
                 if let Trigger::Event(p) = record.trigger {
                     i.last_event = Some(p);
                 }
-                apply(i, &record);
+                apply(i, &mut inner.due, key, &record);
                 if sent.is_none_or(|s| r.position > s) {
                     inner.unsent.insert(r.position, (key.to_owned(), record));
                 }
@@ -594,8 +598,12 @@ where
         let mut state = i.state.clone();
         let mut cx = self.context();
         self.manager.handle(&mut state, r, &mut cx)?;
+        let sets_deadline = !cx.schedule.is_empty();
         self.step(&mut inner, &key, Trigger::Event(r.position), state, cx)?;
-        self.timer.notify_all();
+        if sets_deadline {
+            // The timer may have to wake sooner.
+            self.timer.notify_all();
+        }
         self.flush(&mut inner, Some(&key))
     }
 
@@ -663,7 +671,7 @@ where
         if let Trigger::Event(p) = record.trigger {
             i.last_event = Some(p);
         }
-        apply(i, &record);
+        apply(i, &mut inner.due, key, &record);
         inner.last_record = Some(outcome.last_position);
         inner
             .unsent
@@ -765,16 +773,7 @@ where
             }
             let now = self.clock.now();
             let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-            let next = inner
-                .instances
-                .iter()
-                .filter(|(_, i)| !i.completed)
-                .flat_map(|(k, i)| {
-                    i.deadlines
-                        .iter()
-                        .map(move |(n, due)| (*due, k.clone(), n.clone()))
-                })
-                .min();
+            let next = inner.due.iter().next().cloned();
             match next {
                 Some((due, key, name)) if due <= now_ms => {
                     let i = &inner.instances[&key];
@@ -851,16 +850,38 @@ fn caught(f: impl FnOnce() -> Result<(), HandlerError>) -> Result<(), HandlerErr
     })
 }
 
-fn apply<T>(i: &mut Instance<T>, record: &SagaRecord) {
-    for name in &record.cancelled {
-        i.deadlines.remove(name);
+/// Applies a step's deadline changes and completion to instance `key`, and to
+/// the index of pending deadlines.
+fn apply<T>(
+    i: &mut Instance<T>,
+    due: &mut BTreeSet<(u64, String, String)>,
+    key: &str,
+    record: &SagaRecord,
+) {
+    fn unset<T>(
+        i: &mut Instance<T>,
+        due: &mut BTreeSet<(u64, String, String)>,
+        key: &str,
+        name: &str,
+    ) {
+        if let Some(at) = i.deadlines.remove(name) {
+            due.remove(&(at, key.to_owned(), name.to_owned()));
+        }
     }
-    for (name, due) in &record.scheduled {
-        i.deadlines.insert(name.clone(), *due);
+    for name in &record.cancelled {
+        unset(i, due, key, name);
+    }
+    for (name, at) in &record.scheduled {
+        unset(i, due, key, name);
+        i.deadlines.insert(name.clone(), *at);
+        due.insert((*at, key.to_owned(), name.clone()));
     }
     if record.completed {
         i.completed = true;
-        i.deadlines.clear();
+        let names: Vec<String> = i.deadlines.keys().cloned().collect();
+        for name in names {
+            unset(i, due, key, &name);
+        }
     }
 }
 
