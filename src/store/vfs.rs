@@ -296,7 +296,7 @@ mod tests {
         f.set_len(8 << 20).unwrap();
         f.write_all_at(&[9u8; 10], 3 << 20).unwrap();
         let end = f.data_end().unwrap();
-        assert!((3 << 20) + 10 <= end && end <= 8 << 20, "{end}");
+        assert!(((3 << 20) + 10..=8 << 20).contains(&end), "{end}");
         let mut rest = vec![1u8; (f.len().unwrap() - end) as usize];
         f.read_exact_at(&mut rest, end).unwrap();
         assert!(rest.iter().all(|&b| b == 0));
