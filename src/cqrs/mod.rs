@@ -1,6 +1,8 @@
 //! CQRS on the event store: aggregates that decide on commands and evolve by
 //! their events, a repository that loads them and appends their events with
-//! optimistic concurrency, and a given/when/then harness to test them.
+//! optimistic concurrency, a given/when/then harness to test them; projections
+//! that build read models from the store and answer queries; and sagas that
+//! turn events into commands, durably, with deadlines.
 //!
 //! | want | use |
 //! | --- | --- |
@@ -13,13 +15,14 @@
 //! | read events written at older schemas | [`Repository::upcasters`] |
 //! | retry a command safely | send it again with the same [`CommandId`] |
 //! | test the domain logic | [`AggregateTest`]`::given(..).when(..).then(..)` |
+//! | build a read model, query it | [`Projection`] + [`project`] → [`ProjectionHandle::ask`] a [`Query`] |
+//! | react to events with commands, with deadlines | [`ProcessManager`] + [`saga`] → [`SagaHandle`] |
 //!
 //! An aggregate of type `TYPE` with id `id` lives in the stream `"{TYPE}-{id}"`.
 //! Each event the repository appends is an [`Event::typed`](crate::Event::typed)
 //! envelope whose causation id is the command's [`CommandId`] and whose own id
 //! is derived from it, so a command executed again is recognised rather than
-//! appended twice. Projections, sagas and the seed's shop end to end build on
-//! this (issue 12, in progress).
+//! appended twice. The seed's shop, end to end, is `examples/shop/`.
 //!
 //! # Examples
 //! ```

@@ -63,8 +63,11 @@ impl Aggregate for Notebook {
 pub fn repository_executes(base: &std::path::Path, threads: usize, window: Duration) -> Res<f64> {
     let dir = TempDir::new(base, "cqrs")?;
     let store = Arc::new(
-        FileStore::<Noted>::open(dir.path(), StoreOptions::new().durability(Durability::Immediate))
-            .map_err(err("FileStore::open"))?,
+        FileStore::<Noted>::open(
+            dir.path(),
+            StoreOptions::new().durability(Durability::Immediate),
+        )
+        .map_err(err("FileStore::open"))?,
     );
     let repo = Repository::<Notebook, _>::new(store.clone()).cache(threads * 2);
     let text = "x".repeat(130);
