@@ -1019,6 +1019,25 @@ fn events_at_older_schemas_are_upcast_and_newer_ones_refused() {
         orders.execute("1", pay(1)),
         Err(CommandError::Upcast(_))
     ));
+
+    // A link whose result does not fit the event type: a mismatch naming the
+    // type and the version the chain reached, at the event's position.
+    let mut broken = Upcasters::new();
+    broken
+        .add("order.paid", 1, |mut e| {
+            e.data = serde_json::json!("not an order event");
+            Ok(e)
+        })
+        .unwrap();
+    let broken = Repository::<Order, _>::new(store.clone()).upcasters(broken);
+    match broken.load("1") {
+        Err(LoadError::Upcast(e)) => {
+            assert!(matches!(e.kind(), UpcastErrorKind::Mismatch { .. }), "{e}");
+            assert_eq!((e.event_type(), e.version()), ("order.paid", 2));
+            assert_eq!(e.position(), Some(Position(1)));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 // ---- with and without snapshots, with and without a cache: one truth ----------------

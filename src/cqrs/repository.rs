@@ -16,7 +16,7 @@ use super::recent::{RecentCommands, Run};
 use crate::event::Event;
 use crate::log;
 use crate::store::snapshot::Snapshot;
-use crate::store::upcast::{UpcastError, Upcasters};
+use crate::store::upcast::{UpcastError, UpcastErrorKind, Upcasters};
 use crate::store::{AppendError, EventStore, ExpectedVersion, Recorded, StreamId, StreamIdError};
 
 /// How many events one read of a stream asks for.
@@ -558,17 +558,21 @@ impl<A: Aggregate, S: EventStore<A::Event>> Repository<A, S> {
         }
         let (event_type, version) = (event.event_type.name().to_owned(), event.version);
         let value = serde_json::to_value(&event.data).map_err(|e| {
-            fail(UpcastError::failed(format!(
-                "{event_type} v{version}: the payload does not convert to JSON: {e}"
-            )))
+            fail(UpcastError::new(
+                UpcastErrorKind::Mismatch {
+                    reason: format!("the payload does not convert to JSON: {e}"),
+                },
+                &event_type,
+                version,
+            ))
         })?;
-        let upcast = upcasters.upcast(event.map(|_| value)).map_err(fail)?;
-        serde_json::from_value(upcast.data).map_err(|e| {
-            fail(UpcastError::failed(format!(
-                "{event_type} v{version} upcast to {} v{}: does not fit the aggregate's event type: {e}",
-                upcast.event_type.name(),
-                upcast.version
-            )))
+        let mut upcast = upcasters.upcast(event.map(|_| value)).map_err(fail)?;
+        let data = std::mem::take(&mut upcast.data);
+        serde_json::from_value(data).map_err(|e| {
+            fail(UpcastError::mismatch(
+                &upcast,
+                format!("does not fit the aggregate's event type: {e}"),
+            ))
         })
     }
 

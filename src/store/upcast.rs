@@ -585,7 +585,7 @@ impl UpcastError {
         self.position
     }
 
-    fn new(kind: UpcastErrorKind, event_type: &str, version: u32) -> Self {
+    pub(crate) fn new(kind: UpcastErrorKind, event_type: &str, version: u32) -> Self {
         UpcastError {
             kind,
             event_type: event_type.to_owned(),
@@ -594,7 +594,7 @@ impl UpcastError {
         }
     }
 
-    fn mismatch(e: &Event<Value>, reason: String) -> Self {
+    pub(crate) fn mismatch(e: &Event<Value>, reason: String) -> Self {
         Self::new(
             UpcastErrorKind::Mismatch { reason },
             e.event_type.name(),
