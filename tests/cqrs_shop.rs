@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use domain::*;
-use ringbus::cqrs::{saga, AggregateTest, CommandError, CommandMeta, Repository};
+use ringbus::cqrs::{saga, AggregateTest, CommandMeta, Repository};
 use ringbus::resilience::ManualClock;
 use ringbus::store::InMemoryStore;
-use ringbus::{BusBuilder, HandlerError};
+use ringbus::BusBuilder;
 
 fn item(price_cents: u64, quantity: u32) -> Item {
     Item {
@@ -128,32 +128,7 @@ fn the_checkout_saga_drives_the_aggregates_to_their_end_states() {
     .clock(clock.clone())
     .dispatch(move |meta: CommandMeta, command: ShopCommand| {
         s.lock().unwrap().push(command.clone());
-        let r = match command {
-            ShopCommand::RequestPayment {
-                order,
-                amount_cents,
-            } => p
-                .execute_with(
-                    &order.to_string(),
-                    meta,
-                    (order, amount_cents, gateway(order)),
-                )
-                .map(drop),
-            ShopCommand::ConfirmOrder { order } => o
-                .execute_with(&order.to_string(), meta, OrderCommand::Confirm { order })
-                .map(drop),
-            ShopCommand::CancelOrder { order, reason } => o
-                .execute_with(
-                    &order.to_string(),
-                    meta,
-                    OrderCommand::Cancel { order, reason },
-                )
-                .map(drop),
-        };
-        match r {
-            Ok(()) | Err(CommandError::Rejected(_)) => Ok(()),
-            Err(e) => Err(HandlerError::transient(e.to_string())),
-        }
+        dispatch(&o, &p, meta, command)
     })
     .start()
     .unwrap();

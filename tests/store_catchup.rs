@@ -872,6 +872,9 @@ fn the_bus_metrics_list_each_catch_up_subscription_with_status_position_and_lag(
         Status::Live
     );
     wait_position(&live, Some(Position(9)));
+    assert!(live.wait_for(Position(9), DEADLINE));
+    // Held at position 1: not there within the timeout.
+    assert!(!held.wait_for(Position(9), Duration::from_millis(20)));
 
     let report = |name: &str| {
         bus.metrics()

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use ringbus::cqrs::{Aggregate, ProcessManager, SagaContext};
+use ringbus::cqrs::{
+    Aggregate, CommandError, CommandMeta, ProcessManager, Repository, SagaContext,
+};
+use ringbus::store::EventStore;
 use ringbus::store::Recorded;
 use ringbus::{event_type, source, DomainEvent, EventType, HandlerError, Source};
 use serde::{Deserialize, Serialize};
@@ -318,5 +321,42 @@ impl ProcessManager<ShopEvent> for CheckoutSaga {
         });
         cx.complete();
         Ok(())
+    }
+}
+
+/// Where the checkout saga's commands go: to the order and payment
+/// aggregates (the payment with the gateway's answer). A command an aggregate
+/// refuses is fine — a settled order stays settled; anything else is retried.
+pub fn dispatch<S: EventStore<ShopEvent>>(
+    orders: &Repository<Order, S>,
+    payments: &Repository<Payment, S>,
+    meta: CommandMeta,
+    command: ShopCommand,
+) -> Result<(), HandlerError> {
+    let outcome = match command {
+        ShopCommand::RequestPayment {
+            order,
+            amount_cents,
+        } => payments
+            .execute_with(
+                &order.to_string(),
+                meta,
+                (order, amount_cents, gateway(order)),
+            )
+            .map(drop),
+        ShopCommand::ConfirmOrder { order } => orders
+            .execute_with(&order.to_string(), meta, OrderCommand::Confirm { order })
+            .map(drop),
+        ShopCommand::CancelOrder { order, reason } => orders
+            .execute_with(
+                &order.to_string(),
+                meta,
+                OrderCommand::Cancel { order, reason },
+            )
+            .map(drop),
+    };
+    match outcome {
+        Ok(()) | Err(CommandError::Rejected(_)) => Ok(()),
+        Err(e) => Err(HandlerError::transient(e.to_string())),
     }
 }

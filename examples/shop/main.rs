@@ -32,9 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringbus::cqrs::{
-    project, saga, CommandError, CommandMeta, Projection, Query, Repository, SagaRecord,
-};
+use ringbus::cqrs::{project, saga, CommandError, Projection, Query, Repository, SagaRecord};
 use ringbus::pattern::named;
 use ringbus::resilience::ManualClock;
 use ringbus::store::checkpoint::CheckpointStore;
@@ -297,33 +295,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let checkout = saga(store.clone(), &bus, saga_store.clone(), CheckoutSaga)
         .clock(clock.clone())
         .checkpoints(store.checkpoints())
-        .dispatch(move |meta: CommandMeta, command| {
-            let outcome = match command {
-                ShopCommand::RequestPayment {
-                    order,
-                    amount_cents,
-                } => payments_for_saga
-                    .execute_with(
-                        &order.to_string(),
-                        meta,
-                        (order, amount_cents, gateway(order)),
-                    )
-                    .map(drop),
-                ShopCommand::ConfirmOrder { order } => orders_for_saga
-                    .execute_with(&order.to_string(), meta, OrderCommand::Confirm { order })
-                    .map(drop),
-                ShopCommand::CancelOrder { order, reason } => orders_for_saga
-                    .execute_with(
-                        &order.to_string(),
-                        meta,
-                        OrderCommand::Cancel { order, reason },
-                    )
-                    .map(drop),
-            };
-            match outcome {
-                Ok(()) | Err(CommandError::Rejected(_)) => Ok(()), // a settled order stays settled
-                Err(e) => Err(HandlerError::transient(e.to_string())),
-            }
+        .dispatch(move |meta, command| {
+            dispatch(&orders_for_saga, &payments_for_saga, meta, command)
         })
         .start()?;
 

@@ -14,7 +14,7 @@
 //! See [`project`] for checkpoints, failures and rebuilds.
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bus::{Bus, ProducerMode};
 use crate::outcome::HandlerError;
@@ -312,18 +312,7 @@ impl<M> ProjectionHandle<M> {
     /// `position`, or `timeout` passes; `true` if it has. Use it for
     /// read-your-writes: append, then wait for the append's last position.
     pub fn wait_for(&self, position: Position, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.subscription.position() >= Some(position) {
-                return true;
-            }
-            if Instant::now() >= deadline
-                || matches!(self.status(), Status::Failed { .. } | Status::Stopped)
-            {
-                return self.subscription.position() >= Some(position);
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        self.subscription.wait_for(position, timeout)
     }
 
     /// Where the projection stands.

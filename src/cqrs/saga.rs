@@ -995,18 +995,7 @@ impl<T> SagaHandle<T> {
     /// Waits until the saga has handled (or passed over) every event up to
     /// `position`, or `timeout` passes; `true` if it has.
     pub fn wait_for(&self, position: Position, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.subscription.position() >= Some(position) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline
-                || matches!(self.status(), Status::Failed { .. } | Status::Stopped)
-            {
-                return self.subscription.position() >= Some(position);
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        self.subscription.wait_for(position, timeout)
     }
 
     /// Where the saga's subscription stands.

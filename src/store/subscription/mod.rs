@@ -672,6 +672,25 @@ impl CatchUpHandle {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits until the subscription has handled (or passed over) every event
+    /// up to `position`, or `timeout` passes, or it stops or fails; `true` if
+    /// it got there. Read-your-writes: append, then wait for the append's last
+    /// position.
+    pub fn wait_for(&self, position: Position, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.position() >= Some(position) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline
+                || matches!(self.status(), Status::Failed { .. } | Status::Stopped)
+            {
+                return self.position() >= Some(position);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     /// Waits until `until` holds for the status, or `timeout` passes; returns
     /// the status then.
     pub fn wait_status(
