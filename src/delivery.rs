@@ -24,8 +24,8 @@
 //! through the lock.
 //!
 //! Where a tracked event waits between publish and dispatch — a side table keyed
-//! by ring sequence, owned by [`Shared`](crate::dispatch) — is described in
-//! `docs/design.md` ("Tracked deliveries").
+//! by ring sequence, `PendingTracks` in the bus's shared state — is described
+//! in `docs/design.md` ("Tracked deliveries").
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -61,8 +61,10 @@ pub struct HandlerFailure {
     pub subscription: SubscriptionId,
     /// Its handler name (as in metrics and dead letters).
     pub handler: String,
-    /// Whether the last failure was a transient error (retries ran out, or the
-    /// event was dead-lettered while waiting for one).
+    /// Whether the handler's last failure was a transient error (its retries
+    /// ran out). `false` for a permanent error or a panic, and when the bus
+    /// stopped the event waiting for a retry (unsubscribe, shutdown, a full
+    /// pending queue): `message` then says which.
     pub transient: bool,
     /// The last failure, or why the event stopped waiting for a retry.
     pub message: String,
@@ -315,7 +317,7 @@ impl Tracks {
     /// The tracker of the event at `off`, if it is tracked.
     #[inline]
     pub(crate) fn get(&self, off: u32) -> Option<&Arc<Tracker>> {
-        if self.entries.is_empty() {
+        if self.is_empty() {
             return None;
         }
         self.entries

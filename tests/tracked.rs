@@ -25,13 +25,17 @@ fn outcome(d: &Delivery) -> DeliveryOutcome {
     d.wait_timeout(LONG).expect("the delivery completes")
 }
 
-/// A handler that blocks on its first call until `release` is sent to, telling
-/// `entered` when it is inside.
-fn gate() -> (
-    impl FnMut(&Event<u64>) -> Result<(), HandlerError> + Send + 'static,
+/// A gated handler, the receiver telling when it is inside a call, and the
+/// sender releasing one call.
+type Gate = (
+    Box<dyn FnMut(&Event<u64>) -> Result<(), HandlerError> + Send + 'static>,
     mpsc::Receiver<()>,
     mpsc::Sender<()>,
-) {
+);
+
+/// A handler whose every call blocks until `release` is sent to, telling
+/// `entered` when it is inside.
+fn gate() -> Gate {
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
@@ -40,7 +44,7 @@ fn gate() -> (
         release_rx.lock().unwrap().recv().ok();
         Ok(())
     };
-    (handler, entered, release)
+    (Box::new(handler), entered, release)
 }
 
 fn all_succeed<M: ProducerMode>(bus: Bus<u64, M>, mut p: Publisher<u64, M>) {

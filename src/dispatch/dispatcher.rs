@@ -894,9 +894,6 @@ fn give_up<P>(
     name: &StdArc<str>,
     note: &str,
 ) -> (Option<u64>, Vec<Attempt>) {
-    if let Some(t) = &w.tracker {
-        t.failed_with(sub, name, false, note.into());
-    }
     let mut attempts = w.attempts;
     attempts.push(Attempt {
         at: services.clock.now(),
@@ -904,6 +901,10 @@ fn give_up<P>(
         panicked: false,
     });
     let id = dead_letter(services, w.event, sub, name, attempts.clone());
+    // Completed once the letter is in the queue.
+    if let Some(t) = w.tracker {
+        t.failed_with(sub, name, false, note.into());
+    }
     (id, attempts)
 }
 

@@ -278,9 +278,6 @@ impl<P: 'static> HandlerSlot<P> {
                 unblock(&mut r.blocked, s);
             }
             let note = "pending queue full (max_pending)";
-            if let Some(t) = &w.tracker {
-                t.failed_with(self.sub, &self.name, false, note.into());
-            }
             let mut attempts = w.attempts;
             attempts.push(Attempt {
                 at: services.clock.now(),
@@ -288,6 +285,9 @@ impl<P: 'static> HandlerSlot<P> {
                 panicked: false,
             });
             self.dead_letter(w.event, attempts, services);
+            if let Some(t) = w.tracker {
+                t.failed_with(self.sub, &self.name, false, note.into());
+            }
         }
     }
 
@@ -387,10 +387,12 @@ impl<P: 'static> HandlerSlot<P> {
                             if let Some(s) = &w.event.subject {
                                 unblock(&mut r.blocked, s);
                             }
-                            if let Some(t) = w.tracker.take() {
+                            let tracker = w.tracker.take();
+                            self.dead_letter(w.event, w.attempts, services);
+                            // Completed once the letter is in the queue.
+                            if let Some(t) = tracker {
                                 t.failed(self.sub, &self.name, &reason);
                             }
-                            self.dead_letter(w.event, w.attempts, services);
                         }
                     }
                     let failed = Failed::Queued {
