@@ -4,12 +4,12 @@
 //! succeeded, or failed for good (retries exhausted, dead-lettered, panicked).
 //!
 //! ## The countdown
-//! One [`Tracker`] per tracked event, shared (`Arc`) by the caller's [`Delivery`]
+//! One `Tracker` per tracked event, shared (`Arc`) by the caller's [`Delivery`]
 //! and by whatever holds the event inside the bus. Its `remaining` counter starts
 //! at 1, the dispatcher's own hold. When the dispatcher routes the event it adds
-//! one per handler instance (lane) the event goes to ([`Tracker::arm`]), then
+//! one per handler instance (lane) the event goes to (`Tracker::arm`), then
 //! drops its hold; each instance drops one when it is finished with the event
-//! ([`Tracker::succeeded`] / [`Tracker::failed`]), on whatever thread it runs.
+//! (`Tracker::succeeded` / `Tracker::failed`), on whatever thread it runs.
 //! Whoever takes `remaining` from 1 to 0 — and only they, since a counter can
 //! pass 1 → 0 once — completes the delivery: builds the outcome under the lock,
 //! wakes the waiters, and then, outside the lock, runs the `on_done` callback if
@@ -213,9 +213,9 @@ fn run_callback(f: Callback, outcome: DeliveryOutcome) {
 ///
 /// # Examples
 /// ```
-/// use ringbus::{Bus, Event, EventType, HandlerError, Source};
+/// use ringbus::{BusBuilder, Event, EventType, HandlerError, Source};
 ///
-/// let bus: Bus<u32> = Bus::builder().build().unwrap();
+/// let bus = BusBuilder::<u32>::new().build().unwrap();
 /// bus.subscribe("order.placed", |_e: &Event<u32>| -> Result<(), HandlerError> { Ok(()) })
 ///     .unwrap();
 /// let mut p = bus.publisher();

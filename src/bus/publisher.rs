@@ -154,9 +154,9 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     ///
     /// # Examples
     /// ```
-    /// use ringbus::{Bus, Event, EventType, HandlerError, Source};
+    /// use ringbus::{BusBuilder, Event, EventType, HandlerError, Source};
     ///
-    /// let bus: Bus<u32> = Bus::builder().build().unwrap();
+    /// let bus = BusBuilder::<u32>::new().build().unwrap();
     /// bus.subscribe("job.done", |_e: &Event<u32>| -> Result<(), HandlerError> {
     ///     Err(HandlerError::permanent("no"))
     /// })
