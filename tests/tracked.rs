@@ -394,6 +394,37 @@ fn unsubscribing_a_handler_while_the_event_waits_for_a_retry_completes_it() {
 }
 
 #[test]
+fn an_event_pushed_out_of_a_full_retry_queue_completes_as_failed() {
+    let clock = ManualClock::new();
+    let bus = BusBuilder::<u64>::new().clock(clock).build().unwrap();
+    let sub = bus
+        .subscribe_with(
+            "slow.x",
+            |_: &Event<u64>| -> Result<(), HandlerError> { Err(HandlerError::transient("later")) },
+            SubscribeOptions::new()
+                .retry(RetryPolicy::fixed(Duration::from_secs(3600), 3))
+                .max_pending(1),
+        )
+        .unwrap();
+    let dlq = bus.dead_letters();
+    let mut p = bus.publisher();
+    let first = p.publish_tracked(event("slow.x", 1)).unwrap();
+    let second = p.publish_tracked(event("slow.x", 2)).unwrap();
+    let o = outcome(&first);
+    assert_eq!((o.handlers, o.succeeded), (1, 0));
+    assert_eq!(o.failed[0].subscription, sub);
+    assert!(
+        o.failed[0].message.contains("max_pending"),
+        "{}",
+        o.failed[0].message
+    );
+    assert_eq!(dlq.len(), 1, "completed after the letter was queued");
+    assert!(!second.is_done(), "still waiting for its retry");
+    bus.shutdown().unwrap();
+    assert_eq!(outcome(&second).failed.len(), 1);
+}
+
+#[test]
 fn a_partitioned_subscription_counts_once() {
     struct Ok;
     impl ringbus::Handler<u64> for Ok {

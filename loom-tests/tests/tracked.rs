@@ -131,9 +131,9 @@ fn unsubscribed_while_waiting_for_a_retry_completes() {
         assert_eq!((o.handlers, o.succeeded), (1, 0));
         assert_eq!(o.failed.len(), 1);
         assert!(o.failed[0].message.contains("unsubscribed"));
-        let bus = std::sync::Arc::try_unwrap(bus)
-            .ok()
-            .expect("the only handle left");
+        let Ok(bus) = std::sync::Arc::try_unwrap(bus) else {
+            panic!("the only handle left")
+        };
         bus.shutdown().unwrap();
     });
 }
