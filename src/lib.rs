@@ -33,6 +33,7 @@ mod unwind;
 mod bus;
 pub mod codec;
 pub mod cqrs;
+pub mod delivery;
 mod dispatch;
 mod event;
 mod log;

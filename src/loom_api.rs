@@ -261,3 +261,42 @@ impl Watermark {
             .map(|p| p.0)
     }
 }
+
+/// One tracked event's countdown (`delivery::Tracker`) and its caller's
+/// `Delivery`: the dispatcher arms it, handler instances finish with it.
+pub struct Countdown {
+    tracker: crate::sync::Arc<crate::delivery::Tracker>,
+}
+
+impl Countdown {
+    /// A new countdown and the `Delivery` that observes it.
+    pub fn new() -> (Self, crate::delivery::Delivery) {
+        let tracker = crate::delivery::Tracker::new();
+        let delivery = crate::delivery::Delivery::new(tracker.clone());
+        (Countdown { tracker }, delivery)
+    }
+
+    /// The dispatcher routed the event to `handlers` instances.
+    pub fn arm(&self, handlers: u32) {
+        self.tracker.arm(handlers);
+    }
+
+    /// A handler instance succeeded.
+    pub fn succeeded(&self) {
+        self.tracker.succeeded();
+    }
+
+    /// A handler instance failed for good.
+    pub fn failed(&self, message: &str) {
+        self.tracker
+            .failed_with(crate::SubscriptionId(1), "loom", false, message.into());
+    }
+}
+
+impl Clone for Countdown {
+    fn clone(&self) -> Self {
+        Countdown {
+            tracker: self.tracker.clone(),
+        }
+    }
+}

@@ -516,6 +516,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             progress: Progress::default(),
             stop_by: StdMutex::new(None),
             catch_ups: StdMutex::new(Vec::new()),
+            tracked: crate::delivery::PendingTracks::new(),
         });
         let extras = self.extras;
         // A clock that jumps (a manual clock) wakes the dispatcher's retry timer.

@@ -5,6 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use crate::delivery::{Delivery, Tracker};
 use crate::dispatch::{Inside, Refused, Role, Shared};
 use crate::event::Event;
 use crate::ring::{Claim, ClaimError, Sequencer, Wait};
@@ -134,6 +135,68 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
 
     /// If this thread is inside this bus's dispatch (a handler or hook), the
     /// root its follow-ups belong to: publishes from there are follow-ups.
+    /// Publishes `event` (waiting for space, like [`publish`](Self::publish)) and
+    /// returns a [`Delivery`] that completes once every handler subscribed when
+    /// the event is dispatched has finished with it: succeeded, or failed for
+    /// good (retries exhausted, dead-lettered — also by an unsubscribe or the
+    /// shutdown while it waited for a retry — or panicked). An event no handler
+    /// takes completes at dispatch. A partitioned subscription counts once (the
+    /// event goes to one of its lanes).
+    ///
+    /// Untracked publishes pay nothing for this: the countdown exists only for
+    /// events published here. From inside a handler the event is a follow-up,
+    /// tracked the same way.
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] with the event if the bus is shut down (an event
+    /// accepted before the shutdown is delivered, and its delivery completes);
+    /// [`PublishError::FollowUpLimit`] from inside a handler as for `publish`.
+    ///
+    /// # Examples
+    /// ```
+    /// use ringbus::{BusBuilder, Event, EventType, HandlerError, Source};
+    ///
+    /// let bus = BusBuilder::<u32>::new().build().unwrap();
+    /// bus.subscribe("job.done", |_e: &Event<u32>| -> Result<(), HandlerError> {
+    ///     Err(HandlerError::permanent("no"))
+    /// })
+    /// .unwrap();
+    /// let mut p = bus.publisher();
+    /// let d = p
+    ///     .publish_tracked(Event::new(EventType::new("job.done"), Source::new("doc"), 1))
+    ///     .unwrap();
+    /// let outcome = d.wait();
+    /// assert_eq!((outcome.handlers, outcome.succeeded), (1, 0));
+    /// assert!(!outcome.failed[0].transient);
+    /// bus.shutdown().unwrap();
+    /// ```
+    pub fn publish_tracked(&mut self, event: Event<P>) -> Result<Delivery, PublishError<P>> {
+        let tracker = Tracker::new();
+        if let Some(root) = self.follow_up_root() {
+            return self
+                .shared
+                .follow_ups
+                .push_tracked(event, root, Some(tracker.clone()))
+                .map(|()| Delivery::new(tracker))
+                .map_err(|(e, why)| PublishError::new(e, Why::from(why).refusal()));
+        }
+        let Ok(mut claim) = self.cursor.claim(&self.shared.ring, 1, Wait::Forever) else {
+            return Err(PublishError::Closed(event));
+        };
+        let sequence = claim.start();
+        claim.push(event);
+        // Registered before the publish makes the event visible to the dispatcher.
+        self.shared.tracked.insert(sequence, tracker.clone());
+        match claim.publish_one() {
+            Ok(()) => Ok(Delivery::new(tracker)),
+            Err(event) => {
+                // A single producer lost to the close: never dispatched.
+                self.shared.tracked.remove(sequence);
+                Err(PublishError::Closed(event))
+            }
+        }
+    }
+
     #[inline]
     fn follow_up_root(&self) -> Option<u64> {
         Inside::dispatch_root(self.shared.id())

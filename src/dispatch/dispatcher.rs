@@ -16,6 +16,7 @@ use super::slot::{Failed, HandlerSlot, Services};
 use super::table::{ListId, Route, Table, Target};
 use super::waiting::Waiting;
 use super::work::Work;
+use crate::delivery::Tracks;
 use crate::event::Event;
 use crate::metrics::{Counters, FlowLog};
 use crate::outcome::{FailureReason, SubscriptionId};
@@ -95,6 +96,8 @@ pub(crate) struct Dispatcher<P> {
     follow_ups_turn: bool,
     /// Follow-up batches dispatched so far.
     follow_up_batches: u64,
+    /// The tracked events of the batch being dispatched (usually none).
+    tracks: Tracks,
 }
 
 impl<P> std::fmt::Debug for Dispatcher<P> {
@@ -123,6 +126,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             follow_ups: Vec::new(),
             follow_ups_turn: false,
             follow_up_batches: 0,
+            tracks: Tracks::default(),
         }
     }
 
@@ -230,6 +234,9 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         };
         match next {
             Next::Batch(batch) => {
+                self.shared
+                    .tracked
+                    .take_range(lo, batch.end(), &mut self.tracks);
                 self.dispatch(Some(&batch));
                 self.next = batch.end();
                 self.follow_ups_turn = true;
@@ -257,6 +264,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                     return Step::Worked;
                 }
                 if self.retries_due() {
+                    self.tracks.clear();
                     self.dispatch::<[FollowUp<P>]>(None);
                     return Step::Worked;
                 }
@@ -282,6 +290,12 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
     /// Returns the emptied vector, for its capacity.
     fn run_follow_ups(&mut self, mut batch: Vec<FollowUp<P>>) -> Vec<FollowUp<P>> {
         if !batch.is_empty() {
+            self.tracks.clear();
+            for (off, f) in batch.iter_mut().enumerate() {
+                if let Some(t) = f.tracker.take() {
+                    self.tracks.push(off as u32, t);
+                }
+            }
             self.dispatch(Some(&batch[..]));
             self.follow_up_batches += 1;
             self.counters.follow_ups += batch.len() as u64;
@@ -543,28 +557,37 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             }
         }
 
+        // Each tracked event counts the handler instances routed to, before
+        // any of them runs; one routed nowhere completes here.
+        for (off, tracker) in self.tracks.iter() {
+            let routed = self.slots.iter().flatten();
+            tracker.arm(routed.filter(|s| s.work.contains(off)).count() as u32);
+        }
+
         let busy = |s: &HandlerSlot<P>| !s.work.is_empty() || s.has_queue();
         let active = self.slots.iter().flatten().filter(|s| busy(s)).count();
         let services = &self.config.services;
+        let tracks = &self.tracks;
         match &self.config.exec {
             Executor::Pool(pool) if active > 1 => {
                 pool.in_place_scope(|scope| {
                     let mut it = self.slots.iter_mut().flatten().filter(|s| busy(s));
                     let mine = it.next();
                     for slot in it {
-                        scope.spawn(move |_| slot.run(batch, services));
+                        scope.spawn(move |_| slot.run(batch, services, tracks));
                     }
                     if let Some(slot) = mine {
-                        slot.run(batch, services);
+                        slot.run(batch, services, tracks);
                     }
                 });
             }
             _ => {
                 for slot in self.slots.iter_mut().flatten().filter(|s| busy(s)) {
-                    slot.run(batch, services);
+                    slot.run(batch, services, tracks);
                 }
             }
         }
+        self.tracks.clear();
 
         let mut flow = Vec::new();
         for slot in self.slots.iter_mut().flatten() {
@@ -847,8 +870,15 @@ impl<P> Drop for Dispatcher<P> {
         self.shared.ring.terminate();
         self.config.services.dlq.close();
         // Late follow-ups are refused; `flush` and `shutdown_timeout` stop waiting.
-        for f in self.shared.follow_ups.close() {
+        for mut f in self.shared.follow_ups.close() {
+            if let Some(t) = f.tracker.take() {
+                t.abandon();
+            }
             drop_quietly(f);
+        }
+        // Tracked events never dispatched (only if the loop died): complete them.
+        for t in self.shared.tracked.take_all() {
+            t.abandon();
         }
         self.shared.progress.finished.store(true, Ordering::Release);
         self.shared.progress.notify();
@@ -871,6 +901,10 @@ fn give_up<P>(
         panicked: false,
     });
     let id = dead_letter(services, w.event, sub, name, attempts.clone());
+    // Completed once the letter is in the queue.
+    if let Some(t) = w.tracker {
+        t.failed_with(sub, name, false, note.into());
+    }
     (id, attempts)
 }
 

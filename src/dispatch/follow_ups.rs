@@ -25,14 +25,17 @@
 //! chain it belongs to (or a lower one): `Bus::flush` waits until nothing with a
 //! root below its mark is left anywhere.
 
+use crate::delivery::Tracker;
 use crate::event::Event;
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 
 /// A follow-up waiting to be dispatched.
 pub(crate) struct FollowUp<P> {
     pub(crate) event: Event<P>,
     /// The ring sequence its causal chain started at (a lower bound).
     pub(crate) root: u64,
+    /// Its countdown, when published with `publish_tracked`.
+    pub(crate) tracker: Option<Arc<Tracker>>,
 }
 
 /// Why a follow-up was refused.
@@ -84,6 +87,16 @@ impl<P> FollowUps<P> {
 
     /// Appends one event; `Err` hands it back with the reason.
     pub(crate) fn push(&self, event: Event<P>, root: u64) -> Result<(), (Event<P>, Refused)> {
+        self.push_tracked(event, root, None)
+    }
+
+    /// [`push`](Self::push), with the event's countdown if it is tracked.
+    pub(crate) fn push_tracked(
+        &self,
+        event: Event<P>,
+        root: u64,
+        tracker: Option<Arc<Tracker>>,
+    ) -> Result<(), (Event<P>, Refused)> {
         let mut state = self.lock();
         if state.closed {
             return Err((event, Refused::Closed));
@@ -91,7 +104,11 @@ impl<P> FollowUps<P> {
         if state.queue.len() >= self.limit {
             return Err((event, Refused::Full));
         }
-        state.queue.push(FollowUp { event, root });
+        state.queue.push(FollowUp {
+            event,
+            root,
+            tracker,
+        });
         self.pending.store(true, Ordering::Release);
         Ok(())
     }
@@ -113,7 +130,11 @@ impl<P> FollowUps<P> {
             if state.queue.len() >= self.limit {
                 return (n, Some((event, Refused::Full)));
             }
-            state.queue.push(FollowUp { event, root });
+            state.queue.push(FollowUp {
+                event,
+                root,
+                tracker: None,
+            });
             self.pending.store(true, Ordering::Release);
             n += 1;
         }

@@ -111,6 +111,8 @@ pub(crate) struct Shared<P> {
     /// The store's catch-up subscriptions on this bus, for metrics snapshots
     /// (dropped ones are pruned when a snapshot is taken).
     pub(crate) catch_ups: StdMutex<Vec<std::sync::Weak<dyn crate::store::ReportCatchUp>>>,
+    /// Tracked events published to the ring and not yet dispatched.
+    pub(crate) tracked: crate::delivery::PendingTracks,
 }
 
 /// How far the dispatcher has got, for `Bus::flush` and `shutdown_timeout`.

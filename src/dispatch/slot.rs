@@ -15,6 +15,7 @@ use super::shared::Activity;
 use super::slot_metrics::{breaker_code, record_sample, Sampling, SlotMetrics};
 use super::waiting::{Resilience, ResilienceSpec};
 use super::work::Work;
+use crate::delivery::Tracks;
 use crate::event::{Event, Timestamp};
 use crate::metrics::FlowEntry;
 use crate::outcome::{FailureReason, SubscriptionId};
@@ -138,7 +139,16 @@ impl<P: 'static> HandlerSlot<P> {
     }
 
     /// Runs the slot: due queued events first, then this batch's fresh events.
-    pub(crate) fn run<W: Work<P> + ?Sized>(&mut self, batch: Option<&W>, services: &Services<P>) {
+    ///
+    /// `tracks` holds the batch's tracked events (by offset); each gets this
+    /// slot's final outcome for it, or — if it stays queued — goes on waiting
+    /// with its countdown.
+    pub(crate) fn run<W: Work<P> + ?Sized>(
+        &mut self,
+        batch: Option<&W>,
+        services: &Services<P>,
+        tracks: &Tracks,
+    ) {
         let work = std::mem::take(&mut self.work);
         let fresh = batch.filter(|_| !work.is_empty());
         let queued = self.resilience.as_ref().map_or(0, |r| r.queue.len());
@@ -165,7 +175,7 @@ impl<P: 'static> HandlerSlot<P> {
             self.run_queue(services);
         }
         if let Some(batch) = fresh {
-            self.run_fresh(&work, batch, services);
+            self.run_fresh(&work, batch, services, tracks);
         }
         self.work = work;
         self.batch_end();
@@ -174,26 +184,41 @@ impl<P: 'static> HandlerSlot<P> {
     }
 
     /// Runs this batch's events for this handler, in order.
-    fn run_fresh<W: Work<P> + ?Sized>(&mut self, work: &[u32], batch: &W, services: &Services<P>) {
+    fn run_fresh<W: Work<P> + ?Sized>(
+        &mut self,
+        work: &[u32],
+        batch: &W,
+        services: &Services<P>,
+        tracks: &Tracks,
+    ) {
         #[cfg(not(feature = "tracing"))]
-        if self.resilience.is_none() && !services.flow_log {
+        if self.resilience.is_none() && !services.flow_log && tracks.is_empty() {
             self.run_plain(work, batch, services.metrics);
             return;
         }
         for &off in work {
             let seq = batch.sequence(off);
             let event = batch.event(off);
+            let tracker = tracks.get(off);
             if self.resilience.is_some() && self.must_queue(event, services) {
-                self.queue_fresh(event, (off, seq), services);
+                self.queue_fresh(event, (off, seq), services, tracker);
                 continue;
             }
             match self.call(event, services) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(t) = tracker {
+                        t.succeeded();
+                    }
+                }
                 Err(reason) => {
                     if services.flow_log {
                         self.flow.push(flow_entry(event, Some(&reason)));
                     }
-                    let retried = self.after_fresh_failure(event, (off, seq), &reason, services);
+                    let retried =
+                        self.after_fresh_failure(event, (off, seq), &reason, services, tracker);
+                    if let (false, Some(t)) = (retried, tracker) {
+                        t.failed(self.sub, &self.name, &reason);
+                    }
                     let failed = Failed::Fresh {
                         off,
                         last: !retried,

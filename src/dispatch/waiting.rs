@@ -21,9 +21,11 @@ use std::time::Duration;
 
 use super::dispatcher;
 use super::slot::{flow_entry, Failed, HandlerSlot, Services};
+use crate::delivery::Tracker;
 use crate::event::{Event, Subject};
 use crate::outcome::{FailureReason, SubscriptionId};
 use crate::resilience::{Attempt, BreakerConfig, CircuitBreaker, RetryPolicy};
+use crate::sync::Arc;
 use crate::unwind::{drop_quietly, panic_message};
 
 /// What a subscription asks of the failure machinery.
@@ -52,6 +54,9 @@ pub(crate) struct Waiting<P> {
     pub(crate) attempts: Vec<Attempt>,
     /// Clock time from which it may be tried (0: as soon as nothing blocks it).
     due: Duration,
+    /// Its delivery's countdown, if it was published tracked: whoever ends its
+    /// wait here reports this handler's outcome to it.
+    pub(crate) tracker: Option<Arc<Tracker>>,
 }
 
 pub(super) struct Resilience<P> {
@@ -143,6 +148,7 @@ impl<P: 'static> HandlerSlot<P> {
             sequence,
             attempts: Vec::new(),
             due: Duration::ZERO,
+            tracker: None,
         });
         self.metrics
             .pending
@@ -156,12 +162,16 @@ impl<P: 'static> HandlerSlot<P> {
         event: &Event<P>,
         (off, seq): (u32, u64),
         services: &Services<P>,
+        tracker: Option<&Arc<Tracker>>,
     ) {
         let r = self.resilience.as_mut().expect("checked");
         let copy = match try_clone(r.spec.clone, event) {
             Ok(copy) => copy,
             Err(reason) => {
                 // No copy to keep: the event cannot wait here. A failure.
+                if let Some(t) = tracker {
+                    t.failed(self.sub, &self.name, &reason);
+                }
                 self.errors += 1;
                 self.run_failed += 1;
                 self.failures.push((Failed::last_fresh(off), reason));
@@ -176,6 +186,7 @@ impl<P: 'static> HandlerSlot<P> {
             sequence: seq,
             attempts: Vec::new(),
             due: Duration::ZERO,
+            tracker: tracker.cloned(),
         });
         self.overflow_check(services);
     }
@@ -207,6 +218,7 @@ impl<P: 'static> HandlerSlot<P> {
         (off, seq): (u32, u64),
         reason: &FailureReason,
         services: &Services<P>,
+        tracker: Option<&Arc<Tracker>>,
     ) -> bool {
         let Some(r) = self.resilience.as_mut() else {
             return false;
@@ -234,6 +246,7 @@ impl<P: 'static> HandlerSlot<P> {
                     sequence: seq,
                     attempts,
                     due: now.saturating_add(delay),
+                    tracker: tracker.cloned(),
                 });
                 self.overflow_check(services);
                 true
@@ -264,13 +277,17 @@ impl<P: 'static> HandlerSlot<P> {
             if let Some(s) = &w.event.subject {
                 unblock(&mut r.blocked, s);
             }
+            let note = "pending queue full (max_pending)";
             let mut attempts = w.attempts;
             attempts.push(Attempt {
                 at: services.clock.now(),
-                error: "pending queue full (max_pending)".into(),
+                error: note.into(),
                 panicked: false,
             });
             self.dead_letter(w.event, attempts, services);
+            if let Some(t) = w.tracker {
+                t.failed_with(self.sub, &self.name, false, note.into());
+            }
         }
     }
 
@@ -331,6 +348,9 @@ impl<P: 'static> HandlerSlot<P> {
                     if let Some(s) = &w.event.subject {
                         unblock(&mut r.blocked, s);
                     }
+                    if let Some(t) = w.tracker.take() {
+                        t.succeeded();
+                    }
                     drop_quietly(w);
                 }
                 Err(reason) => {
@@ -367,7 +387,12 @@ impl<P: 'static> HandlerSlot<P> {
                             if let Some(s) = &w.event.subject {
                                 unblock(&mut r.blocked, s);
                             }
+                            let tracker = w.tracker.take();
                             self.dead_letter(w.event, w.attempts, services);
+                            // Completed once the letter is in the queue.
+                            if let Some(t) = tracker {
+                                t.failed(self.sub, &self.name, &reason);
+                            }
                         }
                     }
                     let failed = Failed::Queued {

@@ -324,6 +324,8 @@ pub(crate) trait Claim<T> {
     fn publish(self) -> Result<u64, Vec<T>>;
     /// Publishes one pushed value, or hands it back if the ring closed first.
     fn publish_one(self) -> Result<(), T>;
+    /// The sequence of the first claimed slot.
+    fn start(&self) -> u64;
 }
 
 impl Sequencer for SpCursor {
@@ -366,6 +368,10 @@ impl<T> Claim<T> for SpClaim<'_, T> {
     #[inline]
     fn publish_one(self) -> Result<(), T> {
         SpClaim::publish_one(self)
+    }
+    #[inline]
+    fn start(&self) -> u64 {
+        self.cursor.next
     }
 }
 
@@ -411,5 +417,9 @@ impl<T> Claim<T> for MpClaim<'_, T> {
     fn publish_one(self) -> Result<(), T> {
         MpClaim::publish(self);
         Ok(())
+    }
+    #[inline]
+    fn start(&self) -> u64 {
+        self.start
     }
 }
