@@ -38,6 +38,8 @@ mod dispatch;
 mod event;
 mod log;
 pub mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod outcome;
 pub mod resilience;
 pub mod store;
