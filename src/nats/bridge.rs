@@ -451,9 +451,7 @@ impl NatsBridgeBuilder {
             })?;
             let mut js = jetstream::new(client.clone());
             js.set_timeout(timeout);
-            js.query_account()
-                .await
-                .map_err(|e| BridgeError::NoJetStream(e.to_string()))?;
+            check_jetstream(&client).await?;
             ensure_stream(
                 &js,
                 stream_config(&stream, &stream.name, format!("{prefix}.ev.>")),
@@ -494,6 +492,22 @@ impl NatsBridgeBuilder {
                 runtime_thread,
             }),
         })
+    }
+}
+
+/// Asks the JetStream API for the account's info: no responder, or an error
+/// answer, means no JetStream. (Raw, because async-nats 0.51's typed
+/// `query_account` cannot parse a 2.9 server's answer.)
+async fn check_jetstream(client: &async_nats::Client) -> Result<(), BridgeError> {
+    let reply = client
+        .request("$JS.API.INFO", bytes::Bytes::new())
+        .await
+        .map_err(|e| BridgeError::NoJetStream(e.to_string()))?;
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| BridgeError::NoJetStream(format!("unreadable account info: {e}")))?;
+    match info.get("error") {
+        Some(error) => Err(BridgeError::NoJetStream(error.to_string())),
+        None => Ok(()),
     }
 }
 
