@@ -19,6 +19,7 @@ mod error;
 mod inbound;
 mod metrics;
 mod outbound;
+mod outbox;
 mod wire;
 
 pub use bridge::{NatsBridge, NatsBridgeBuilder, ServerVersion};
@@ -31,6 +32,7 @@ pub use error::BridgeError;
 pub use inbound::{InboundHandle, InboundMetrics};
 pub use metrics::{BridgeMetrics, BridgeReport, ConnectionMetrics, PartReport, Unacked};
 pub use outbound::{OutboundHandle, OutboundMetrics};
+pub use outbox::SAVE_EVERY;
 pub use wire::{CLOUDEVENTS_CONTENT_TYPE, FRAME_CONTENT_TYPE};
 
 /// The client crate the bridge is built on, for

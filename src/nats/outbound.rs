@@ -1,21 +1,1103 @@
-//! Local events → JetStream (being written: issue 13, O1–O7).
+//! Local events → JetStream (issue 13, O1–O7): the publish pipeline both
+//! outbound modes share, and the bus mode ([`NatsBridge::outbound`]).
+//!
+//! # The pipeline
+//! ```text
+//! bus handler (bus threads)              runtime thread (`ringbus-nats`)
+//!   encode, try_reserve ──bounded queue──▶ pump: up to max_in_flight publishes
+//!   full → transient error                   ack ok/duplicate → settled
+//!   (the bus's retry holds it)               error/timeout → retry (same Nats-Msg-Id)
+//!                                            exhausted → the bus's dead-letter queue
+//! ```
+//! The producer side (a bus handler, or the outbox's reader thread) encodes the
+//! event and puts it into a bounded `tokio::sync::mpsc` channel of
+//! [`OutboundOptions::queue`] items; it numbers the items it puts in (`seq`,
+//! dense from 0). The pump, one task on the bridge's runtime, takes up to
+//! `max_in_flight` items out at a time (a batch per wake-up), publishes each
+//! (`send_publish`, then its ack), and settles them. Sends happen in the order
+//! items arrive (a `FuturesUnordered` polls new futures first in push order,
+//! and the client's command channel is FIFO), so without failures the stream
+//! holds them in queue order.
+//!
+//! **The ledger.** The pump keeps one small entry per item taken out and not
+//! yet settled below the lowest unsettled one (`VecDeque`, indexed by
+//! `seq - base`): whether it is settled, whether it was sent, its event id and
+//! type (for the shutdown report), and its key (the store position in outbox
+//! mode). `settled` = the number of items all settled from the start; the
+//! outbox's checkpoint is the key of the last of them. Both are published as
+//! atomics for [`OutboundHandle::flush`] and the outbox's checkpoint saver.
+//!
+//! **Order across retries ("lanes").** JetStream stores messages in the order
+//! publishes reach it, so a publish that fails and is retried lands after the
+//! later ones that succeeded meanwhile. To keep the damage small, the pump
+//! holds the event's subject (its [`Subject`](crate::Subject), the bus's
+//! ordering key; events without one share a key) while one of its events waits
+//! for a retry: later events of that subject that were not yet sent wait
+//! behind it, and from then on that subject's events go one at a time, in
+//! order, until its backlog is empty; other subjects go on at full speed. Events
+//! of the subject that were already in flight when the failure happened are
+//! not held back (they may be stored before the retried one); with
+//! `max_in_flight = 1` nothing ever is, and the stream keeps the exact order,
+//! at one round trip per event.
 
-use std::fmt::Write as _;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-/// A running outbound path (placeholder).
-#[derive(Debug)]
-pub struct OutboundHandle {}
+use async_nats::jetstream::{self, context::PublishError, message::PublishMessage};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
-/// One outbound path's counters (placeholder).
+use super::bridge::{Core, Part, PartMetrics};
+use super::metrics::{PartReport, Unacked};
+use super::{wire, BridgeError, NatsBridge, OutboundOptions, WireEncoding};
+use crate::bus::{Bus, ProducerMode, SubscribeOptions};
+use crate::dispatch::IntoPatterns;
+use crate::event::{Event, EventId, EventType};
+use crate::outcome::{FailureReason, HandlerError, SubscriptionId};
+use crate::pattern::named;
+use crate::resilience::{Attempt, DeadLetterQueue, DlqTryPushError, RetryPolicy};
+
+/// The text of the transient error the bridge's bus handler fails an event
+/// with when the outbound queue is full (the bus's retry then holds it).
+pub(crate) const QUEUE_FULL: &str = "nats outbound full";
+
+// ---- the public face --------------------------------------------------------
+
+/// One outbound path's counters ([`OutboundHandle::metrics`], and in
+/// [`BridgeMetrics::outbound`](super::BridgeMetrics::outbound)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutboundMetrics {
-    /// `outbound:<patterns>` or `outbox:<name>`.
+    /// `outbound:<patterns>` (or the name given with
+    /// [`named`](crate::pattern::named)) or `outbox:<name>`.
     pub name: String,
+    /// Events accepted into the outbound queue.
+    pub accepted: u64,
+    /// Events acked by the server (stored, or reported as duplicates).
+    pub published: u64,
+    /// Of `published`, those the server reported as duplicates (an id seen
+    /// within the stream's duplicate window).
+    pub duplicates: u64,
+    /// Publishes tried again after an error or a timeout.
+    pub retries: u64,
+    /// Events given up after the last attempt (bus mode: sent to the bus's
+    /// dead-letter queue).
+    pub failed: u64,
+    /// Events the bus handler turned away because the queue was full (each
+    /// rejection counts; the bus retries the event).
+    pub queue_full: u64,
+    /// Events taken out of the queue and not yet settled: publishes awaiting
+    /// their ack, waiting for a retry, or held behind one of their subject.
+    pub in_flight: u64,
+    /// Events in the queue, not yet taken out.
+    pub queue_depth: u64,
+    /// The last publish error, if any.
+    pub last_error: Option<String>,
+    /// Outbox mode: the checkpoint, the highest store position with every
+    /// position up to it acked (`None` before the first, and in bus mode).
+    pub checkpoint: Option<u64>,
 }
 
 impl OutboundMetrics {
     pub(crate) fn write_prometheus(&self, out: &mut String) {
-        let _ = writeln!(out, "# outbound {}", self.name);
+        let name = self.name.replace('\\', "\\\\").replace('"', "\\\"");
+        for (metric, kind, help, v) in [
+            (
+                "accepted_total",
+                "counter",
+                "events accepted",
+                self.accepted,
+            ),
+            ("published_total", "counter", "events acked", self.published),
+            (
+                "duplicates_total",
+                "counter",
+                "acks that were duplicates",
+                self.duplicates,
+            ),
+            (
+                "retries_total",
+                "counter",
+                "publishes retried",
+                self.retries,
+            ),
+            ("failed_total", "counter", "events given up", self.failed),
+            (
+                "queue_full_total",
+                "counter",
+                "events turned away",
+                self.queue_full,
+            ),
+            (
+                "in_flight",
+                "gauge",
+                "events taken and not settled",
+                self.in_flight,
+            ),
+            ("queue_depth", "gauge", "events queued", self.queue_depth),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP ringbus_nats_outbound_{metric} Outbound {help}.\n\
+                 # TYPE ringbus_nats_outbound_{metric} {kind}\n\
+                 ringbus_nats_outbound_{metric}{{name=\"{name}\"}} {v}"
+            );
+        }
+        if let Some(c) = self.checkpoint {
+            let _ = writeln!(
+                out,
+                "# TYPE ringbus_nats_outbound_checkpoint gauge\n\
+                 ringbus_nats_outbound_checkpoint{{name=\"{name}\"}} {c}"
+            );
+        }
     }
+}
+
+/// A running outbound path: [`NatsBridge::outbound`] or
+/// [`NatsBridge::outbound_from_store`].
+///
+/// Dropping the handle leaves the path running until the bridge shuts down
+/// ([`NatsBridge::shutdown`] stops it like [`stop`](OutboundHandle::stop)).
+pub struct OutboundHandle {
+    pub(crate) path: Arc<OutboundPath>,
+}
+
+impl fmt::Debug for OutboundHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundHandle")
+            .field("name", &self.path.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboundHandle {
+    /// Its counters now.
+    pub fn metrics(&self) -> OutboundMetrics {
+        self.path.shared.metrics()
+    }
+
+    /// Waits until every event accepted before this call has been acked by the
+    /// server or given up, at most `timeout`. `true` if all of them were
+    /// acked; `false` on the timeout, or if one of them was given up
+    /// ([`OutboundMetrics::failed`]).
+    ///
+    /// Bus mode: "accepted" means taken by the bridge's handler. Events still
+    /// on the bus, or held in the bus's retry because the queue was full, are
+    /// not covered: call [`Bus::flush`] first (it returns once the handler has
+    /// taken them). Outbox mode: the events read from the store so far.
+    ///
+    /// Call it on a user's thread, not on a bus handler's (it blocks).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let s = &self.path.shared;
+        let target = s.next_seq.load(Ordering::Acquire);
+        let deadline = Instant::now().checked_add(timeout);
+        let done = || s.settled.load(Ordering::Acquire) >= target;
+        if !done() {
+            s.waiters.fetch_add(1, Ordering::AcqRel);
+            let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !done() {
+                let left = match deadline {
+                    Some(d) => match d.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => left,
+                        _ => break,
+                    },
+                    None => Duration::from_secs(3600),
+                };
+                // A bounded wait: a wake-up lost to the `waiters` race costs
+                // at most this much.
+                let step = left.min(Duration::from_millis(50));
+                guard = s
+                    .changed
+                    .wait_timeout(guard, step)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            drop(guard);
+            s.waiters.fetch_sub(1, Ordering::AcqRel);
+        }
+        done() && s.first_failed.load(Ordering::Acquire) >= target
+    }
+
+    /// Stops the path: leaves the bus (bus mode; events the bus still held for
+    /// a retry because the queue was full go to the bus's dead-letter queue, as
+    /// for any unsubscribed handler) or stops reading the store (outbox mode),
+    /// then waits up to [`OutboundOptions::publish_timeout`] for the events in
+    /// the queue and in flight to be acked. The report lists those that were
+    /// not (`"not published"`: still queued; `"publish not acked"`: sent, no
+    /// ack yet). Outbox mode saves the final checkpoint.
+    ///
+    /// Blocks; call it on a user's thread. A second stop (or the bridge's
+    /// shutdown after this) reports nothing.
+    pub fn stop(self) -> PartReport {
+        self.path.shutdown()
+    }
+}
+
+// ---- the shared state ---------------------------------------------------------
+
+/// What the producer side, the pump and the handle share. Counters are
+/// statistics (Relaxed) except `next_seq`, `settled` and `first_failed`, which
+/// [`OutboundHandle::flush`] relies on (Release by their writers, Acquire by
+/// the flush).
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    /// Items put into the queue so far (events, and outbox markers); the next
+    /// item's `seq`.
+    pub(crate) next_seq: AtomicU64,
+    /// Items `0 .. settled` are all settled (acked, given up, or markers).
+    pub(crate) settled: AtomicU64,
+    /// The key of item `settled - 1`, plus one (0: none yet): the outbox's
+    /// checkpoint position + 1.
+    pub(crate) settled_key: AtomicU64,
+    /// The lowest `seq` given up (`u64::MAX`: none).
+    first_failed: AtomicU64,
+    accepted: AtomicU64,
+    taken: AtomicU64,
+    published: AtomicU64,
+    duplicates: AtomicU64,
+    retries: AtomicU64,
+    failed: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
+    in_flight: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// Flushes waiting for `settled` to move; the pump notifies `changed`
+    /// only when this is non-zero.
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    changed: Condvar,
+    /// Outbox mode: whether the metrics carry a checkpoint.
+    has_checkpoint: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(name: String, has_checkpoint: bool) -> Self {
+        Shared {
+            name,
+            next_seq: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            settled_key: AtomicU64::new(0),
+            first_failed: AtomicU64::new(u64::MAX),
+            accepted: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            changed: Condvar::new(),
+            has_checkpoint,
+        }
+    }
+
+    /// Numbers the next item; counts it as accepted when it is an event.
+    pub(crate) fn next_item(&self, event: bool) -> u64 {
+        if event {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        self.next_seq.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Records `error` as the last error.
+    pub(crate) fn set_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    /// Counts item `seq` as given up.
+    pub(crate) fn record_failure(&self, seq: u64) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.first_failed.fetch_min(seq, Ordering::AcqRel);
+    }
+
+    /// The outbox's checkpoint: the key of the last item of the settled prefix.
+    pub(crate) fn checkpoint(&self) -> Option<u64> {
+        self.settled_key.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    pub(crate) fn metrics(&self) -> OutboundMetrics {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let seqs = self.next_seq.load(Ordering::Relaxed);
+        let taken = self.taken.load(Ordering::Relaxed);
+        OutboundMetrics {
+            name: self.name.clone(),
+            accepted,
+            published: self.published.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            queue_full: self.queue_full.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            queue_depth: seqs.saturating_sub(taken),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            checkpoint: if self.has_checkpoint {
+                self.checkpoint()
+            } else {
+                None
+            },
+        }
+    }
+}
+
+// ---- items ----------------------------------------------------------------------
+
+/// One event on its way out (or, with `msg: None`, a marker that only moves
+/// the outbox's checkpoint past filtered positions).
+pub(crate) struct Item<X> {
+    /// Dense from 0 per path, in queue order.
+    pub(crate) seq: u64,
+    /// The outbox's store position (bus mode: unused).
+    pub(crate) key: u64,
+    /// The ordering key: the event subject's partition hash (0 without one).
+    pub(crate) order: u64,
+    pub(crate) id: EventId,
+    pub(crate) event_type: EventType,
+    pub(crate) msg: Option<Msg>,
+    /// What the give-up callback needs (bus mode: the event).
+    pub(crate) extra: X,
+    attempts: Vec<Attempt>,
+    not_before: Option<Instant>,
+    /// Whether it is its lane's active item.
+    lane_head: bool,
+}
+
+/// A message to publish.
+pub(crate) struct Msg {
+    pub(crate) subject: async_nats::Subject,
+    /// Handed to the first publish; rebuilt for a retry.
+    pub(crate) headers: Option<HeaderMap>,
+    pub(crate) body: Bytes,
+}
+
+impl<X> Item<X> {
+    pub(crate) fn new(
+        seq: u64,
+        key: u64,
+        order: u64,
+        event_type: EventType,
+        id: EventId,
+        msg: Option<Msg>,
+        extra: X,
+    ) -> Self {
+        Item {
+            seq,
+            key,
+            order,
+            id,
+            event_type,
+            msg,
+            extra,
+            attempts: Vec::new(),
+            not_before: None,
+            lane_head: false,
+        }
+    }
+}
+
+/// Gives up on an item after its last attempt (bus mode: the bus's
+/// dead-letter queue). `None` in outbox mode: retried until acked.
+pub(crate) type GiveUp<X> = Box<dyn FnMut(Item<X>) + Send>;
+
+// ---- the pump -------------------------------------------------------------------
+
+type AckFuture<X> = Pin<Box<dyn Future<Output = (Item<X>, Result<bool, PublishError>)> + Send>>;
+type Timer<X> = Pin<Box<dyn Future<Output = Item<X>> + Send>>;
+
+/// One item taken out of the queue, until the settled prefix passes it.
+struct Entry {
+    key: u64,
+    id: EventId,
+    event_type: EventType,
+    sent: bool,
+    done: bool,
+}
+
+/// The events of one subject, one at a time, while one of them waits for a
+/// retry.
+struct Lane<X> {
+    /// Whether an item of this lane is in flight or waiting on its timer.
+    active: bool,
+    /// Waiting, in `seq` order.
+    queue: VecDeque<Item<X>>,
+}
+
+impl<X> Default for Lane<X> {
+    fn default() -> Self {
+        Lane {
+            active: false,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+/// How the pump is told to stop: by when it must have finished.
+pub(crate) type StopSignal = oneshot::Sender<Instant>;
+
+pub(crate) struct Pump<X> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) js: jetstream::Context,
+    pub(crate) encoding: WireEncoding,
+    pub(crate) prefix: String,
+    pub(crate) rx: mpsc::Receiver<Item<X>>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) give_up: Option<GiveUp<X>>,
+    pub(crate) stop: oneshot::Receiver<Instant>,
+    pub(crate) report: oneshot::Sender<PartReport>,
+}
+
+struct Running<X> {
+    p: Pump<X>,
+    rx_open: bool,
+    /// Items taken out and not settled.
+    slots: usize,
+    acks: FuturesUnordered<AckFuture<X>>,
+    timers: FuturesUnordered<Timer<X>>,
+    lanes: HashMap<u64, Lane<X>, ahash::RandomState>,
+    ledger: VecDeque<Entry>,
+    /// The `seq` of `ledger[0]`.
+    base: u64,
+    buf: Vec<Item<X>>,
+    rng: u64,
+    started: Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    stop_open: bool,
+}
+
+impl<X: Send + 'static> Pump<X> {
+    /// Spawns the pump on the bridge's runtime.
+    pub(crate) fn spawn(self, rt: &tokio::runtime::Handle) {
+        let rng = 0x9E37_79B9_7F4A_7C15 ^ (Arc::as_ptr(&self.shared) as u64);
+        let max = self.max_in_flight;
+        let mut r = Running {
+            p: self,
+            rx_open: true,
+            slots: 0,
+            acks: FuturesUnordered::new(),
+            timers: FuturesUnordered::new(),
+            lanes: HashMap::default(),
+            ledger: VecDeque::with_capacity(max),
+            base: 0,
+            buf: Vec::with_capacity(max.min(1024)),
+            rng,
+            started: Instant::now(),
+            deadline: None,
+            stop_open: true,
+        };
+        rt.spawn(async move {
+            std::future::poll_fn(|cx| r.poll(cx)).await;
+            let report = r.report();
+            let Running { p, .. } = r;
+            let _ = p.report.send(report);
+        });
+    }
+}
+
+impl<X: Send + 'static> Running<X> {
+    /// Drives everything; `Ready` once stopped and drained, or at the deadline.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let mut progress = false;
+            while let Poll::Ready(Some((item, result))) = self.acks.poll_next_unpin(cx) {
+                self.on_result(item, result);
+                progress = true;
+            }
+            while let Poll::Ready(Some(item)) = self.timers.poll_next_unpin(cx) {
+                self.send(item);
+                progress = true;
+            }
+            while self.rx_open && self.slots < self.p.max_in_flight {
+                let room = self.p.max_in_flight - self.slots;
+                let mut buf = std::mem::take(&mut self.buf);
+                match self.p.rx.poll_recv_many(cx, &mut buf, room) {
+                    Poll::Ready(0) => self.rx_open = false,
+                    Poll::Ready(n) => {
+                        self.p.shared.taken.fetch_add(n as u64, Ordering::Relaxed);
+                        for item in buf.drain(..) {
+                            self.take(item);
+                        }
+                        progress = true;
+                    }
+                    Poll::Pending => {
+                        self.buf = buf;
+                        break;
+                    }
+                }
+                self.buf = buf;
+            }
+            if self.stop_open {
+                if let Poll::Ready(r) = Pin::new(&mut self.p.stop).poll(cx) {
+                    self.stop_open = false;
+                    // A dropped sender (the handle gone without a stop) is not
+                    // a stop: the bridge's shutdown sends one.
+                    // The queue closes when the producer side has left (the
+                    // bus subscription removed, the outbox reader stopped).
+                    if let Ok(at) = r {
+                        self.deadline = Some(Box::pin(tokio::time::sleep_until(at.into())));
+                    }
+                    progress = true;
+                }
+            }
+            if let Some(deadline) = &mut self.deadline {
+                if !self.rx_open && self.slots == 0 {
+                    return Poll::Ready(());
+                }
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// An item taken out of the queue.
+    fn take(&mut self, item: Item<X>) {
+        debug_assert_eq!(item.seq, self.base + self.ledger.len() as u64);
+        self.ledger.push_back(Entry {
+            key: item.key,
+            id: item.id,
+            event_type: item.event_type,
+            sent: false,
+            done: false,
+        });
+        if item.msg.is_none() {
+            self.settle(item.seq);
+            return;
+        }
+        self.slots += 1;
+        self.p
+            .shared
+            .in_flight
+            .store(self.slots as u64, Ordering::Relaxed);
+        match self.lanes.get_mut(&item.order) {
+            Some(lane) => lane.queue.push_back(item),
+            None => self.send(item),
+        }
+    }
+
+    /// Publishes `item` (again).
+    fn send(&mut self, mut item: Item<X>) {
+        if let Some(e) = self.ledger.get_mut((item.seq - self.base) as usize) {
+            e.sent = true;
+        }
+        let js = self.p.js.clone();
+        let msg = item.msg.as_mut().expect("a marker is never sent");
+        let headers = msg
+            .headers
+            .take()
+            .unwrap_or_else(|| wire::headers(item.id, self.p.encoding));
+        let publish = PublishMessage::build()
+            .payload(msg.body.clone())
+            .headers(headers);
+        let subject = msg.subject.clone();
+        self.acks.push(Box::pin(async move {
+            let result = match js.send_publish(subject, publish).await {
+                Ok(ack) => ack.await.map(|a| a.duplicate),
+                Err(e) => Err(e),
+            };
+            (item, result)
+        }));
+    }
+
+    fn on_result(&mut self, mut item: Item<X>, result: Result<bool, PublishError>) {
+        let shared = self.p.shared.clone();
+        match result {
+            Ok(duplicate) => {
+                shared.published.fetch_add(1, Ordering::Relaxed);
+                if duplicate {
+                    shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                self.finish(item);
+            }
+            Err(e) => {
+                let error = e.to_string();
+                shared.set_error(error.clone());
+                let reason = FailureReason::Error(HandlerError::transient(error));
+                item.attempts
+                    .push(Attempt::new(self.started.elapsed(), &reason));
+                let made = u32::try_from(item.attempts.len()).unwrap_or(u32::MAX);
+                let delay = match self.p.give_up {
+                    Some(_) => self.p.retry.next_delay(made, &reason, &mut self.rng),
+                    // Never given up: the policy's delays, its last one once
+                    // its attempts are spent.
+                    None => Some(
+                        self.p
+                            .retry
+                            .next_delay(made, &reason, &mut self.rng)
+                            .unwrap_or_else(|| {
+                                self.p
+                                    .retry
+                                    .base_delay(self.p.retry.max_attempts().saturating_sub(1))
+                            }),
+                    ),
+                };
+                match delay {
+                    None => {
+                        shared.record_failure(item.seq);
+                        let (seq, order, head) = (item.seq, item.order, item.lane_head);
+                        if let Some(give_up) = &mut self.p.give_up {
+                            give_up(item);
+                        }
+                        self.settled_one(seq, order, head);
+                    }
+                    Some(d) => {
+                        shared.retries.fetch_add(1, Ordering::Relaxed);
+                        item.not_before = Some(Instant::now() + d);
+                        let lane = self.lanes.entry(item.order).or_default();
+                        if item.lane_head || !lane.active {
+                            lane.active = true;
+                            item.lane_head = true;
+                            self.arm(item);
+                        } else {
+                            let at = lane.queue.partition_point(|i| i.seq < item.seq);
+                            lane.queue.insert(at, item);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `item` now or on its timer.
+    fn arm(&mut self, item: Item<X>) {
+        match item.not_before {
+            Some(at) if at > Instant::now() => {
+                self.timers.push(Box::pin(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    item
+                }));
+            }
+            _ => self.send(item),
+        }
+    }
+
+    /// An acked item.
+    fn finish(&mut self, item: Item<X>) {
+        self.settled_one(item.seq, item.order, item.lane_head);
+    }
+
+    /// Settles `seq` and, if it headed its lane, lets the lane's next go.
+    fn settled_one(&mut self, seq: u64, order: u64, lane_head: bool) {
+        self.slots -= 1;
+        self.p
+            .shared
+            .in_flight
+            .store(self.slots as u64, Ordering::Relaxed);
+        self.settle(seq);
+        if lane_head {
+            let next = match self.lanes.get_mut(&order) {
+                Some(lane) => match lane.queue.pop_front() {
+                    Some(next) => Some(next),
+                    None => {
+                        self.lanes.remove(&order);
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let Some(mut next) = next {
+                next.lane_head = true;
+                self.arm(next);
+            }
+        }
+    }
+
+    /// Marks `seq` settled and moves the settled prefix.
+    fn settle(&mut self, seq: u64) {
+        let i = (seq - self.base) as usize;
+        self.ledger[i].done = true;
+        if i != 0 {
+            return;
+        }
+        let mut last = None;
+        while self.ledger.front().is_some_and(|e| e.done) {
+            last = self.ledger.pop_front().map(|e| e.key);
+            self.base += 1;
+        }
+        let shared = &self.p.shared;
+        if let Some(key) = last {
+            shared.settled_key.store(key + 1, Ordering::Release);
+        }
+        shared.settled.store(self.base, Ordering::Release);
+        if shared.waiters.load(Ordering::Acquire) > 0 {
+            let _guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            shared.changed.notify_all();
+        }
+    }
+
+    /// What is left: every unsettled item, and what is still in the queue.
+    fn report(&mut self) -> PartReport {
+        let prefix = self.p.prefix.clone();
+        let subject = |t: EventType| format!("{prefix}.ev.{}", t.name());
+        let mut unacked: Vec<Unacked> = self
+            .ledger
+            .iter()
+            .filter(|e| !e.done)
+            .map(|e| Unacked {
+                event_id: Some(e.id),
+                subject: subject(e.event_type),
+                stream_sequence: None,
+                state: if e.sent {
+                    "publish not acked"
+                } else {
+                    "not published"
+                }
+                .into(),
+            })
+            .collect();
+        self.p.rx.close();
+        while let Ok(item) = self.p.rx.try_recv() {
+            if item.msg.is_some() {
+                unacked.push(Unacked {
+                    event_id: Some(item.id),
+                    subject: subject(item.event_type),
+                    stream_sequence: None,
+                    state: "not published".into(),
+                });
+            }
+        }
+        PartReport {
+            name: self.p.shared.name.clone(),
+            completed: self.p.shared.published.load(Ordering::Relaxed),
+            unacked,
+        }
+    }
+}
+
+// ---- the part the bridge sees ----------------------------------------------------
+
+/// An outbound path as the bridge and its handle see it.
+pub(crate) struct OutboundPath {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) publish_timeout: Duration,
+    stopped: AtomicBool,
+    stop: Mutex<Option<StopSignal>>,
+    report: Mutex<Option<oneshot::Receiver<PartReport>>>,
+    /// Leaves the producer side: unsubscribes from the bus, or stops the
+    /// outbox's reader (and returns once it has saved its checkpoint).
+    detach: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Runs after the pump's report (the outbox's final checkpoint save).
+    after: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl OutboundPath {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        publish_timeout: Duration,
+        stop: StopSignal,
+        report: oneshot::Receiver<PartReport>,
+    ) -> Self {
+        OutboundPath {
+            shared,
+            publish_timeout,
+            stopped: AtomicBool::new(false),
+            stop: Mutex::new(Some(stop)),
+            report: Mutex::new(Some(report)),
+            detach: Mutex::new(None),
+            after: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_detach(&self, f: Box<dyn FnOnce() + Send>) {
+        *self.detach.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    pub(crate) fn set_after(&self, f: Box<dyn FnOnce() + Send>) {
+        *self.after.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+}
+
+impl Part for OutboundPath {
+    fn metrics(&self) -> PartMetrics {
+        PartMetrics::Outbound(self.shared.metrics())
+    }
+
+    fn shutdown(&self) -> PartReport {
+        let empty = || PartReport {
+            name: self.shared.name.clone(),
+            completed: 0,
+            unacked: Vec::new(),
+        };
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return empty();
+        }
+        let detach = self.detach.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(detach) = detach {
+            detach();
+        }
+        let deadline = Instant::now() + self.publish_timeout;
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop.send(deadline);
+        }
+        let report = self.report.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // `blocking_recv` panics on a runtime thread, as `Core::block_on` would.
+        let report = report
+            .and_then(|r| r.blocking_recv().ok())
+            .unwrap_or_else(empty);
+        let after = self.after.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(after) = after {
+            after();
+        }
+        report
+    }
+}
+
+/// Checks the options both modes share.
+pub(crate) fn check_options(o: &OutboundOptions) -> Result<(), BridgeError> {
+    if o.max_in_flight == 0 {
+        return Err(BridgeError::Config(
+            "max_in_flight must be at least 1".into(),
+        ));
+    }
+    if o.queue == 0 {
+        return Err(BridgeError::Config(
+            "the outbound queue must hold at least 1 event".into(),
+        ));
+    }
+    if o.publish_timeout.is_zero() {
+        return Err(BridgeError::Config(
+            "publish_timeout must be above zero".into(),
+        ));
+    }
+    o.retry
+        .validate()
+        .map_err(|e| BridgeError::Config(format!("outbound retry policy: {e}")))
+}
+
+/// The JetStream context the pump publishes through: the bridge's, with
+/// `publish_timeout` as its timeout (the time each send and each ack may take).
+pub(crate) fn publish_context(core: &Core, o: &OutboundOptions) -> jetstream::Context {
+    let mut js = core.js.clone();
+    js.set_timeout(o.publish_timeout);
+    js
+}
+
+/// How often the bridge's bus handler is called again for an event it turned
+/// away because the queue was full: from 1 ms, doubling, to 50 ms, with no
+/// limit on attempts (the bus's `max_pending` bounds what waits).
+fn queue_full_retry() -> RetryPolicy {
+    RetryPolicy::exponential(
+        Duration::from_millis(1),
+        2.0,
+        Duration::from_millis(50),
+        u32::MAX,
+    )
+}
+
+impl NatsBridge {
+    /// Local events of the types matching `patterns` → JetStream, on
+    /// `<prefix>.ev.<event_type>` (O1), encoded as the bridge's
+    /// [`WireEncoding`] with `Nats-Msg-Id` = the event id (O2, O3).
+    ///
+    /// The bridge subscribes a handler to `bus` ([`Bus::subscribe_with`], named
+    /// `outbound:<patterns>` or the name given with
+    /// [`named`](crate::pattern::named)). It encodes each event on the bus's
+    /// thread and puts it into a queue of [`OutboundOptions::queue`] events;
+    /// when the queue is full it fails the event with the transient error
+    /// `"nats outbound full"`, and the subscription's retry policy (1 ms
+    /// doubling to 50 ms, unlimited) holds it in the bus's per-subject retry
+    /// queue: the ring never stalls, each subject's order is kept, and nothing
+    /// is lost unless the bus's `max_pending` (1 000 000 waiting events)
+    /// overflows (O5). An event that cannot be encoded fails permanently and
+    /// goes to the bus's dead-letter queue.
+    ///
+    /// The bridge's runtime publishes with up to
+    /// [`max_in_flight`](OutboundOptions::max_in_flight) acks outstanding. An
+    /// ack (or a `duplicate` ack: the server already has that id) settles the
+    /// event; an error or a timeout ([`publish_timeout`](OutboundOptions::publish_timeout))
+    /// is retried with the same `Nats-Msg-Id` under
+    /// [`retry`](OutboundOptions::retry); the last failure sends the event to
+    /// the bus's dead-letter queue ([`Bus::dead_letters`], under this
+    /// subscription, with every attempt's error) (O4).
+    ///
+    /// # Order in the stream
+    /// Without failures, the stream holds each subject's events in bus order.
+    /// A retried publish lands after publishes that were sent after it and
+    /// succeeded first; to keep that to a minimum, while an event waits for its
+    /// retry, later events of its [`Subject`](crate::Subject) that were not yet
+    /// sent wait behind it (other subjects go on). Those already in flight when
+    /// it failed — at most `max_in_flight` — may be stored before it (on a
+    /// reconnect the client resends what it buffered, while a publish lost with
+    /// the old connection is retried after its timeout). `max_in_flight: 1`
+    /// keeps the exact order always, at one round trip per event.
+    ///
+    /// # Guarantee
+    /// At most once across a crash of this process (O7): events the bus handed
+    /// to the bridge and the server has not acked yet are lost with it. For
+    /// at-least-once, publish from an event store with
+    /// [`outbound_from_store`](NatsBridge::outbound_from_store). A JetStream
+    /// ack means stored by the server, not synced to its disk (see the module
+    /// docs).
+    ///
+    /// # Errors
+    /// [`BridgeError::Config`] for options that cannot work (zero
+    /// `max_in_flight`, `queue` or `publish_timeout`, an invalid retry
+    /// policy); [`BridgeError::Subscribe`] for invalid patterns or a closed
+    /// bus; [`BridgeError::Closed`] after the bridge's shutdown began.
+    pub fn outbound<P, M>(
+        &self,
+        bus: &Bus<P, M>,
+        patterns: impl IntoPatterns,
+        o: OutboundOptions,
+    ) -> Result<OutboundHandle, BridgeError>
+    where
+        P: Serialize + Clone + Send + Sync + 'static,
+        M: ProducerMode,
+    {
+        check_options(&o)?;
+        if self.core.is_closed() {
+            return Err(BridgeError::Closed);
+        }
+        let (patterns, given) = patterns
+            .into_named_patterns()
+            .map_err(|e| BridgeError::Subscribe(crate::SubscribeError::InvalidPattern(e)))?;
+        let texts: Vec<String> = patterns.iter().map(|p| p.as_str().to_owned()).collect();
+        let name = given.unwrap_or_else(|| format!("outbound:{}", texts.join(", ")));
+        let shared = Arc::new(Shared::new(name.clone(), false));
+        let (tx, rx) = mpsc::channel::<Item<Event<P>>>(o.queue);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (report_tx, report_rx) = oneshot::channel();
+
+        let subscription: Arc<OnceLock<SubscriptionId>> = Arc::new(OnceLock::new());
+        let give_up = dead_letter(
+            bus.dead_letter_queue(),
+            subscription.clone(),
+            Arc::from(name.as_str()),
+        );
+        Pump {
+            shared: shared.clone(),
+            js: publish_context(&self.core, &o),
+            encoding: self.core.encoding,
+            prefix: self.core.prefix.clone(),
+            rx,
+            max_in_flight: o.max_in_flight,
+            retry: o.retry.clone(),
+            give_up: Some(give_up),
+            stop: stop_rx,
+            report: report_tx,
+        }
+        .spawn(&self.core.rt);
+        let path = Arc::new(OutboundPath::new(
+            shared.clone(),
+            o.publish_timeout,
+            stop_tx,
+            report_rx,
+        ));
+
+        let handler = BusSide {
+            tx,
+            shared,
+            encoding: self.core.encoding,
+            prefix: self.core.prefix.clone(),
+            subjects: HashMap::default(),
+        };
+        let mut handler = handler;
+        let id = bus
+            .subscribe_with(
+                named(name, texts),
+                move |e: &Event<P>| handler.offer(e),
+                SubscribeOptions::new().retry(queue_full_retry()),
+            )
+            .map_err(|e| {
+                // The pump ends with the dropped handler's queue.
+                BridgeError::Subscribe(e)
+            })?;
+        let _ = subscription.set(id);
+        path.set_detach(Box::new(bus.unsubscriber(id)));
+        if let Err(e) = self.core.register(path.clone()) {
+            path.shutdown();
+            return Err(e);
+        }
+        Ok(OutboundHandle { path })
+    }
+}
+
+/// The bus handler's state.
+struct BusSide<P> {
+    tx: mpsc::Sender<Item<Event<P>>>,
+    shared: Arc<Shared>,
+    encoding: WireEncoding,
+    prefix: String,
+    /// `<prefix>.ev.<type>` per event type, made once.
+    subjects: HashMap<EventType, async_nats::Subject, ahash::RandomState>,
+}
+
+impl<P: Serialize + Clone> BusSide<P> {
+    fn offer(&mut self, e: &Event<P>) -> Result<(), HandlerError> {
+        let permit = match self.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.shared.queue_full.fetch_add(1, Ordering::Relaxed);
+                return Err(HandlerError::transient(QUEUE_FULL));
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                return Err(HandlerError::permanent("nats outbound stopped"));
+            }
+        };
+        let (headers, body) = wire::encode(e, self.encoding)
+            .map_err(|m| HandlerError::permanent(format!("cannot encode the event: {m}")))?;
+        let prefix = &self.prefix;
+        let subject = self
+            .subjects
+            .entry(e.event_type)
+            .or_insert_with(|| format!("{prefix}.ev.{}", e.event_type.name()).into())
+            .clone();
+        let seq = self.shared.next_item(true);
+        let order = e.subject.as_ref().map_or(0, |s| s.partition_hash());
+        permit.send(Item::new(
+            seq,
+            seq,
+            order,
+            e.event_type,
+            e.id,
+            Some(Msg {
+                subject,
+                headers: Some(headers),
+                body,
+            }),
+            e.clone(),
+        ));
+        Ok(())
+    }
+}
+
+/// Bus mode's give-up: the bus's dead-letter queue, under the bridge's
+/// subscription, with every attempt. A full `Block` queue is waited for on a
+/// blocking thread, never on the runtime's.
+fn dead_letter<P: Send + Sync + 'static>(
+    dlq: DeadLetterQueue<P>,
+    subscription: Arc<OnceLock<SubscriptionId>>,
+    name: Arc<str>,
+) -> GiveUp<Event<P>> {
+    Box::new(move |item: Item<Event<P>>| {
+        let sub = subscription.get().copied().unwrap_or(SubscriptionId(0));
+        match dlq.try_push(item.extra, sub, name.clone(), item.attempts) {
+            Ok(_) | Err(DlqTryPushError::Closed(_)) => {}
+            Err(DlqTryPushError::Full(letter)) => {
+                let dlq = dlq.clone();
+                let name = name.clone();
+                tokio::task::spawn_blocking(move || {
+                    let letter = *letter;
+                    let _ = dlq.push(letter.event, sub, name, letter.attempts);
+                });
+            }
+        }
+    })
 }

@@ -39,21 +39,31 @@ pub(crate) fn encode<P: Serialize>(
     event: &Event<P>,
     encoding: WireEncoding,
 ) -> Result<(HeaderMap, Bytes), String> {
-    let mut headers = HeaderMap::new();
-    headers.insert(MSG_ID, msg_id(event.id).as_str());
     let body = match encoding {
         WireEncoding::Frame => {
             let mut out = Vec::new();
             codec::encode(event, &mut out).map_err(|e| e.to_string())?;
-            headers.insert(CONTENT_TYPE, FRAME_CONTENT_TYPE);
             out
         }
-        WireEncoding::CloudEventsJson => {
-            headers.insert(CONTENT_TYPE, CLOUDEVENTS_CONTENT_TYPE);
-            cloudevents::to_json(event)?
-        }
+        WireEncoding::CloudEventsJson => cloudevents::to_json(event)?,
     };
-    Ok((headers, Bytes::from(body)))
+    Ok((headers(event.id, encoding), Bytes::from(body)))
+}
+
+/// The headers of the message for the event `id` in `encoding`: what
+/// [`encode`] sets, again (for a republish, whose headers were handed over
+/// with the first one).
+pub(crate) fn headers(id: EventId, encoding: WireEncoding) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(MSG_ID, msg_id(id).as_str());
+    headers.insert(
+        CONTENT_TYPE,
+        match encoding {
+            WireEncoding::Frame => FRAME_CONTENT_TYPE,
+            WireEncoding::CloudEventsJson => CLOUDEVENTS_CONTENT_TYPE,
+        },
+    );
+    headers
 }
 
 /// The event in a message's body, by its `Content-Type` (a frame when there is

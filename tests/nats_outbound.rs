@@ -1,0 +1,534 @@
+//! The NATS bridge's outbound side (issue 13, O1–O5 and tests 1, 7, 11) against
+//! a real `nats-server` each test starts: dedup by event id (also across a
+//! server `SIGKILL` and restart), CloudEvents JSON read by a plain subscriber,
+//! backpressure without loss or reordering, a stream with other settings, a
+//! 20 000-event run through a server crash, retries exhausted into the bus's
+//! dead-letter queue, and the stop report.
+//!
+//! Every wait has a deadline; the stream is read back with a raw async-nats
+//! client and counted.
+#![cfg(feature = "nats")]
+
+#[path = "support/nats.rs"]
+mod nats_support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use nats_support::{block_on, within, NatsServer};
+use ringbus::nats::{
+    BridgeError, NatsBridge, OutboundOptions, StreamSpec, WireEncoding, FRAME_CONTENT_TYPE,
+};
+use ringbus::resilience::{DlqFilter, RetryPolicy};
+use ringbus::{Bus, BusBuilder, Event, EventId, EventType, Source};
+
+/// One message read back from the stream.
+struct Stored {
+    subject: String,
+    msg_id: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// Every message in `stream`, in stream order (an ordered consumer).
+fn read_stream(url: &str, name: &str) -> Vec<Stored> {
+    let (url, name) = (url.to_owned(), name.to_owned());
+    block_on(within(25, "reading the stream back", async move {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = jetstream::new(client);
+        let mut s = js.get_stream(&name).await.expect("the stream");
+        let total = s.info().await.expect("stream info").state.messages;
+        let mut out = Vec::new();
+        if total == 0 {
+            return out;
+        }
+        let consumer = s
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("an ordered consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        while (out.len() as u64) < total {
+            let m = messages
+                .next()
+                .await
+                .expect("more messages")
+                .expect("a message");
+            let header = |h: &str| {
+                m.headers
+                    .as_ref()
+                    .and_then(|hs| hs.get(h))
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            out.push(Stored {
+                subject: m.subject.to_string(),
+                msg_id: header("Nats-Msg-Id"),
+                content_type: header("Content-Type"),
+                body: m.payload.to_vec(),
+            });
+        }
+        out
+    }))
+}
+
+fn bridge(server: &NatsServer) -> NatsBridge {
+    NatsBridge::builder(server.url())
+        .build()
+        .expect("the bridge connects")
+}
+
+fn bus() -> Bus<u64> {
+    BusBuilder::<u64>::new().build().expect("a bus")
+}
+
+fn event(ty: &str, subject: &str, n: u64) -> Event<u64> {
+    Event::new(EventType::new(ty), Source::new("shop"), n).with_subject(subject)
+}
+
+/// Waits until `f` holds, at most `secs`.
+#[track_caller]
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The events in the stream, decoded from their frames, checking subject and
+/// headers on the way.
+fn decoded(stored: &[Stored]) -> Vec<Event<u64>> {
+    stored
+        .iter()
+        .map(|m| {
+            let (e, n) = ringbus::codec::decode::<u64>(&m.body).expect("a frame");
+            assert_eq!(n, m.body.len());
+            assert_eq!(m.subject, format!("rb.ev.{}", e.event_type.name()));
+            assert_eq!(m.msg_id, e.id.to_string());
+            assert_eq!(m.content_type, FRAME_CONTENT_TYPE);
+            e
+        })
+        .collect()
+}
+
+/// Test 1: the same event twice → one message, the second ack a duplicate;
+/// again after the server was killed and restarted.
+#[test]
+fn the_same_event_twice_is_stored_once_also_across_a_server_restart() {
+    let Some(mut server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = bus();
+    let out = bridge
+        .outbound(&bus, "order.*", OutboundOptions::default())
+        .unwrap();
+    let mut p = bus.publisher();
+    let e = event("order.placed", "o-1", 7);
+    p.publish(e.clone()).unwrap();
+    bus.flush().unwrap();
+    assert!(out.flush(Duration::from_secs(10)));
+    p.publish(e.clone()).unwrap();
+    bus.flush().unwrap();
+    assert!(out.flush(Duration::from_secs(10)));
+    let m = out.metrics();
+    assert_eq!((m.accepted, m.published, m.duplicates), (2, 2, 1));
+    assert_eq!(m.name, "outbound:order.*");
+    let stored = read_stream(&server.url(), "RINGBUS");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(decoded(&stored), vec![e.clone()]);
+
+    server.kill();
+    server.restart().unwrap();
+    p.publish(e.clone()).unwrap();
+    bus.flush().unwrap();
+    assert!(out.flush(Duration::from_secs(20)), "{:?}", out.metrics());
+    let m = out.metrics();
+    assert_eq!(
+        (m.accepted, m.published, m.duplicates, m.failed),
+        (3, 3, 2, 0)
+    );
+    let stored = read_stream(&server.url(), "RINGBUS");
+    assert_eq!(decoded(&stored), vec![e]);
+    let text = bridge.metrics().to_prometheus();
+    assert!(
+        text.contains("ringbus_nats_outbound_duplicates_total{name=\"outbound:order.*\"} 2"),
+        "{text}"
+    );
+    let report = out.stop();
+    assert!(report.unacked.is_empty(), "{report:?}");
+    assert_eq!(report.completed, 3);
+    bus.shutdown().unwrap();
+    assert!(bridge.shutdown().is_clean());
+}
+
+/// Only the event types matching the patterns go out, each on its subject.
+#[test]
+fn patterns_select_the_events_and_types_become_subjects() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = NatsBridge::builder(server.url())
+        .subject_prefix("shop.eu")
+        .stream(StreamSpec::named("SHOP"))
+        .build()
+        .unwrap();
+    let bus = bus();
+    let out = bridge
+        .outbound(&bus, ["order.*", "payment.>"], OutboundOptions::default())
+        .unwrap();
+    let mut p = bus.publisher();
+    for (i, ty) in [
+        "order.placed",
+        "user.registered",
+        "payment.card.charged",
+        "order",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        p.publish(event(ty, "s", i as u64)).unwrap();
+    }
+    bus.flush().unwrap();
+    assert!(out.flush(Duration::from_secs(10)));
+    let subjects: Vec<String> = read_stream(&server.url(), "SHOP")
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    assert_eq!(
+        subjects,
+        ["shop.eu.ev.order.placed", "shop.eu.ev.payment.card.charged"]
+    );
+    assert_eq!(out.metrics().name, "outbound:order.*, payment.>");
+}
+
+/// Test 11: CloudEvents JSON, read by a plain async-nats subscriber.
+#[test]
+fn cloudevents_json_is_readable_by_a_plain_subscriber() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = NatsBridge::builder(server.url())
+        .encoding(WireEncoding::CloudEventsJson)
+        .build()
+        .unwrap();
+    let bus: Bus = Bus::builder().build().unwrap();
+    let out = bridge
+        .outbound(&bus, "order.placed", OutboundOptions::default())
+        .unwrap();
+    let url = server.url();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        block_on(within(20, "the CloudEvent", async move {
+            let client = async_nats::connect(url).await.unwrap();
+            let mut sub = client.subscribe("rb.ev.>").await.unwrap();
+            client.flush().await.unwrap();
+            ready_tx.send(()).unwrap();
+            sub.next().await.unwrap()
+        }))
+    });
+    ready_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let placed = Event::new(
+        EventType::new("order.placed"),
+        Source::new("order-service"),
+        serde_json::json!({"order": "o-9", "amount": 12.5}),
+    )
+    .with_subject("o-9")
+    .with_timestamp(ringbus::Timestamp::now());
+    bus.publisher().publish(placed.clone()).unwrap();
+    let msg = reader.join().unwrap();
+    assert_eq!(msg.subject.as_str(), "rb.ev.order.placed");
+    let headers = msg.headers.expect("headers");
+    assert_eq!(
+        headers.get("Content-Type").unwrap().as_str(),
+        "application/cloudevents+json"
+    );
+    assert_eq!(
+        headers.get("Nats-Msg-Id").unwrap().as_str(),
+        placed.id.to_string()
+    );
+    let ce: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(ce["specversion"], "1.0");
+    assert_eq!(ce["id"], placed.id.to_string());
+    assert_eq!(ce["type"], "order.placed");
+    assert_eq!(ce["source"], "order-service");
+    assert_eq!(ce["time"], placed.timestamp.to_string());
+    assert!(ce["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(ce["subject"], "o-9");
+    assert_eq!(ce["datacontenttype"], "application/json");
+    assert_eq!(ce["data"], placed.data);
+    assert_eq!(ce["schemaversion"], 1);
+    assert!(out.flush(Duration::from_secs(10)));
+    assert_eq!(read_stream(&server.url(), "RINGBUS").len(), 1);
+}
+
+/// O5: a queue of 2 while the server is down: the bus holds what does not
+/// fit, nothing is lost, and each subject's events are stored in order.
+#[test]
+fn a_full_queue_holds_events_in_the_bus_without_loss_or_reordering() {
+    let Some(mut server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = bus();
+    let out = bridge
+        .outbound(
+            &bus,
+            ">",
+            OutboundOptions {
+                max_in_flight: 1,
+                queue: 2,
+                publish_timeout: Duration::from_millis(500),
+                retry: RetryPolicy::fixed(Duration::from_millis(100), u32::MAX),
+            },
+        )
+        .unwrap();
+    server.kill();
+    let mut p = bus.publisher();
+    let mut sent = Vec::new();
+    for i in 0..300u64 {
+        let e = event("order.placed", &format!("o-{}", i % 5), i);
+        sent.push(e.id);
+        p.publish(e).unwrap();
+    }
+    wait_until(10, "the queue to fill", || out.metrics().queue_full > 0);
+    let m = out.metrics();
+    assert!(m.accepted <= 3, "{m:?}");
+    assert!(bus.dead_letters().is_empty());
+    server.restart().unwrap();
+    bus.flush_timeout(Duration::from_secs(25)).unwrap();
+    assert!(out.flush(Duration::from_secs(25)), "{:?}", out.metrics());
+    let m = out.metrics();
+    assert_eq!((m.accepted, m.published, m.failed), (300, 300, 0));
+    assert!(bus.dead_letters().is_empty());
+    let events = decoded(&read_stream(&server.url(), "RINGBUS"));
+    assert_eq!(events.len(), 300, "each event exactly once");
+    let ids: HashSet<EventId> = events.iter().map(|e| e.id).collect();
+    assert!(sent.iter().all(|id| ids.contains(id)), "no loss");
+    // The bus holds a turned-away event and its subject's later ones (other
+    // subjects go on), and one publish at a time keeps the stream in the
+    // order the bridge takes them: each subject's events in order.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for e in &events {
+        let s = e.subject.as_ref().unwrap().as_str().to_owned();
+        if let Some(prev) = last.insert(s.clone(), e.data) {
+            assert!(prev < e.data, "subject {s}: {} stored after {prev}", e.data);
+        }
+    }
+}
+
+/// A stream already there with other settings is an error, never changed.
+#[test]
+fn a_stream_with_other_settings_is_a_mismatch() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let url = server.url();
+    block_on(within(10, "creating the stream", async move {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        js.create_stream(stream::Config {
+            name: "RINGBUS".into(),
+            subjects: vec!["rb.ev.>".into()],
+            duplicate_window: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }));
+    match NatsBridge::builder(server.url()).build() {
+        Err(BridgeError::Mismatch {
+            what, field, have, ..
+        }) => {
+            assert_eq!(what, "stream RINGBUS");
+            assert_eq!(field, "duplicate_window");
+            assert_eq!(have, "30s");
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
+
+/// Test 7, outbound half: the server is `SIGKILL`ed during a 20 000-event
+/// run and restarted on the same port and store: every event exactly once.
+#[test]
+fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
+    let Some(mut server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = bus();
+    let out = bridge
+        .outbound(
+            &bus,
+            ">",
+            OutboundOptions {
+                publish_timeout: Duration::from_secs(1),
+                retry: RetryPolicy::fixed(Duration::from_millis(200), u32::MAX),
+                ..OutboundOptions::default()
+            },
+        )
+        .unwrap();
+    const N: u64 = 20_000;
+    let publisher = {
+        let mut p = bus.publisher();
+        std::thread::spawn(move || {
+            let mut ids = Vec::with_capacity(N as usize);
+            for i in 0..N {
+                let ty = ["order.placed", "order.paid", "user.registered"][(i % 3) as usize];
+                let e = event(ty, &format!("s-{}", i % 50), i);
+                ids.push(e.id);
+                p.publish(e).unwrap();
+            }
+            ids
+        })
+    };
+    wait_until(25, "a quarter of the events acked", || {
+        out.metrics().published >= N / 4
+    });
+    server.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart().unwrap();
+    let ids = publisher.join().unwrap();
+    bus.flush_timeout(Duration::from_secs(25)).unwrap();
+    assert!(out.flush(Duration::from_secs(25)), "{:?}", out.metrics());
+    let m = out.metrics();
+    assert_eq!((m.accepted, m.published, m.failed), (N, N, 0), "{m:?}");
+    eprintln!("after the kill: {m:?}");
+    let events = decoded(&read_stream(&server.url(), "RINGBUS"));
+    assert_eq!(events.len() as u64, N, "stored messages");
+    let stored: HashSet<EventId> = events.iter().map(|e| e.id).collect();
+    assert_eq!(stored.len() as u64, N, "no duplicate");
+    assert!(ids.iter().all(|id| stored.contains(id)), "no loss");
+}
+
+/// O4: a publish failing on every attempt ends in the bus's dead-letter queue,
+/// with every attempt's error; `flush` reports it.
+#[test]
+fn exhausted_retries_go_to_the_bus_dead_letter_queue() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = bus();
+    let out = bridge
+        .outbound(
+            &bus,
+            "order.*",
+            OutboundOptions {
+                retry: RetryPolicy::fixed(Duration::from_millis(20), 3),
+                publish_timeout: Duration::from_secs(2),
+                ..OutboundOptions::default()
+            },
+        )
+        .unwrap();
+    // No stream captures the subjects any more: every publish fails at once
+    // ("no responders").
+    let url = server.url();
+    block_on(within(10, "deleting the stream", async move {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        js.delete_stream("RINGBUS").await.unwrap();
+    }));
+    let mut p = bus.publisher();
+    let events: Vec<_> = (0..3).map(|i| event("order.placed", "o-1", i)).collect();
+    for e in &events {
+        p.publish(e.clone()).unwrap();
+    }
+    bus.flush().unwrap();
+    assert!(!out.flush(Duration::from_secs(10)));
+    let m = out.metrics();
+    assert_eq!((m.accepted, m.published, m.failed), (3, 0, 3), "{m:?}");
+    assert_eq!(m.retries, 6);
+    assert!(m.last_error.is_some());
+    let letters = bus.dead_letters().list(&DlqFilter::all());
+    assert_eq!(letters.len(), 3);
+    for (letter, e) in letters.iter().zip(&events) {
+        assert_eq!(letter.event_id, e.id, "in order");
+        assert_eq!(&*letter.handler, "outbound:order.*");
+        assert_eq!(letter.attempts.len(), 3);
+        assert!(letter.attempts.iter().all(|a| !a.error.is_empty()));
+    }
+    let got = bus.dead_letters().get(letters[0].id).unwrap();
+    assert_eq!(got.event, events[0]);
+}
+
+/// The stop report names what the server never acked.
+#[test]
+fn stop_reports_the_events_not_acked() {
+    let Some(mut server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = bus();
+    let out = bridge
+        .outbound(
+            &bus,
+            ">",
+            OutboundOptions {
+                publish_timeout: Duration::from_millis(300),
+                retry: RetryPolicy::fixed(Duration::from_millis(50), u32::MAX),
+                ..OutboundOptions::default()
+            },
+        )
+        .unwrap();
+    server.kill();
+    let mut p = bus.publisher();
+    let mut ids = HashSet::new();
+    for i in 0..5 {
+        let e = event("order.placed", &format!("o-{i}"), i);
+        ids.insert(e.id);
+        p.publish(e).unwrap();
+    }
+    bus.flush().unwrap();
+    assert!(!out.flush(Duration::from_millis(200)));
+    let report = out.stop();
+    assert_eq!(report.name, "outbound:>");
+    assert_eq!(report.completed, 0);
+    let reported: HashSet<EventId> = report.unacked.iter().filter_map(|u| u.event_id).collect();
+    assert_eq!(reported, ids);
+    assert!(report
+        .unacked
+        .iter()
+        .all(|u| u.subject == "rb.ev.order.placed" && u.state == "publish not acked"));
+    // The bridge's shutdown afterwards reports nothing more for it.
+    assert!(bridge.shutdown().is_clean());
+}
+
+/// Options that cannot work are refused.
+#[test]
+fn options_that_cannot_work_are_refused() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = bus();
+    for o in [
+        OutboundOptions {
+            max_in_flight: 0,
+            ..OutboundOptions::default()
+        },
+        OutboundOptions {
+            queue: 0,
+            ..OutboundOptions::default()
+        },
+        OutboundOptions {
+            publish_timeout: Duration::ZERO,
+            ..OutboundOptions::default()
+        },
+    ] {
+        assert!(matches!(
+            bridge.outbound(&bus, ">", o),
+            Err(BridgeError::Config(_))
+        ));
+    }
+    assert!(matches!(
+        bridge.outbound(&bus, "a..b", OutboundOptions::default()),
+        Err(BridgeError::Subscribe(_))
+    ));
+}
