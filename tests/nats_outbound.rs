@@ -230,7 +230,11 @@ fn cloudevents_json_is_readable_by_a_plain_subscriber() {
         block_on(within(20, "the CloudEvent", async move {
             let client = async_nats::connect(url).await.unwrap();
             let mut sub = client.subscribe("rb.ev.>").await.unwrap();
-            client.flush().await.unwrap();
+            // A message to itself after the subscription: once it is back,
+            // the server has the subscription (`flush` only writes).
+            let mut probe = client.subscribe("probe.ce").await.unwrap();
+            client.publish("probe.ce", "x".into()).await.unwrap();
+            probe.next().await.unwrap();
             ready_tx.send(()).unwrap();
             sub.next().await.unwrap()
         }))
@@ -244,6 +248,8 @@ fn cloudevents_json_is_readable_by_a_plain_subscriber() {
     .with_subject("o-9")
     .with_timestamp(ringbus::Timestamp::now());
     bus.publisher().publish(placed.clone()).unwrap();
+    bus.flush().unwrap();
+    assert!(out.flush(Duration::from_secs(10)), "{:?}", out.metrics());
     let msg = reader.join().unwrap();
     assert_eq!(msg.subject.as_str(), "rb.ev.order.placed");
     let headers = msg.headers.expect("headers");

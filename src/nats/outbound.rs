@@ -42,7 +42,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -415,7 +415,33 @@ pub(crate) type GiveUp<X> = Box<dyn FnMut(Item<X>) + Send>;
 
 // ---- the pump -------------------------------------------------------------------
 
-type AckFuture<X> = Pin<Box<dyn Future<Output = (Item<X>, Result<bool, PublishError>)> + Send>>;
+type SendFuture = Pin<
+    Box<dyn Future<Output = Result<jetstream::context::PublishAckFuture, PublishError>> + Send>,
+>;
+
+/// A sent publish waiting for its ack, with its item.
+struct AckWait<X> {
+    item: Option<Item<X>>,
+    ack: Pin<Box<dyn Future<Output = Result<jetstream::publish::PublishAck, PublishError>> + Send>>,
+}
+
+// The item is only ever moved out whole, never pinned in place.
+impl<X> Unpin for AckWait<X> {}
+
+impl<X> Future for AckWait<X> {
+    type Output = (Item<X>, Result<bool, PublishError>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.ack.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => Poll::Ready((
+                this.item.take().expect("polled after completion"),
+                r.map(|a| a.duplicate),
+            )),
+        }
+    }
+}
 type Timer<X> = Pin<Box<dyn Future<Output = Item<X>> + Send>>;
 
 /// One item taken out of the queue, until the settled prefix passes it.
@@ -466,7 +492,11 @@ struct Running<X> {
     rx_open: bool,
     /// Items taken out and not settled.
     slots: usize,
-    acks: FuturesUnordered<AckFuture<X>>,
+    acks: FuturesUnordered<AckWait<X>>,
+    /// Publishes to hand to the client, in order.
+    to_send: VecDeque<Item<X>>,
+    /// The one being handed over.
+    sending: Option<(Item<X>, SendFuture)>,
     timers: FuturesUnordered<Timer<X>>,
     lanes: HashMap<u64, Lane<X>, ahash::RandomState>,
     ledger: VecDeque<Entry>,
@@ -489,6 +519,8 @@ impl<X: Send + 'static> Pump<X> {
             rx_open: true,
             slots: 0,
             acks: FuturesUnordered::new(),
+            to_send: VecDeque::new(),
+            sending: None,
             timers: FuturesUnordered::new(),
             lanes: HashMap::default(),
             ledger: VecDeque::with_capacity(max),
@@ -540,6 +572,7 @@ impl<X: Send + 'static> Running<X> {
                 }
                 self.buf = buf;
             }
+            progress |= self.drive_sends(cx);
             if self.stop_open {
                 if let Poll::Ready(r) = Pin::new(&mut self.p.stop).poll(cx) {
                     self.stop_open = false;
@@ -592,28 +625,55 @@ impl<X: Send + 'static> Running<X> {
         }
     }
 
-    /// Publishes `item` (again).
-    fn send(&mut self, mut item: Item<X>) {
+    /// Queues `item` to be published (again). Sends go out one after the
+    /// other, in this order (see [`Running::drive_sends`]).
+    fn send(&mut self, item: Item<X>) {
         if let Some(e) = self.ledger.get_mut((item.seq - self.base) as usize) {
             e.sent = true;
         }
-        let js = self.p.js.clone();
-        let msg = item.msg.as_mut().expect("a marker is never sent");
-        let headers = msg
-            .headers
-            .take()
-            .unwrap_or_else(|| wire::headers(item.id, self.p.encoding));
-        let publish = PublishMessage::build()
-            .payload(msg.body.clone())
-            .headers(headers);
-        let subject = msg.subject.clone();
-        self.acks.push(Box::pin(async move {
-            let result = match js.send_publish(subject, publish).await {
-                Ok(ack) => ack.await.map(|a| a.duplicate),
-                Err(e) => Err(e),
-            };
-            (item, result)
-        }));
+        self.to_send.push_back(item);
+    }
+
+    /// Hands the queued publishes to the client one at a time, so that they
+    /// reach its command channel (and the server) in queue order; each one's
+    /// ack is then awaited among the others. `true` if anything moved.
+    fn drive_sends(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        loop {
+            if self.sending.is_none() {
+                let Some(mut item) = self.to_send.pop_front() else {
+                    return progress;
+                };
+                let js = self.p.js.clone();
+                let msg = item.msg.as_mut().expect("a marker is never sent");
+                let headers = msg
+                    .headers
+                    .take()
+                    .unwrap_or_else(|| wire::headers(item.id, self.p.encoding));
+                let publish = PublishMessage::build()
+                    .payload(msg.body.clone())
+                    .headers(headers);
+                let subject = msg.subject.clone();
+                let fut: SendFuture =
+                    Box::pin(async move { js.send_publish(subject, publish).await });
+                self.sending = Some((item, fut));
+            }
+            let (_, fut) = self.sending.as_mut().expect("set above");
+            match fut.as_mut().poll(cx) {
+                Poll::Pending => return progress,
+                Poll::Ready(result) => {
+                    let (item, _) = self.sending.take().expect("set above");
+                    progress = true;
+                    match result {
+                        Ok(ack) => self.acks.push(AckWait {
+                            item: Some(item),
+                            ack: ack.into_future(),
+                        }),
+                        Err(e) => self.on_result(item, Err(e)),
+                    }
+                }
+            }
+        }
     }
 
     fn on_result(&mut self, mut item: Item<X>, result: Result<bool, PublishError>) {
