@@ -210,6 +210,36 @@ fn patterns_select_the_events_and_types_become_subjects() {
     assert_eq!(out.metrics().name, "outbound:order.*, payment.>");
 }
 
+/// Without failures the stream holds the events in the order the bus handed
+/// them over: with one outbound subscription, the publish order.
+#[test]
+fn without_failures_the_stream_keeps_the_bus_order() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = bus();
+    let out = bridge
+        .outbound(&bus, ">", OutboundOptions::default())
+        .unwrap();
+    let mut p = bus.publisher();
+    let mut sent = Vec::new();
+    for i in 0..5_000u64 {
+        let e = event("order.placed", &format!("o-{}", i % 50), i);
+        sent.push(e.id);
+        p.publish(e).unwrap();
+    }
+    bus.flush().unwrap();
+    assert!(out.flush(Duration::from_secs(20)), "{:?}", out.metrics());
+    let stored: Vec<EventId> = decoded(&read_stream(&server.url(), "RINGBUS"))
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(stored.len(), sent.len());
+    let first_out_of_order = stored.iter().zip(&sent).position(|(a, b)| a != b);
+    assert_eq!(first_out_of_order, None);
+}
+
 /// Test 11: CloudEvents JSON, read by a plain async-nats subscriber.
 #[test]
 fn cloudevents_json_is_readable_by_a_plain_subscriber() {

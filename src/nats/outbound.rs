@@ -44,7 +44,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -200,11 +200,18 @@ impl OutboundHandle {
         let s = &self.path.shared;
         let target = s.next_seq.load(Ordering::Acquire);
         let deadline = Instant::now().checked_add(timeout);
-        let done = || s.settled.load(Ordering::Acquire) >= target;
+        let done = || s.settled.load(Ordering::SeqCst) >= target;
         if !done() {
-            s.waiters.fetch_add(1, Ordering::AcqRel);
             let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while !done() {
+            loop {
+                // Asks the pump to notify once `settled` reaches the target
+                // (the lowest target of all waiting flushes), then checks:
+                // SeqCst on both sides, so either the pump sees the request
+                // or this sees the pump's progress.
+                s.wake_at.fetch_min(target, Ordering::SeqCst);
+                if done() {
+                    break;
+                }
                 let left = match deadline {
                     Some(d) => match d.checked_duration_since(Instant::now()) {
                         Some(left) if !left.is_zero() => left,
@@ -212,8 +219,7 @@ impl OutboundHandle {
                     },
                     None => Duration::from_secs(3600),
                 };
-                // A bounded wait: a wake-up lost to the `waiters` race costs
-                // at most this much.
+                // Bounded anyway: a pump that is gone cannot notify.
                 let step = left.min(Duration::from_millis(50));
                 guard = s
                     .changed
@@ -222,7 +228,6 @@ impl OutboundHandle {
                     .0;
             }
             drop(guard);
-            s.waiters.fetch_sub(1, Ordering::AcqRel);
         }
         done() && s.first_failed.load(Ordering::Acquire) >= target
     }
@@ -269,9 +274,9 @@ pub(crate) struct Shared {
     pub(crate) queue_full: AtomicU64,
     in_flight: AtomicU64,
     last_error: Mutex<Option<String>>,
-    /// Flushes waiting for `settled` to move; the pump notifies `changed`
-    /// only when this is non-zero.
-    waiters: AtomicUsize,
+    /// The lowest `settled` a waiting flush needs (`u64::MAX`: none waits);
+    /// the pump notifies `changed` once `settled` reaches it, then resets it.
+    wake_at: AtomicU64,
     lock: Mutex<()>,
     changed: Condvar,
     /// Outbox mode: whether the metrics carry a checkpoint.
@@ -295,7 +300,7 @@ impl Shared {
             queue_full: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             last_error: Mutex::new(None),
-            waiters: AtomicUsize::new(0),
+            wake_at: AtomicU64::new(u64::MAX),
             lock: Mutex::new(()),
             changed: Condvar::new(),
             has_checkpoint,
@@ -476,7 +481,8 @@ pub(crate) type StopSignal = oneshot::Sender<Instant>;
 
 pub(crate) struct Pump<X> {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) js: jetstream::Context,
+    /// Shared by the send futures (a `Context` clone allocates).
+    pub(crate) js: Arc<jetstream::Context>,
     pub(crate) encoding: WireEncoding,
     pub(crate) prefix: String,
     pub(crate) rx: mpsc::Receiver<Item<X>>,
@@ -795,8 +801,9 @@ impl<X: Send + 'static> Running<X> {
         if let Some(key) = last {
             shared.settled_key.store(key + 1, Ordering::Release);
         }
-        shared.settled.store(self.base, Ordering::Release);
-        if shared.waiters.load(Ordering::Acquire) > 0 {
+        shared.settled.store(self.base, Ordering::SeqCst);
+        if shared.wake_at.load(Ordering::SeqCst) <= self.base {
+            shared.wake_at.store(u64::MAX, Ordering::SeqCst);
             let _guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.changed.notify_all();
         }
@@ -943,10 +950,10 @@ pub(crate) fn check_options(o: &OutboundOptions) -> Result<(), BridgeError> {
 
 /// The JetStream context the pump publishes through: the bridge's, with
 /// `publish_timeout` as its timeout (the time each send and each ack may take).
-pub(crate) fn publish_context(core: &Core, o: &OutboundOptions) -> jetstream::Context {
+pub(crate) fn publish_context(core: &Core, o: &OutboundOptions) -> Arc<jetstream::Context> {
     let mut js = core.js.clone();
     js.set_timeout(o.publish_timeout);
-    js
+    Arc::new(js)
 }
 
 /// How often the bridge's bus handler is called again for an event it turned
