@@ -568,3 +568,52 @@ fn options_that_cannot_work_are_refused() {
         Err(BridgeError::Subscribe(_))
     ));
 }
+
+/// A payload that cannot be serialized when `fail` is set.
+#[derive(Clone)]
+struct Fragile {
+    fail: bool,
+}
+
+impl serde::Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.fail {
+            Err(serde::ser::Error::custom("this payload refuses"))
+        } else {
+            s.serialize_bool(false)
+        }
+    }
+}
+
+/// An event that cannot be encoded fails for good on the bus (its dead-letter
+/// queue, no retry); the others go out.
+#[test]
+fn an_event_that_cannot_be_encoded_is_dead_lettered_by_the_bus() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let bus = BusBuilder::<Fragile>::new().build().unwrap();
+    let out = bridge
+        .outbound(&bus, ">", OutboundOptions::default())
+        .unwrap();
+    let mut p = bus.publisher();
+    let ty = EventType::new("order.placed");
+    let bad = Event::new(ty, Source::new("shop"), Fragile { fail: true });
+    p.publish(bad.clone()).unwrap();
+    p.publish(Event::new(ty, Source::new("shop"), Fragile { fail: false }))
+        .unwrap();
+    bus.flush().unwrap();
+    assert!(out.flush(Duration::from_secs(10)));
+    let m = out.metrics();
+    assert_eq!((m.accepted, m.published, m.failed), (1, 1, 0));
+    let letters = bus.dead_letters().list(&DlqFilter::all());
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event_id, bad.id);
+    assert_eq!(letters[0].attempts.len(), 1);
+    assert!(
+        letters[0].attempts[0].error.contains("cannot encode"),
+        "{:?}",
+        letters[0].attempts
+    );
+}

@@ -490,7 +490,9 @@ pub(crate) struct Pump<X> {
     pub(crate) retry: RetryPolicy,
     pub(crate) give_up: Option<GiveUp<X>>,
     pub(crate) stop: oneshot::Receiver<Instant>,
-    pub(crate) report: oneshot::Sender<PartReport>,
+    /// A std channel: the handle waits on it without a runtime (and
+    /// inside someone else's, where tokio's `blocking_recv` would panic).
+    pub(crate) report: std::sync::mpsc::SyncSender<PartReport>,
 }
 
 struct Running<X> {
@@ -541,7 +543,7 @@ impl<X: Send + 'static> Pump<X> {
             std::future::poll_fn(|cx| r.poll(cx)).await;
             let report = r.report();
             let Running { p, .. } = r;
-            let _ = p.report.send(report);
+            let _ = p.report.try_send(report);
         });
     }
 }
@@ -856,7 +858,7 @@ pub(crate) struct OutboundPath {
     pub(crate) publish_timeout: Duration,
     stopped: AtomicBool,
     stop: Mutex<Option<StopSignal>>,
-    report: Mutex<Option<oneshot::Receiver<PartReport>>>,
+    report: Mutex<Option<std::sync::mpsc::Receiver<PartReport>>>,
     /// Leaves the producer side: unsubscribes from the bus, or stops the
     /// outbox's reader (and returns once it has saved its checkpoint).
     detach: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -869,7 +871,7 @@ impl OutboundPath {
         shared: Arc<Shared>,
         publish_timeout: Duration,
         stop: StopSignal,
-        report: oneshot::Receiver<PartReport>,
+        report: std::sync::mpsc::Receiver<PartReport>,
     ) -> Self {
         OutboundPath {
             shared,
@@ -914,16 +916,23 @@ impl Part for OutboundPath {
             let _ = stop.send(deadline);
         }
         let report = self.report.lock().unwrap_or_else(|e| e.into_inner()).take();
-        // `blocking_recv` panics on a runtime thread, as `Core::block_on` would.
-        let report = report
-            .and_then(|r| r.blocking_recv().ok())
-            .unwrap_or_else(empty);
+        assert!(
+            thread_name_is_not_runtime(),
+            "ringbus: an outbound path stopped on the bridge's own runtime thread"
+        );
+        let report = report.and_then(|r| r.recv().ok()).unwrap_or_else(empty);
         let after = self.after.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(after) = after {
             after();
         }
         report
     }
+}
+
+/// Whether this is not the bridge's runtime thread (`ringbus-nats`), where
+/// waiting for the pump would wait for itself.
+fn thread_name_is_not_runtime() -> bool {
+    std::thread::current().name() != Some("ringbus-nats")
 }
 
 /// Checks the options both modes share.
@@ -1040,7 +1049,7 @@ impl NatsBridge {
         let shared = Arc::new(Shared::new(name.clone(), false));
         let (tx, rx) = mpsc::channel::<Item<Event<P>>>(o.queue);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (report_tx, report_rx) = oneshot::channel();
+        let (report_tx, report_rx) = std::sync::mpsc::sync_channel(1);
 
         let subscription: Arc<OnceLock<SubscriptionId>> = Arc::new(OnceLock::new());
         let give_up = dead_letter(

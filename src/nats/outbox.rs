@@ -56,7 +56,7 @@ pub const SAVE_EVERY: Duration = Duration::from_millis(100);
 const IDLE: Duration = Duration::from_millis(50);
 
 impl NatsBridge {
-    /// **[store]** Committed store events of the types matching `filter` →
+    /// **\[store\]** Committed store events of the types matching `filter` →
     /// JetStream, checkpointed (O7): at least once across crashes of this
     /// process.
     ///
@@ -118,7 +118,7 @@ impl NatsBridge {
         }
         let (tx, rx) = mpsc::channel::<Item<()>>(o.queue);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (report_tx, report_rx) = oneshot::channel();
+        let (report_tx, report_rx) = std::sync::mpsc::sync_channel(1);
         Pump {
             shared: shared.clone(),
             js: publish_context(&self.core, &o),
