@@ -617,3 +617,86 @@ fn an_event_that_cannot_be_encoded_is_dead_lettered_by_the_bus() {
         letters[0].attempts
     );
 }
+
+/// While an event waits for a retry, later events of its subject wait behind
+/// it (other subjects go on); once it is stored, they follow in order.
+///
+/// The failure: the stream, made before the bridge with the bridge's
+/// settings plus a 300-byte message limit, refuses a large event until the
+/// limit is raised.
+#[test]
+fn a_retried_event_holds_its_subject_and_only_its_subject() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let url = server.url();
+    block_on(within(10, "creating the stream", async move {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        js.create_stream(stream::Config {
+            name: "RINGBUS".into(),
+            subjects: vec!["rb.ev.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            max_message_size: 300,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }));
+    let bridge = bridge(&server);
+    let bus = BusBuilder::<String>::new().build().unwrap();
+    let out = bridge
+        .outbound(
+            &bus,
+            ">",
+            OutboundOptions {
+                retry: RetryPolicy::fixed(Duration::from_millis(50), u32::MAX),
+                ..OutboundOptions::default()
+            },
+        )
+        .unwrap();
+    let ty = EventType::new("order.placed");
+    let ev = |subject: &str, data: String| {
+        Event::new(ty, Source::new("shop"), data).with_subject(subject)
+    };
+    let mut p = bus.publisher();
+    let a0 = ev("a", "x".repeat(1000));
+    p.publish(a0.clone()).unwrap();
+    wait_until(10, "a retry of the large event", || {
+        out.metrics().retries > 0
+    });
+    let (a1, a2) = (ev("a", "a1".into()), ev("a", "a2".into()));
+    let (b0, b1) = (ev("b", "b0".into()), ev("b", "b1".into()));
+    for e in [&a1, &b0, &a2, &b1] {
+        p.publish(e.clone()).unwrap();
+    }
+    bus.flush().unwrap();
+    wait_until(10, "subject b published", || out.metrics().published == 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let m = out.metrics();
+    assert_eq!((m.published, m.in_flight), (2, 3), "a1 and a2 held: {m:?}");
+    let url = server.url();
+    block_on(within(10, "raising the limit", async move {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        let mut config = js
+            .get_stream("RINGBUS")
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        config.max_message_size = -1;
+        js.update_stream(config).await.unwrap();
+    }));
+    assert!(out.flush(Duration::from_secs(10)), "{:?}", out.metrics());
+    let order: Vec<EventId> = read_stream(&server.url(), "RINGBUS")
+        .iter()
+        .map(|m| {
+            ringbus::codec::decode::<String>(&m.body)
+                .expect("a frame")
+                .0
+                .id
+        })
+        .collect();
+    assert_eq!(order, [b0.id, b1.id, a0.id, a1.id, a2.id]);
+    assert_eq!(out.metrics().failed, 0);
+}
