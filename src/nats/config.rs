@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dedup::StoreDedup;
 use crate::resilience::RetryPolicy;
 use crate::store::upcast::Upcasters;
 
@@ -205,6 +206,11 @@ pub enum Dedup {
         /// How long each is remembered (at least the stream's duplicate window).
         keep: Duration,
     },
+    /// **Durable**: every inbound event is appended to a local event store
+    /// (one inbox stream per event id, with the store's idempotent append)
+    /// before it is published on the bus; an id already there is acked
+    /// without reaching the bus — also after a restart. See [`StoreDedup`].
+    Store(StoreDedup),
 }
 
 /// How the inbound side takes messages into the bus.
