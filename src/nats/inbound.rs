@@ -747,6 +747,8 @@ where
         window,
         retried_here,
         in_flight: HashMap::new(),
+        leaders: HashMap::new(),
+        followers: HashMap::new(),
         next_token: 0,
         settled: 0,
         pulling: true,
@@ -912,6 +914,10 @@ struct Worker {
     window: Option<Arc<Mutex<Window>>>,
     retried_here: Arc<Mutex<HashSet<EventId>>>,
     in_flight: HashMap<u64, InFlight>,
+    /// With dedup: the delivery of each event id now on the bus.
+    leaders: HashMap<EventId, u64>,
+    /// With dedup: deliveries of the same event that arrived meanwhile.
+    followers: HashMap<u64, Vec<u64>>,
     next_token: u64,
     /// Messages acked, NAK'd for a retry or terminated before the stop.
     settled: u64,
@@ -952,7 +958,7 @@ impl Worker {
                     };
                     self.nak_now(token, state).await;
                 }
-                Ev::Settled { token, how } => self.on_settled(token, how),
+                Ev::Settled { token, how } => self.on_settled(token, how).await,
                 Ev::Tick => self.progress().await,
                 Ev::MaxDeliveries(payload) => self.on_max_deliveries(payload),
                 Ev::DrainDeadline => self.drain_deadline().await,
@@ -1036,6 +1042,22 @@ impl Worker {
             self.dead_letter(token, DeadLetterReason::MaxDeliveries, error);
             return;
         }
+        if let (Some(id), false) = (event_id, matches!(self.options.dedup, Dedup::Off)) {
+            match self.leaders.get(&id) {
+                Some(&leader) if self.in_flight.contains_key(&leader) => {
+                    // The same event is on the bus already (a redelivery of a
+                    // delivery whose ack was lost, say): it shares that end.
+                    self.followers.entry(leader).or_default().push(token);
+                    if let Some(e) = self.in_flight.get_mut(&token) {
+                        e.fed = true;
+                    }
+                    return;
+                }
+                _ => {
+                    self.leaders.insert(id, token);
+                }
+            }
+        }
         let feed = Feed {
             token,
             headers: m.headers,
@@ -1097,6 +1119,44 @@ impl Worker {
             bump(&self.counters.ack_errors);
         }
         self.settled += 1;
+        let followers = self.take_followers(token, e.event_id);
+        self.settle_followers(followers, AckKind::Nak(Some(delay)))
+            .await;
+    }
+
+    /// The deliveries of the same event that arrived while `leader` was on the
+    /// bus: they share its end.
+    fn take_followers(&mut self, leader: u64, id: Option<EventId>) -> Vec<u64> {
+        if let Some(id) = id {
+            if self.leaders.get(&id) == Some(&leader) {
+                self.leaders.remove(&id);
+            }
+        }
+        self.followers.remove(&leader).unwrap_or_default()
+    }
+
+    /// Settles duplicates of a settled leader the same way: acked as dropped
+    /// duplicates, NAK'd with its delay, or terminated with it.
+    async fn settle_followers(&mut self, followers: Vec<u64>, kind: AckKind) {
+        for token in followers {
+            let Some(e) = self.in_flight.remove(&token) else {
+                continue;
+            };
+            let counter = match kind {
+                AckKind::Ack => {
+                    bump(&self.counters.dedup_dropped);
+                    &self.counters.acked
+                }
+                AckKind::Term => &self.counters.termed,
+                _ => &self.counters.naked,
+            };
+            if e.acker.ack_with(kind).await.is_ok() {
+                bump(counter);
+            } else {
+                bump(&self.counters.ack_errors);
+            }
+            self.settled += 1;
+        }
     }
 
     fn options_use_store(&self) -> bool {
@@ -1133,6 +1193,12 @@ impl Worker {
         if let (Some(id), true) = (e.event_id, use_store) {
             lock(&self.retried_here).remove(&id);
         }
+        let id = e.event_id;
+        let followers = self.take_followers(token, id);
+        self.settle_followers(followers, AckKind::Ack).await;
+        let Some(e) = self.in_flight.get_mut(&token) else {
+            return;
+        };
         match self.options.ack {
             AckMode::Ack => {
                 let e = self.in_flight.remove(&token).expect("present");
@@ -1199,11 +1265,23 @@ impl Worker {
         });
     }
 
-    fn on_settled(&mut self, token: u64, how: Settled) {
-        if self.in_flight.remove(&token).is_none() {
+    async fn on_settled(&mut self, token: u64, how: Settled) {
+        let Some(e) = self.in_flight.remove(&token) else {
             return;
-        }
+        };
         self.settled += 1;
+        let followers = self.take_followers(token, e.event_id);
+        match how {
+            Settled::Termed(_) | Settled::TermFailed(_) => {
+                self.settle_followers(followers, AckKind::Term).await;
+            }
+            Settled::DeadLetterFailed => {
+                let delay = self.nak_delay(e.delivered);
+                self.settle_followers(followers, AckKind::Nak(Some(delay)))
+                    .await;
+            }
+            Settled::Acked | Settled::AckFailed => {}
+        }
         let c = &self.counters;
         match how {
             Settled::Acked => bump(&c.acked),
@@ -1224,16 +1302,24 @@ impl Worker {
     }
 
     /// NAKs `token` without delay and reports it unacked with `state`.
+    /// Its followers (duplicates waiting on it) go the same way.
     async fn nak_now(&mut self, token: u64, state: &str) {
-        let Some(e) = self.in_flight.remove(&token) else {
+        let Some(id) = self.in_flight.get(&token).map(|e| e.event_id) else {
             return;
         };
-        if e.acker.ack_with(AckKind::Nak(None)).await.is_ok() {
-            bump(&self.counters.naked);
-        } else {
-            bump(&self.counters.ack_errors);
+        let mut tokens = self.take_followers(token, id);
+        tokens.insert(0, token);
+        for t in tokens {
+            let Some(e) = self.in_flight.remove(&t) else {
+                continue;
+            };
+            if e.acker.ack_with(AckKind::Nak(None)).await.is_ok() {
+                bump(&self.counters.naked);
+            } else {
+                bump(&self.counters.ack_errors);
+            }
+            self.unacked.push(unacked(&e, state));
         }
-        self.unacked.push(unacked(&e, state));
     }
 
     /// `Progress` for every delivery pending for `ack_wait / 2`.
