@@ -675,7 +675,7 @@ fn store_dedup_survives_a_bridge_restart() {
         .inbound(&b2, ConsumerSpec::new("inbox", ["in.*"]), options(&dedup))
         .unwrap();
     let fresh = event("in.new", "k", 3);
-    publish_raw(&server, &[fresh.clone()]);
+    publish_raw(&server, std::slice::from_ref(&fresh));
     wait_until(10, "the duplicate dropped and the new one acked", || {
         let m = h2.metrics();
         m.dedup_dropped == 1 && m.acked == 2

@@ -10,7 +10,7 @@ use crate::store::upcast::Upcasters;
 
 /// The JetStream stream the bridge publishes events to, and the settings it is
 /// created with when missing. A stream that exists with other settings is an
-/// error ([`BridgeError::StreamMismatch`](super::BridgeError::StreamMismatch)),
+/// error ([`BridgeError::Mismatch`](super::BridgeError::Mismatch)),
 /// never silently changed.
 ///
 /// The dead-letter stream is `<name>_DLQ`, on `<prefix>.dlq.>`, with the same

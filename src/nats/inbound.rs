@@ -367,7 +367,7 @@ impl Part for InboundPart {
 /// What reaches the worker.
 enum Ev {
     /// A message from the pull.
-    Msg(jetstream::Message),
+    Msg(Box<jetstream::Message>),
     /// The feeder published the event of `token` on the bus and its handlers
     /// are done with it.
     Done {
@@ -804,7 +804,7 @@ async fn pull_loop(
                 while let Some(item) = messages.next().await {
                     match item {
                         Ok(m) => {
-                            if tx.send(Ev::Msg(m)).is_err() {
+                            if tx.send(Ev::Msg(Box::new(m))).is_err() {
                                 return;
                             }
                         }
@@ -934,7 +934,7 @@ impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Ev>) {
         while let Some(ev) = rx.recv().await {
             match ev {
-                Ev::Msg(m) => self.on_message(m).await,
+                Ev::Msg(m) => self.on_message(*m).await,
                 Ev::Done { token, outcome } => self.on_done(token, outcome).await,
                 Ev::Dropped { token } => {
                     bump(&self.counters.dedup_dropped);
