@@ -24,7 +24,7 @@ use ringbus::nats::{
     BridgeError, ConsumerSpec, Dedup, InboundOptions, NatsBridge, Ordering, StoreDedup,
     FRAME_CONTENT_TYPE,
 };
-use ringbus::resilience::RetryPolicy;
+use ringbus::resilience::{BreakerConfig, RetryPolicy};
 use ringbus::store::{EventStore, InMemoryStore, Position};
 use ringbus::{Bus, Event, EventId, EventType, HandlerError, Source, SubscribeOptions};
 use serde_json::{json, Value};
@@ -548,13 +548,12 @@ fn stop_acks_completed_naks_unfinished_and_reports_them() {
 }
 
 /// Test 7, consumer half (I8): the server is SIGKILLed mid-stream and
-/// restarted on the same port and store; the consumer resumes, and with
-/// `Dedup::Window` the bus sees every event exactly once.
-#[test]
-fn the_consumer_resumes_after_a_server_restart() {
-    let Some(mut server) = NatsServer::start_or_skip() else {
-        return;
-    };
+/// restarted on the same port and store; the consumer resumes. Returns how
+/// often the bus saw each event, and the consumer's counters.
+fn kill_and_restart_mid_stream(
+    dedup: Dedup,
+) -> Option<(HashMap<EventId, u32>, ringbus::nats::InboundMetrics)> {
+    let mut server = NatsServer::start_or_skip()?;
     let bridge = bridge(&server);
     let events: Vec<_> = (0..3_000u64)
         .map(|i| event("rs.ev", &format!("s-{}", i % 10), i))
@@ -576,10 +575,7 @@ fn the_consumer_resumes_after_a_server_restart() {
             &b,
             spec,
             InboundOptions {
-                dedup: Dedup::Window {
-                    ids: 100_000,
-                    keep: Duration::from_secs(300),
-                },
+                dedup,
                 ..InboundOptions::default()
             },
         )
@@ -596,15 +592,93 @@ fn the_consumer_resumes_after_a_server_restart() {
     wait_until(25, "every event after the restart", || {
         seen.lock().unwrap().len() == 3_000
     });
-    let seen = seen.lock().unwrap();
-    let twice: Vec<_> = seen.values().filter(|n| **n > 1).collect();
-    assert!(twice.is_empty(), "{} events handled twice", twice.len());
+    wait_until(10, "nothing left to ack", || {
+        consumer_info(&server, "restart").num_ack_pending == 0
+    });
     let m = bridge.metrics();
     assert!(m.connection.reconnects >= 1, "{m:?}");
-    drop(seen);
     let report = bridge.shutdown();
     assert!(report.is_clean(), "{report:?}");
-    let _ = h;
+    let seen = seen.lock().unwrap().clone();
+    Some((seen, h.metrics()))
+}
+
+/// Test 7 with `Dedup::Off`: every event at least once.
+#[test]
+fn the_consumer_resumes_after_a_server_restart() {
+    let Some((seen, m)) = kill_and_restart_mid_stream(Dedup::Off) else {
+        return;
+    };
+    assert_eq!(seen.len(), 3_000, "every event");
+    let handled: u64 = seen.values().map(|n| u64::from(*n)).sum();
+    assert_eq!(handled, m.received, "each delivery reached the bus");
+}
+
+/// Test 7 with `Dedup::Window`: every event exactly once; each extra
+/// delivery (the restarted server redelivers what it had not seen acked) is
+/// dropped.
+#[test]
+fn window_dedup_makes_the_restart_exactly_once() {
+    let dedup = Dedup::Window {
+        ids: 100_000,
+        keep: Duration::from_secs(300),
+    };
+    let Some((seen, m)) = kill_and_restart_mid_stream(dedup) else {
+        return;
+    };
+    assert_eq!(seen.len(), 3_000, "every event");
+    let twice = seen.values().filter(|n| **n > 1).count();
+    assert_eq!(twice, 0, "{twice} events handled twice");
+    assert_eq!(m.received, 3_000 + m.dedup_dropped, "{m:?}");
+}
+
+/// Test 9 (I7), breaker variant: an event held by an open circuit breaker
+/// for 3 × ack_wait is kept by progress, not redelivered, and handled once
+/// the breaker lets it through.
+#[test]
+fn progress_keeps_an_event_held_by_an_open_breaker() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let b = bus();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    b.subscribe_with(
+        "held.work",
+        move |_e: &Event<Value>| -> Result<(), HandlerError> {
+            if c.fetch_add(1, AtomicOrdering::Relaxed) == 0 {
+                Err(HandlerError::transient("downstream down"))
+            } else {
+                Ok(())
+            }
+        },
+        SubscribeOptions::new()
+            .retry(RetryPolicy::fixed(Duration::from_millis(100), 100))
+            .circuit_breaker(BreakerConfig::consecutive_failures(
+                1,
+                Duration::from_secs(3),
+            )),
+    )
+    .unwrap();
+    let mut spec = ConsumerSpec::new("held", ["held.work"]);
+    spec.ack_wait = Duration::from_secs(1);
+    let h = bridge.inbound(&b, spec, InboundOptions::default()).unwrap();
+    let started = Instant::now();
+    publish_raw(&server, &[event("held.work", "k", 1)]);
+    wait_until(15, "the ack", || h.metrics().acked == 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "held for the breaker's cool-down"
+    );
+    let m = h.metrics();
+    assert_eq!((m.received, m.redelivered, m.naked), (1, 0, 0), "{m:?}");
+    assert!(m.progress_sent >= 2, "progress sent: {}", m.progress_sent);
+    assert_eq!(
+        calls.load(AtomicOrdering::Relaxed),
+        2,
+        "failed once, then handled"
+    );
 }
 
 /// I5 `Dedup::Store`: inbound events are appended to the store once; a
