@@ -780,3 +780,38 @@ fn store_dedup_survives_a_bridge_restart() {
         Err(BridgeError::Config(_))
     ));
 }
+
+/// I3: when the bus is shut down the consumer NAKs what it cannot publish and
+/// stops pulling; the stop reports those messages.
+#[test]
+fn a_closed_bus_stops_the_consumer_and_naks() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let b = bus();
+    let h = bridge
+        .inbound(
+            &b,
+            ConsumerSpec::new("closed", ["cl.*"]),
+            InboundOptions::default(),
+        )
+        .unwrap();
+    b.shutdown().unwrap();
+    let events: Vec<_> = (0..3).map(|n| event("cl.x", "k", n)).collect();
+    publish_raw(&server, &events);
+    wait_until(10, "the first delivery NAK'd", || h.metrics().naked >= 1);
+    let report = h.stop();
+    let m = bridge.metrics().inbound[0].clone();
+    assert_eq!(m.acked, 0);
+    assert_eq!(m.naked, m.received, "every delivery NAK'd: {m:?}");
+    assert_eq!(report.unacked.len() as u64, m.received, "{report:?}");
+    assert!(
+        report
+            .unacked
+            .iter()
+            .all(|u| u.state.contains("the bus is shut down")),
+        "{report:?}"
+    );
+    assert_eq!(report.unacked[0].event_id, Some(events[0].id));
+}

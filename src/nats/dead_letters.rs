@@ -202,6 +202,23 @@ impl JetStreamDeadLetter {
 
 /// The dead letters of one inbound consumer, in the bridge's dead-letter
 /// stream ([`NatsBridge::dead_letters`]).
+///
+/// # Examples
+/// ```no_run
+/// use ringbus::nats::{DeadLetterReason, NatsBridge};
+///
+/// let bridge = NatsBridge::builder("nats://127.0.0.1:4222").build()?;
+/// let letters = bridge.dead_letters("payments");
+/// for letter in letters.list(100)? {
+///     match letter.reason {
+///         // The handler is fixed: back to the consumer as a new message.
+///         Some(DeadLetterReason::HandlerFailed) => letters.redrive(letter.sequence)?,
+///         // Nothing will ever decode it.
+///         _ => letters.discard(letter.sequence)?,
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct JetStreamDeadLetters {
     core: Arc<Core>,

@@ -94,6 +94,31 @@ impl NatsBridge {
     /// JetStream redelivery re-runs *every* local handler of the event:
     /// handlers behind a bridge must be idempotent, or use [`Dedup`].
     ///
+    /// # Examples
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use ringbus::nats::{ConsumerSpec, Dedup, InboundOptions, NatsBridge};
+    /// use ringbus::{Bus, Event, HandlerError};
+    ///
+    /// let bridge = NatsBridge::builder("nats://127.0.0.1:4222").build()?;
+    /// let bus = Bus::builder().build()?;
+    /// bus.subscribe("payment.*", |e: &Event| -> Result<(), HandlerError> {
+    ///     println!("{} {}", e.event_type, e.data);
+    ///     Ok(())
+    /// })?;
+    /// let mut spec = ConsumerSpec::new("payments", ["payment.*"]);
+    /// spec.max_attempts = 3;
+    /// let options = InboundOptions {
+    ///     dedup: Dedup::Window { ids: 100_000, keep: Duration::from_secs(300) },
+    ///     ..InboundOptions::default()
+    /// };
+    /// let inbound = bridge.inbound(&bus, spec, options)?;
+    /// // … later: NAKs what did not finish within the drain timeout.
+    /// let report = inbound.stop();
+    /// assert!(report.unacked.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`BridgeError::Config`] for an empty or invalid durable name, no
     /// pattern, a pattern outside the bus's grammar, `max_attempts` or
