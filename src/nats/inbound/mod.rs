@@ -481,14 +481,16 @@ where
     {
         let tx = to_worker.clone();
         let every = (progress_after / 2).max(Duration::from_millis(10));
-        tasks.push(core.rt.spawn(async move {
+        // Not among the tasks the stop aborts: deliveries draining at the stop
+        // still get progress. It ends with the worker (its channel closes).
+        core.rt.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 if tx.send(Ev::Tick).is_err() {
                     break;
                 }
             }
-        }));
+        });
     }
 
     let drain_timeout = options.drain_timeout;
