@@ -815,3 +815,39 @@ fn a_closed_bus_stops_the_consumer_and_naks() {
     );
     assert_eq!(report.unacked[0].event_id, Some(events[0].id));
 }
+
+/// I8: missed heartbeats during a long outage are counted and not terminal:
+/// after the server is back, the pull resumes.
+#[test]
+fn missed_heartbeats_are_counted_and_the_pull_resumes() {
+    let Some(mut server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let b = bus();
+    let got: Arc<Mutex<Vec<EventId>>> = Arc::default();
+    let g = got.clone();
+    b.subscribe("hb.*", move |e: &Event<Value>| g.lock().unwrap().push(e.id))
+        .unwrap();
+    let h = bridge
+        .inbound(
+            &b,
+            ConsumerSpec::new("heartbeat", ["hb.*"]),
+            InboundOptions::default(),
+        )
+        .unwrap();
+    let before = event("hb.before", "k", 1);
+    publish_raw(&server, std::slice::from_ref(&before));
+    wait_until(10, "the first event", || h.metrics().acked == 1);
+    server.kill();
+    // The pull asks for a heartbeat every 5 s; two missed ones make a gap.
+    wait_until(20, "a missed heartbeat counted", || {
+        h.metrics().heartbeat_gaps >= 1
+    });
+    server.restart().expect("restarts");
+    let after = event("hb.after", "k", 2);
+    publish_raw(&server, std::slice::from_ref(&after));
+    wait_until(15, "the event after the outage", || h.metrics().acked == 2);
+    assert_eq!(*got.lock().unwrap(), [before.id, after.id]);
+    assert!(bridge.metrics().connection.reconnects >= 1);
+}
