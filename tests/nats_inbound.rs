@@ -851,3 +851,88 @@ fn missed_heartbeats_are_counted_and_the_pull_resumes() {
     assert_eq!(*got.lock().unwrap(), [before.id, after.id]);
     assert!(bridge.metrics().connection.reconnects >= 1);
 }
+
+/// `Dedup::Window`: the same event stored twice in the stream (a replay older
+/// than the duplicate window, published under another `Nats-Msg-Id`) reaches
+/// the bus once; the second copy is acked as a dropped duplicate.
+#[test]
+fn window_dedup_drops_a_replayed_event() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let b = bus();
+    let got: Arc<Mutex<Vec<EventId>>> = Arc::default();
+    let g = got.clone();
+    b.subscribe("rp.*", move |e: &Event<Value>| g.lock().unwrap().push(e.id))
+        .unwrap();
+    let e = event("rp.x", "k", 1);
+    let (mut headers, body) = frame(&e);
+    let url = server.url();
+    block_on(within(10, "publishing twice", async move {
+        let client = async_nats::connect(url).await.expect("connects");
+        let js = jetstream::new(client);
+        for msg_id in ["first", "replayed-later"] {
+            headers.insert("Nats-Msg-Id", msg_id);
+            let m = PublishMessage::build()
+                .payload(body.clone())
+                .headers(headers.clone());
+            js.send_publish("rb.ev.rp.x", m)
+                .await
+                .expect("sent")
+                .await
+                .expect("acked");
+        }
+    }));
+    let h = bridge
+        .inbound(
+            &b,
+            ConsumerSpec::new("replay", ["rp.*"]),
+            InboundOptions {
+                dedup: Dedup::Window {
+                    ids: 10,
+                    keep: Duration::from_secs(300),
+                },
+                ..InboundOptions::default()
+            },
+        )
+        .unwrap();
+    wait_until(10, "both acked", || h.metrics().acked == 2);
+    assert_eq!(*got.lock().unwrap(), [e.id]);
+    assert_eq!(h.metrics().dedup_dropped, 1);
+}
+
+/// `AckMode::DoubleAck` acks every message (confirmed by the server);
+/// `DeliverFrom::Sequence` starts a new consumer at that stream sequence.
+#[test]
+fn double_acks_and_a_start_sequence() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let b = bus();
+    let got: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let g = got.clone();
+    b.subscribe("da.*", move |e: &Event<Value>| {
+        g.lock().unwrap().push(e.data["n"].as_u64().unwrap())
+    })
+    .unwrap();
+    let events: Vec<_> = (1..=100).map(|n| event("da.x", "k", n)).collect();
+    publish_raw(&server, &events);
+    let mut spec = ConsumerSpec::new("double", ["da.*"]);
+    spec.deliver = ringbus::nats::DeliverFrom::Sequence(41);
+    let h = bridge
+        .inbound(
+            &b,
+            spec,
+            InboundOptions {
+                ack: ringbus::nats::AckMode::DoubleAck,
+                ..InboundOptions::default()
+            },
+        )
+        .unwrap();
+    wait_until(10, "60 double acks", || h.metrics().acked == 60);
+    // A double ack is confirmed by the server before it counts.
+    assert_eq!(consumer_info(&server, "double").num_ack_pending, 0);
+    assert_eq!(*got.lock().unwrap(), (41..=100).collect::<Vec<u64>>());
+}

@@ -3,7 +3,7 @@
 //! on the bus with `publish_tracked` — everything that may block, off the
 //! runtime thread. It feeds the bus in delivery order.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 
@@ -29,6 +29,11 @@ pub(super) struct Feeder<P: Send + Sync + 'static> {
     /// one is a retry of ours and goes to the bus again.
     pub(super) retried_here: Arc<Mutex<HashSet<EventId>>>,
     pub(super) stop: Arc<AtomicBool>,
+    /// With dedup: the event ids on the bus now, and the token of the
+    /// delivery that put each there (shared with the worker, which removes an
+    /// id when that delivery settles — after a success, only once the id is
+    /// in the window).
+    pub(super) on_bus: Option<Arc<Mutex<HashMap<EventId, u64>>>>,
 }
 
 impl<P: DeserializeOwned + Clone + Send + Sync + 'static> Feeder<P> {
@@ -52,6 +57,18 @@ impl<P: DeserializeOwned + Clone + Send + Sync + 'static> Feeder<P> {
                 Ok(event) => event,
                 Err(error) => return Some(Ev::Undecodable { token, error }),
             };
+        // On the bus first, then the window: the worker puts a completed id
+        // into the window before it takes it off the bus, so one of the two
+        // sees it.
+        if let Some(on_bus) = &self.on_bus {
+            if let Some(&leader) = lock(on_bus).get(&event.id) {
+                return Some(Ev::Follow {
+                    token,
+                    leader,
+                    id: event.id,
+                });
+            }
+        }
         if let Some(w) = &self.window {
             if lock(w).contains(event.id) {
                 return Some(Ev::Dropped { token });
@@ -72,18 +89,27 @@ impl<P: DeserializeOwned + Clone + Send + Sync + 'static> Feeder<P> {
                 Err(error) => return Some(Ev::InboxFailed { token, error }),
             }
         }
+        let id = event.id;
+        if let Some(on_bus) = &self.on_bus {
+            lock(on_bus).insert(id, token);
+        }
         match self.publisher.publish_tracked(event) {
             Ok(delivery) => {
                 let tx = self.tx.clone();
                 delivery.on_done(move |outcome| {
-                    let _ = tx.send(Ev::Done { token, outcome });
+                    let _ = tx.send(Ev::Done { token, id, outcome });
                 });
                 None
             }
-            Err(_) => Some(Ev::NotPublished {
-                token,
-                closed: true,
-            }),
+            Err(_) => {
+                if let Some(on_bus) = &self.on_bus {
+                    lock(on_bus).remove(&id);
+                }
+                Some(Ev::NotPublished {
+                    token,
+                    closed: true,
+                })
+            }
         }
     }
 }

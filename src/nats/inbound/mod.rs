@@ -430,6 +430,10 @@ where
     let (to_worker, from_all) = mpsc::unbounded_channel::<Ev>();
     let feeder_stop = Arc::new(AtomicBool::new(false));
     let retried_here = Arc::new(Mutex::new(HashSet::new()));
+    let on_bus = match options.dedup {
+        Dedup::Off => None,
+        _ => Some(Arc::new(Mutex::new(HashMap::new()))),
+    };
     let (to_feeder, feeder_rx) = std_mpsc::channel::<Feed>();
     {
         let feeder = Feeder {
@@ -441,6 +445,7 @@ where
             inbox,
             retried_here: retried_here.clone(),
             stop: feeder_stop.clone(),
+            on_bus: on_bus.clone(),
         };
         thread::Builder::new()
             .name("ringbus-nats-in".into())
@@ -507,7 +512,7 @@ where
         window,
         retried_here,
         in_flight: HashMap::new(),
-        leaders: HashMap::new(),
+        on_bus: on_bus.clone(),
         followers: HashMap::new(),
         next_token: 0,
         settled: 0,

@@ -44,7 +44,15 @@ pub(super) enum Ev {
     /// are done with it.
     Done {
         token: u64,
+        id: EventId,
         outcome: DeliveryOutcome,
+    },
+    /// With dedup: the event of `token` is on the bus already, put there by
+    /// the delivery `leader`.
+    Follow {
+        token: u64,
+        leader: u64,
+        id: EventId,
     },
     /// The event of `token` completed before ([`Dedup`]): ack it.
     Dropped { token: u64 },
@@ -160,8 +168,9 @@ pub(super) struct Worker {
     pub(super) window: Option<Arc<Mutex<Window>>>,
     pub(super) retried_here: Arc<Mutex<HashSet<EventId>>>,
     pub(super) in_flight: HashMap<u64, InFlight>,
-    /// With dedup: the delivery of each event id now on the bus.
-    pub(super) leaders: HashMap<EventId, u64>,
+    /// With dedup: the delivery of each event id now on the bus (shared
+    /// with the feeder).
+    pub(super) on_bus: Option<Arc<Mutex<HashMap<EventId, u64>>>>,
     /// With dedup: deliveries of the same event that arrived meanwhile.
     pub(super) followers: HashMap<u64, Vec<u64>>,
     pub(super) next_token: u64,
@@ -181,7 +190,15 @@ impl Worker {
         while let Some(ev) = rx.recv().await {
             match ev {
                 Ev::Msg(m) => self.on_message(*m).await,
-                Ev::Done { token, outcome } => self.on_done(token, outcome).await,
+                Ev::Done { token, id, outcome } => {
+                    if let Some(e) = self.in_flight.get_mut(&token) {
+                        // The decoded id is the one that counts (the header
+                        // may name another: a replay under a new Nats-Msg-Id).
+                        e.event_id = Some(id);
+                    }
+                    self.on_done(token, outcome).await;
+                }
+                Ev::Follow { token, leader, id } => self.on_follow(token, leader, id).await,
                 Ev::Dropped { token } => {
                     bump(&self.counters.dedup_dropped);
                     self.ack(token).await;
@@ -288,27 +305,16 @@ impl Worker {
             self.dead_letter(token, DeadLetterReason::MaxDeliveries, error);
             return;
         }
-        if let (Some(id), false) = (event_id, matches!(self.options.dedup, Dedup::Off)) {
-            match self.leaders.get(&id) {
-                Some(&leader) if self.in_flight.contains_key(&leader) => {
-                    // The same event is on the bus already (a redelivery of a
-                    // delivery whose ack was lost, say): it shares that end.
-                    self.followers.entry(leader).or_default().push(token);
-                    if let Some(e) = self.in_flight.get_mut(&token) {
-                        e.fed = true;
-                    }
-                    return;
-                }
-                _ => {
-                    self.leaders.insert(id, token);
-                }
-            }
-        }
         let feed = Feed {
             token,
             headers: m.headers,
             body: m.payload,
         };
+        self.feed(token, feed).await;
+    }
+
+    /// Hands a message to the feeder (NAK'd at once if it is gone).
+    async fn feed(&mut self, token: u64, feed: Feed) {
         let sent = self
             .to_feeder
             .as_ref()
@@ -320,6 +326,33 @@ impl Worker {
         } else {
             self.nak_now(token, "NAK'd: the feeder stopped").await;
         }
+    }
+
+    /// A delivery of an event already on the bus (a redelivery whose first
+    /// copy is still being handled, a replay): it shares the first copy's end.
+    /// If that settled meanwhile, it is dropped (completed) or fed again.
+    async fn on_follow(&mut self, token: u64, leader: u64, id: EventId) {
+        if !self.in_flight.contains_key(&token) {
+            return;
+        }
+        if self.in_flight.contains_key(&leader) {
+            self.followers.entry(leader).or_default().push(token);
+            return;
+        }
+        if self.window.as_ref().is_some_and(|w| lock(w).contains(id)) {
+            bump(&self.counters.dedup_dropped);
+            self.ack(token).await;
+            return;
+        }
+        let Some(e) = self.in_flight.get(&token) else {
+            return;
+        };
+        let feed = Feed {
+            token,
+            headers: e.headers.clone(),
+            body: e.body.clone(),
+        };
+        self.feed(token, feed).await;
     }
 
     async fn on_done(&mut self, token: u64, outcome: DeliveryOutcome) {
@@ -373,9 +406,10 @@ impl Worker {
     /// The deliveries of the same event that arrived while `leader` was on the
     /// bus: they share its end.
     fn take_followers(&mut self, leader: u64, id: Option<EventId>) -> Vec<u64> {
-        if let Some(id) = id {
-            if self.leaders.get(&id) == Some(&leader) {
-                self.leaders.remove(&id);
+        if let (Some(id), Some(on_bus)) = (id, &self.on_bus) {
+            let mut on_bus = lock(on_bus);
+            if on_bus.get(&id) == Some(&leader) {
+                on_bus.remove(&id);
             }
         }
         self.followers.remove(&leader).unwrap_or_default()
@@ -526,7 +560,9 @@ impl Worker {
                 self.settle_followers(followers, AckKind::Nak(Some(delay)))
                     .await;
             }
-            Settled::Acked | Settled::AckFailed => {}
+            Settled::Acked | Settled::AckFailed => {
+                self.settle_followers(followers, AckKind::Ack).await;
+            }
         }
         let c = &self.counters;
         match how {
