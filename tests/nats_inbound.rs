@@ -363,6 +363,24 @@ fn an_existing_consumer_with_other_settings_is_a_mismatch() {
             "{bad:?}"
         );
     }
+    let mut too_many_steps = ConsumerSpec::new("steps", ["a.b"]);
+    too_many_steps.max_attempts = 1;
+    too_many_steps.backoff = vec![Duration::from_secs(1); 2];
+    assert!(matches!(
+        bridge.inbound(&b, too_many_steps, InboundOptions::default()),
+        Err(BridgeError::Config(_))
+    ));
+    let no_room = InboundOptions {
+        dedup: Dedup::Window {
+            ids: 0,
+            keep: Duration::from_secs(1),
+        },
+        ..InboundOptions::default()
+    };
+    assert!(matches!(
+        bridge.inbound(&b, ConsumerSpec::new("room", ["a.b"]), no_room),
+        Err(BridgeError::Config(_))
+    ));
     let info = consumer_info(&server, "cfg");
     assert_eq!(info.config.max_deliver, 6, "max_attempts 5 + 1, unchanged");
 }
@@ -935,4 +953,51 @@ fn double_acks_and_a_start_sequence() {
     // A double ack is confirmed by the server before it counts.
     assert_eq!(consumer_info(&server, "double").num_ack_pending, 0);
     assert_eq!(*got.lock().unwrap(), (41..=100).collect::<Vec<u64>>());
+}
+
+/// I9 through the bridge: `NatsBridge::shutdown` stops the inbound consumers
+/// first and its report lists what they NAK'd unfinished.
+#[test]
+fn the_bridge_shutdown_reports_unfinished_inbound_deliveries() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let b = bus();
+    b.subscribe_with(
+        "sd.wait",
+        |_e: &Event<Value>| -> Result<(), HandlerError> { Err(HandlerError::transient("busy")) },
+        SubscribeOptions::new().retry(RetryPolicy::fixed(Duration::from_secs(30), 3)),
+    )
+    .unwrap();
+    b.subscribe("sd.done", |_e: &Event<Value>| {}).unwrap();
+    let waiting = event("sd.wait", "k", 1);
+    publish_raw(&server, &[event("sd.done", "k", 0), waiting.clone()]);
+    let h = bridge
+        .inbound(
+            &b,
+            ConsumerSpec::new("bridge-stop", ["sd.*"]),
+            InboundOptions {
+                drain_timeout: Duration::from_millis(200),
+                ..InboundOptions::default()
+            },
+        )
+        .unwrap();
+    wait_until(10, "one acked, one waiting", || {
+        let m = h.metrics();
+        m.acked == 1 && m.in_flight == 1
+    });
+    let report = bridge.shutdown();
+    assert!(!report.is_clean());
+    let part = report
+        .parts
+        .iter()
+        .find(|p| p.name == "inbound:bridge-stop")
+        .expect("the consumer's report");
+    assert_eq!(part.completed, 1);
+    assert_eq!(part.unacked.len(), 1, "{part:?}");
+    assert_eq!(part.unacked[0].event_id, Some(waiting.id));
+    assert!(part.unacked[0].state.contains("handlers unfinished"));
+    // The handle's own stop after the bridge's reports nothing more.
+    assert!(h.stop().unacked.is_empty());
 }
