@@ -10,6 +10,7 @@
 //! cargo run --release --example throughput -- --json    # machine-readable
 //! cargo run --release --example throughput -- --scenario spsc_single
 //! cargo run --release --example throughput -- --scenario store   # the event store alone
+//! cargo run --release --features nats --example throughput -- --scenario nats  # NATS JetStream
 //! ```
 
 #[path = "../benches/support/mod.rs"]
@@ -18,6 +19,11 @@ mod support;
 /// The event store's workloads (`--scenario store`), shared with `store-anchors/`.
 #[path = "../benches/support/store.rs"]
 mod store;
+
+/// The NATS JetStream section (`--scenario nats`), on a nats-server it starts.
+#[cfg(feature = "nats")]
+#[path = "../benches/support/nats.rs"]
+mod nats;
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +55,10 @@ const EXTRAS: &[(&str, &str)] = &[
     (
         "store",
         "the event store alone, a quick subset (only when named; the side by side: store-anchors/)",
+    ),
+    (
+        "nats",
+        "NATS JetStream on a nats-server it starts (only when named; needs --features nats)",
     ),
 ];
 
@@ -370,6 +380,14 @@ fn main() {
         }
         return;
     }
+    if opts.scenario.as_deref() == Some("nats") {
+        if opts.json {
+            eprintln!("error: --json is not supported with --scenario nats");
+            std::process::exit(2);
+        }
+        nats_report(opts.quick);
+        return;
+    }
     let load_before = load_average();
     let wanted = |name: &str| opts.scenario.as_deref().is_none_or(|s| s == name);
     let (budget, n) = if opts.quick {
@@ -685,6 +703,25 @@ fn main() {
              quiet host)"
         );
     }
+}
+
+/// `--scenario nats`, with the feature.
+#[cfg(feature = "nats")]
+fn nats_report(quick: bool) {
+    if let Err(e) = nats::own_report(quick) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `--scenario nats`, without the feature: says how to get it.
+#[cfg(not(feature = "nats"))]
+fn nats_report(_quick: bool) {
+    eprintln!(
+        "error: --scenario nats needs the `nats` feature:\n  \
+         cargo run --release --features nats --example throughput -- --scenario nats"
+    );
+    std::process::exit(2);
 }
 
 struct JsonInput<'a> {

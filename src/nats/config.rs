@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dedup::StoreDedup;
 use crate::resilience::RetryPolicy;
 use crate::store::upcast::Upcasters;
 
 /// The JetStream stream the bridge publishes events to, and the settings it is
 /// created with when missing. A stream that exists with other settings is an
-/// error ([`BridgeError::StreamMismatch`](super::BridgeError::StreamMismatch)),
+/// error ([`BridgeError::Mismatch`](super::BridgeError::Mismatch)),
 /// never silently changed.
 ///
 /// The dead-letter stream is `<name>_DLQ`, on `<prefix>.dlq.>`, with the same
@@ -192,25 +193,45 @@ pub enum Ordering {
 }
 
 /// How inbound redeliveries are recognised and dropped.
+///
+/// Duplicates are recognised by the decoded event id (not the `Nats-Msg-Id`
+/// header, so a replay published under another message id is caught too).
+/// With `Window` or `Store`, a delivery of an event whose first copy is still
+/// on the bus (the restarted server redelivering work whose ack it never got,
+/// say) does not reach the bus again: it waits for that copy and is acked,
+/// NAK'd or terminated with it.
 #[derive(Clone, Debug, Default)]
 pub enum Dedup {
-    /// Every delivery reaches the bus.
+    /// Every delivery reaches the bus (handlers must be idempotent).
     #[default]
     Off,
-    /// Ids of the last `ids` completed events, each kept at least `keep`, are
-    /// dropped (acked without reaching the bus). Memory only.
+    /// The ids of completed events (acked: every handler succeeded) are
+    /// remembered, and a later delivery of one is acked without reaching the
+    /// bus. Memory only: lost with the process.
     Window {
-        /// How many ids are remembered.
+        /// At most this many ids; beyond it the oldest is forgotten first
+        /// (size it for the event rate × `keep`).
         ids: usize,
-        /// How long each is remembered (at least the stream's duplicate window).
+        /// How long each id is remembered (at least the stream's duplicate
+        /// window, for outbox replays the server no longer drops).
         keep: Duration,
     },
+    /// **Durable**: every inbound event is appended to a local event store
+    /// (one inbox stream per event id, with the store's idempotent append)
+    /// before it is published on the bus; an id already there is acked
+    /// without reaching the bus — also after a restart. See [`StoreDedup`].
+    Store(StoreDedup),
 }
 
 /// How the inbound side takes messages into the bus.
 #[derive(Clone, Debug)]
 pub struct InboundOptions {
-    /// NAK delays by delivery count (1 s, ×2, up to 60 s, jitter 0.2).
+    /// NAK delays by delivery count (1 s, ×2, up to 60 s, jitter 0.2): after
+    /// delivery *n* failed, the message is NAK'd with the policy's delay
+    /// before retry *n*, jittered. Only the delays and the jitter count; how
+    /// many deliveries are tried is [`ConsumerSpec::max_attempts`], and every
+    /// failure is retried (the local handlers' own policies decide what is
+    /// worth retrying in process).
     pub retry: RetryPolicy,
     /// Plain or confirmed acks.
     pub ack: AckMode,

@@ -15,6 +15,7 @@ mod bridge;
 mod cloudevents;
 mod config;
 mod dead_letters;
+mod dedup;
 mod error;
 mod inbound;
 mod metrics;
@@ -27,7 +28,11 @@ pub use config::{
     AckMode, ConsumerSpec, Dedup, DeliverFrom, InboundOptions, Ordering, OutboundOptions, Storage,
     StreamSpec, WireEncoding,
 };
-pub use dead_letters::JetStreamDeadLetters;
+pub use dead_letters::{
+    DeadLetterReason, JetStreamDeadLetter, JetStreamDeadLetters, DLQ_CONSUMER, DLQ_DELIVERIES,
+    DLQ_ERROR, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT,
+};
+pub use dedup::StoreDedup;
 pub use error::BridgeError;
 pub use inbound::{InboundHandle, InboundMetrics};
 pub use metrics::{BridgeMetrics, BridgeReport, ConnectionMetrics, PartReport, Unacked};

@@ -126,6 +126,10 @@ struct Log {
 /// A `nats-server -js` process owned by a test. Dropping it kills the process and
 /// removes its temp dir; if the thread is panicking (a failing test), the server's log
 /// is printed first.
+///
+/// On Linux the process is also killed when the thread that started (or last
+/// restarted) it exits, so that a killed test run leaves no server behind: start,
+/// restart and drop it on the test's own thread.
 pub struct NatsServer {
     bin: PathBuf,
     /// The temp dir: `store/` (JetStream's `-sd`) and `nats.conf` if any.
@@ -289,6 +293,8 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        #[cfg(target_os = "linux")]
+        die_with_this_thread(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| StartError::Spawn(self.bin.clone(), e))?;
@@ -378,6 +384,28 @@ impl Drop for NatsServer {
     }
 }
 
+/// Has the kernel `SIGKILL` the server when the thread that spawns it exits
+/// (`PR_SET_PDEATHSIG`), so a test process killed by a timeout leaves no server behind.
+#[cfg(target_os = "linux")]
+fn die_with_this_thread(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let set_death_signal = || {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no
+        // memory of ours; it is async-signal-safe, as code between fork and exec must be.
+        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: the closure runs in the forked child before exec; it calls only prctl and
+    // reads errno, allocating nothing and taking no lock.
+    unsafe {
+        cmd.pre_exec(set_death_signal);
+    }
+}
+
 /// Appends the server's stderr to `log` line by line until end of file.
 fn spawn_reader(stderr: impl Read + Send + 'static, log: Arc<Log>) -> JoinHandle<()> {
     std::thread::spawn(move || {
@@ -419,7 +447,8 @@ pub fn parse_version(v: &str) -> (u32, u32, u32) {
 }
 
 /// Runs `f` to completion on a fresh current-thread tokio runtime with I/O and time
-/// enabled: the async test body's driver.
+/// enabled: the async test body's driver. The runtime ends with the call: connect
+/// inside `f` (a client kept for a later call has lost its connection task).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
