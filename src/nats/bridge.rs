@@ -421,10 +421,9 @@ impl NatsBridgeBuilder {
                 async move {
                     use async_nats::Event;
                     match event {
-                        Event::Connected => {
-                            if connects.fetch_add(1, Ordering::Relaxed) > 0 {
-                                counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                            }
+                        // The first connect is not a reconnect.
+                        Event::Connected if connects.fetch_add(1, Ordering::Relaxed) > 0 => {
+                            counters.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
                         Event::Disconnected => {
                             counters.disconnects.fetch_add(1, Ordering::Relaxed);
