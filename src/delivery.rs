@@ -609,3 +609,75 @@ impl Deliveries {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn name() -> StdArc<str> {
+        "h".into()
+    }
+
+    #[test]
+    fn force_names_the_instances_still_holding_and_later_finishes_change_nothing() {
+        let t = Tracker::new();
+        let d = Delivery::new(t.clone());
+        let n = name();
+        t.arm([(SubscriptionId(1), 0, &n), (SubscriptionId(2), 3, &n)].into_iter());
+        t.succeeded(SubscriptionId(2), 3);
+        t.force(SHUT_DOWN);
+        t.succeeded(SubscriptionId(1), 0);
+        let o = d.wait();
+        assert!(o.dispatched && !o.is_success());
+        assert_eq!((o.handlers, o.succeeded), (2, 1));
+        assert_eq!(o.failed.len(), 1);
+        assert_eq!(o.failed[0].subscription, SubscriptionId(1));
+        assert_eq!(o.failed[0].message, SHUT_DOWN);
+    }
+
+    #[test]
+    fn force_before_routing_is_not_dispatched_and_routing_after_it_is_ignored() {
+        let t = Tracker::new();
+        let d = Delivery::new(t.clone());
+        t.force(SHUT_DOWN);
+        let n = name();
+        t.arm(std::iter::once((SubscriptionId(1), 0, &n)));
+        t.succeeded(SubscriptionId(1), 0);
+        let o = d.wait();
+        assert_eq!((o.dispatched, o.handlers, o.succeeded), (false, 0, 0));
+        assert!(o.failed.is_empty() && !o.is_success());
+    }
+
+    #[test]
+    fn a_registration_after_stop_is_forced_at_once() {
+        let list = Deliveries::new();
+        let early = Tracker::new();
+        list.register(&early);
+        list.stop(SHUT_DOWN);
+        assert!(early.is_complete());
+        let late = Tracker::new();
+        list.register(&late);
+        assert!(late.is_complete());
+        assert!(list.lock().live.is_empty());
+    }
+
+    #[test]
+    fn completed_deliveries_are_pruned() {
+        let list = Deliveries::new();
+        let n = if cfg!(miri) { 200 } else { 10_000 };
+        for _ in 0..n {
+            let t = Tracker::new();
+            list.register(&t);
+            t.arm(std::iter::empty());
+        }
+        let open: Vec<_> = (0..10).map(|_| Tracker::new()).collect();
+        for t in &open {
+            list.register(t);
+        }
+        let listed = list.lock().live.len();
+        assert!(listed <= 2 * PRUNE_FLOOR + 10, "{listed} listed");
+        drop(list.lock());
+        list.stop(SHUT_DOWN);
+        assert!(open.iter().all(|t| t.is_complete()));
+    }
+}
