@@ -304,6 +304,12 @@ impl Countdown {
         );
     }
 
+    /// Another `Delivery` observing the same event (the real one is not
+    /// `Clone`; a model may want one to wait on and one to register `on_done`).
+    pub fn delivery(&self) -> crate::delivery::Delivery {
+        crate::delivery::Delivery::new(self.tracker.clone())
+    }
+
     /// The bus gives up on the event (as `shutdown_timeout` does with a
     /// handler stuck): completes it unless it has completed.
     pub fn force(&self) {

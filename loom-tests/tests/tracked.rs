@@ -90,11 +90,13 @@ fn forced_completion_races_the_last_release() {
             c.fetch_add(1, Ordering::Relaxed);
             *s.lock().unwrap() = Some(o);
         });
+        let observer = countdown.delivery();
         bus.force();
         ta.join().unwrap();
         tb.join().unwrap();
         assert_eq!(calls.load(Ordering::Relaxed), 1, "completed exactly once");
         let o = seen.lock().unwrap().take().unwrap();
+        assert_eq!(observer.wait(), o, "one outcome, never replaced");
         assert!(o.dispatched);
         assert_eq!(o.handlers, 2);
         assert_eq!(o.succeeded as usize + o.failed.len(), 2, "{o:?}");
