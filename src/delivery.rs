@@ -400,9 +400,11 @@ impl Delivery {
     }
 
     /// Runs `f` with the outcome once the delivery completes: on the thread that
-    /// completes it (a dispatcher or handler thread — keep it short), or at once
-    /// on this thread if it is complete already. Runs exactly once; a panic in
-    /// `f` is contained and does not affect the bus.
+    /// completes it (a dispatcher or handler thread — keep it short — or, for a
+    /// delivery the bus gives up on, the thread calling
+    /// [`shutdown_timeout`](crate::Bus::shutdown_timeout)), or at once on this
+    /// thread if it is complete already. Runs exactly once; a panic in `f` is
+    /// contained and does not affect the bus.
     pub fn on_done(self, f: impl FnOnce(DeliveryOutcome) + Send + 'static) {
         let mut state = self.tracker.lock();
         match &state.outcome {
