@@ -647,8 +647,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 };
                 if let Some(clone) = copy_plain {
                     let services = &self.config.services;
-                    let copied = catch_unwind(AssertUnwindSafe(|| clone(event)));
-                    match copied {
+                    match catch_unwind(AssertUnwindSafe(|| clone(event))) {
                         Ok(copy) => {
                             // Worded as the retry queue words its attempts.
                             let attempts = vec![Attempt {
