@@ -263,10 +263,15 @@ impl Watermark {
 }
 
 /// One tracked event's countdown (`delivery::Tracker`) and its caller's
-/// `Delivery`: the dispatcher arms it, handler instances finish with it.
+/// `Delivery`: the dispatcher arms it, handler instances finish with it, and
+/// the bus may force it to complete when it gives up (`shutdown_timeout`).
+/// Handler instance `i` is subscription `i + 1`, lane 0, named `"loom"`.
 pub struct Countdown {
     tracker: crate::sync::Arc<crate::delivery::Tracker>,
 }
+
+/// The name every `Countdown` handler instance has.
+const LOOM_HANDLER: &str = "loom";
 
 impl Countdown {
     /// A new countdown and the `Delivery` that observes it.
@@ -276,20 +281,45 @@ impl Countdown {
         (Countdown { tracker }, delivery)
     }
 
-    /// The dispatcher routed the event to `handlers` instances.
+    /// The dispatcher routed the event to handler instances `0 .. handlers`.
     pub fn arm(&self, handlers: u32) {
-        self.tracker.arm(handlers);
-    }
-
-    /// A handler instance succeeded.
-    pub fn succeeded(&self) {
-        self.tracker.succeeded();
-    }
-
-    /// A handler instance failed for good.
-    pub fn failed(&self, message: &str) {
+        let name: std::sync::Arc<str> = LOOM_HANDLER.into();
         self.tracker
-            .failed_with(crate::SubscriptionId(1), "loom", false, message.into());
+            .arm((0..handlers).map(|i| (crate::SubscriptionId(u64::from(i) + 1), 0, &name)));
+    }
+
+    /// Handler instance `i` succeeded.
+    pub fn succeeded(&self, i: u32) {
+        self.tracker
+            .succeeded(crate::SubscriptionId(u64::from(i) + 1), 0);
+    }
+
+    /// Handler instance `i` failed for good.
+    pub fn failed(&self, i: u32, message: &str) {
+        self.tracker.failed_with(
+            (crate::SubscriptionId(u64::from(i) + 1), 0),
+            LOOM_HANDLER,
+            false,
+            message.into(),
+        );
+    }
+
+    /// Another `Delivery` observing the same event (the real one is not
+    /// `Clone`; a model may want one to wait on and one to register `on_done`).
+    pub fn delivery(&self) -> crate::delivery::Delivery {
+        crate::delivery::Delivery::new(self.tracker.clone())
+    }
+
+    /// The bus gives up on the event (as `shutdown_timeout` does with a
+    /// handler stuck): completes it unless it has completed.
+    pub fn force(&self) {
+        self.tracker.force(crate::delivery::SHUT_DOWN);
+    }
+
+    /// The message a forced completion reports for a handler still holding
+    /// the event.
+    pub fn forced_message() -> &'static str {
+        crate::delivery::SHUT_DOWN
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ use common::{event, log, recorder, wait_for};
 use ringbus::delivery::{Delivery, DeliveryOutcome};
 use ringbus::resilience::{ManualClock, RetryPolicy};
 use ringbus::{
-    Bus, BusBuilder, Event, HandlerError, ProducerMode, PublishError, Publisher, SubscribeOptions,
+    Bus, BusBuilder, Event, HandlerError, Multi, ProducerMode, PublishError, Publisher,
+    SubscribeOptions,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -58,7 +59,7 @@ fn all_succeed<M: ProducerMode>(bus: Bus<u64, M>, mut p: Publisher<u64, M>) {
     let o = outcome(&d);
     assert_eq!(o.handlers, 3, "three of the four subscriptions match");
     assert_eq!(o.succeeded, 3);
-    assert!(o.failed.is_empty() && o.is_success());
+    assert!(o.dispatched && o.failed.is_empty() && o.is_success());
     assert!(d.is_done());
     assert_eq!(*seen.lock().unwrap(), [7]);
     bus.shutdown().unwrap();
@@ -177,6 +178,7 @@ fn an_event_no_handler_takes_completes_at_dispatch() {
     assert_eq!(
         o,
         DeliveryOutcome {
+            dispatched: true,
             handlers: 0,
             succeeded: 0,
             failed: Vec::new()
@@ -503,4 +505,240 @@ fn untracked_publishes_are_unaffected() {
         .build()
         .unwrap();
     mixed(bus, p);
+}
+
+/// A gated handler that counts the calls it finished.
+fn counted_gate() -> (Gate, Arc<AtomicU32>) {
+    let (mut handler, entered, release) = gate();
+    let finished = Arc::new(AtomicU32::new(0));
+    let f = finished.clone();
+    let counted = move |e: &Event<u64>| -> Result<(), HandlerError> {
+        let r = handler(e);
+        f.fetch_add(1, Ordering::SeqCst);
+        r
+    };
+    ((Box::new(counted), entered, release), finished)
+}
+
+#[test]
+fn shutdown_timeout_completes_every_delivery_a_stuck_handler_holds_up() {
+    let bus = BusBuilder::<u64>::new().build().unwrap();
+    let ((handler, entered, release), finished) = counted_gate();
+    let stuck = bus
+        .subscribe_with("gated.x", handler, SubscribeOptions::new().name("stuck"))
+        .unwrap();
+    let mut p = bus.publisher();
+    let held = p.publish_tracked(event("gated.x", 1)).unwrap();
+    entered.recv_timeout(LONG).unwrap();
+    // Accepted, and still in the ring behind the stuck handler.
+    let behind = p.publish_tracked(event("gated.x", 2)).unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    p.publish_tracked(event("gated.x", 3))
+        .unwrap()
+        .on_done(move |o| {
+            assert!(!o.dispatched);
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+    let report = bus.shutdown_timeout(Duration::from_millis(50)).unwrap();
+    assert!(!report.completed);
+
+    // The bus gave up: every delivery completed, none as a success.
+    let o = outcome(&held);
+    assert!(o.dispatched);
+    assert_eq!((o.handlers, o.succeeded), (1, 0));
+    assert_eq!(o.failed.len(), 1, "the stuck handler still held it");
+    assert_eq!(o.failed[0].subscription, stuck);
+    assert_eq!(o.failed[0].handler, "stuck");
+    assert!(!o.failed[0].transient);
+    assert!(
+        o.failed[0].message.contains("shut down"),
+        "{}",
+        o.failed[0].message
+    );
+    assert!(!o.is_success());
+    let b = outcome(&behind);
+    assert_eq!(
+        b,
+        DeliveryOutcome {
+            dispatched: false,
+            handlers: 0,
+            succeeded: 0,
+            failed: Vec::new()
+        }
+    );
+    assert!(!b.is_success(), "never dispatched is no success");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The handler comes back; the dispatcher finishes in the background and
+    // hands it the other two events. The outcomes stay as they were.
+    for _ in 0..3 {
+        release.send(()).unwrap();
+    }
+    wait_for(30, "the handler ran all three events", || {
+        finished.load(Ordering::SeqCst) == 3
+    });
+    assert_eq!(held.wait(), o, "completed once");
+    assert_eq!(behind.wait(), b);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "on_done ran once");
+}
+
+#[test]
+fn a_tracked_follow_up_behind_a_stuck_handler_completes_as_not_dispatched() {
+    let bus = BusBuilder::<u64>::new().build().unwrap();
+    let (mut gated, entered, release) = gate();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let mut inner = bus.publisher();
+    bus.subscribe(
+        "root.x",
+        move |e: &Event<u64>| -> Result<(), HandlerError> {
+            let d = inner.publish_tracked(event("child.x", e.data)).unwrap();
+            tx.lock().unwrap().send(d).unwrap();
+            // Stuck after publishing: the follow-up waits in its queue.
+            gated(e)
+        },
+    )
+    .unwrap();
+    bus.subscribe("child.x", ok).unwrap();
+    bus.publisher().publish(event("root.x", 1)).unwrap();
+    entered.recv_timeout(LONG).unwrap();
+    let child = rx.recv_timeout(LONG).unwrap();
+    let report = bus.shutdown_timeout(Duration::from_millis(50)).unwrap();
+    assert!(!report.completed);
+    let o = outcome(&child);
+    assert!(!o.dispatched && !o.is_success());
+    assert_eq!((o.handlers, o.succeeded, o.failed.len()), (0, 0, 0));
+    release.send(()).unwrap();
+}
+
+#[test]
+fn with_dead_letter_failures_a_plain_failure_completes_after_its_letter_is_queued() {
+    let bus = BusBuilder::<u64>::new()
+        .dead_letter_failures(true)
+        .build()
+        .unwrap();
+    let (mut gated, entered, release) = gate();
+    bus.subscribe(
+        "pay.card",
+        move |e: &Event<u64>| -> Result<(), HandlerError> {
+            gated(e)?;
+            Err(HandlerError::permanent("declined"))
+        },
+    )
+    .unwrap();
+    let dlq = bus.dead_letters();
+    let d = bus
+        .publisher()
+        .publish_tracked(event("pay.card", 1))
+        .unwrap();
+    entered.recv_timeout(LONG).unwrap();
+    // Runs on the completing thread, at completion: the letter must be there.
+    let (tx, rx) = mpsc::channel();
+    let letters = dlq.clone();
+    d.on_done(move |o| tx.send((o, letters.len())).unwrap());
+    release.send(()).unwrap();
+    let (o, queued) = rx.recv_timeout(LONG).unwrap();
+    // A plain subscription (no retry policy): the dispatcher copies the event.
+    assert_eq!(queued, 1, "completed after the dead letter was queued");
+    assert_eq!((o.handlers, o.succeeded), (1, 0));
+    assert!(
+        o.failed[0].message.contains("declined"),
+        "{}",
+        o.failed[0].message
+    );
+    bus.shutdown().unwrap();
+}
+
+/// A payload whose `Drop` panics (user code run by the bus).
+#[derive(Clone, Debug)]
+struct Bomb(u64);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("payload drop {}", self.0);
+        }
+    }
+}
+
+/// Publishes tracked events through `p`; with `inner`, the handler of each
+/// also publishes a tracked follow-up.
+fn bomb_paths<M: ProducerMode>(
+    bus: Bus<Bomb, M>,
+    mut p: Publisher<Bomb, M>,
+    mut inner: Option<Publisher<Bomb, Multi>>,
+) {
+    let follow_ups = if inner.is_some() { 4 } else { 0 };
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    bus.subscribe(
+        "bomb.root",
+        move |e: &Event<Bomb>| -> Result<(), HandlerError> {
+            let Some(inner) = inner.as_mut() else {
+                return Ok(());
+            };
+            let d = inner
+                .publish_tracked(Event::new(
+                    ringbus::EventType::new("bomb.child"),
+                    ringbus::Source::new("test"),
+                    Bomb(e.data.0 + 100),
+                ))
+                .unwrap();
+            tx.lock().unwrap().send(d).unwrap();
+            Ok(())
+        },
+    )
+    .unwrap();
+    bus.subscribe("bomb.*", |e: &Event<Bomb>| -> Result<(), HandlerError> {
+        if e.data.0 % 2 == 1 {
+            panic!("handler {}", e.data.0)
+        }
+        Ok(())
+    })
+    .unwrap();
+    let on_done_ran = Arc::new(AtomicBool::new(false));
+    let mut all = Vec::new();
+    for i in 0..4u64 {
+        let e = Event::new(
+            ringbus::EventType::new("bomb.root"),
+            ringbus::Source::new("test"),
+            Bomb(i),
+        );
+        all.push((i, p.publish_tracked(e).unwrap()));
+    }
+    for (i, d) in all {
+        let o = outcome(&d);
+        assert!(o.dispatched);
+        assert_eq!(o.handlers, 2, "event {i}");
+        assert_eq!(o.failed.len(), (i % 2) as usize, "event {i}: {o:?}");
+        let flag = on_done_ran.clone();
+        d.on_done(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            panic!("on_done bug");
+        });
+    }
+    for _ in 0..follow_ups {
+        let child = rx.recv_timeout(LONG).unwrap();
+        let flag = on_done_ran.clone();
+        let o = outcome(&child);
+        assert!(o.dispatched && o.handlers == 1);
+        child.on_done(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            panic!("on_done bug");
+        });
+    }
+    assert!(on_done_ran.load(Ordering::SeqCst));
+    bus.shutdown().unwrap();
+}
+
+/// Every way of publishing tracked completes, through a panicking handler, a
+/// payload whose `Drop` panics and an `on_done` that panics.
+#[test]
+fn tracked_publishes_complete_through_panics_in_user_code() {
+    let bus = BusBuilder::<Bomb>::new().build().unwrap();
+    let (p, inner) = (bus.publisher(), bus.publisher());
+    bomb_paths(bus, p, Some(inner));
+    let (bus, p) = BusBuilder::<Bomb>::new().single_producer().build().unwrap();
+    bomb_paths(bus, p, None);
 }

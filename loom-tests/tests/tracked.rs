@@ -1,8 +1,10 @@
 //! Loom models of tracked delivery: the countdown of one tracked event racing
 //! its completion (no lost and no double completion, the `on_done` callback run
-//! exactly once whichever side comes first), and through the real `Bus` an event
-//! routed to no handler and one whose handler is unsubscribed while the event
-//! waits in its retry queue.
+//! exactly once whichever side comes first), the bus forcing a delivery to
+//! complete (as `shutdown_timeout` does when it gives up) racing the last
+//! handler's release and the dispatcher's routing, and through the real `Bus` an
+//! event routed to no handler and one whose handler is unsubscribed while the
+//! event waits in its retry queue.
 #![cfg(loom)]
 
 use std::time::Duration;
@@ -30,8 +32,8 @@ fn countdown_races_completion_and_on_done() {
         let (countdown, delivery) = Countdown::new();
         countdown.arm(2);
         let (a, b) = (countdown.clone(), countdown.clone());
-        let ta = thread::spawn(move || a.succeeded());
-        let tb = thread::spawn(move || b.failed("no"));
+        let ta = thread::spawn(move || a.succeeded(0));
+        let tb = thread::spawn(move || b.failed(1, "no"));
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(loom::sync::Mutex::new(None));
         let (c, s) = (calls.clone(), seen.clone());
@@ -61,10 +63,75 @@ fn wait_races_the_last_release() {
         let waiter = thread::spawn(move || delivery.wait());
         let handler = countdown.clone();
         countdown.arm(1);
-        let t = thread::spawn(move || handler.succeeded());
+        let t = thread::spawn(move || handler.succeeded(0));
         t.join().unwrap();
         let o = waiter.join().unwrap();
         assert_eq!((o.handlers, o.succeeded), (1, 1));
+    });
+}
+
+/// The bus forces the delivery (a `shutdown_timeout` giving up) while the two
+/// handler instances finish on their own threads and a third registers
+/// `on_done`: the delivery completes exactly once, `on_done` runs once, and the
+/// outcome accounts for each instance once — succeeded, or failed as still
+/// holding the event when the bus gave up.
+#[test]
+fn forced_completion_races_the_last_release() {
+    loom::model(|| {
+        let (countdown, delivery) = Countdown::new();
+        countdown.arm(2);
+        let (a, b, bus) = (countdown.clone(), countdown.clone(), countdown.clone());
+        let ta = thread::spawn(move || a.succeeded(0));
+        let tb = thread::spawn(move || b.succeeded(1));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(loom::sync::Mutex::new(None));
+        let (c, s) = (calls.clone(), seen.clone());
+        delivery.on_done(move |o| {
+            c.fetch_add(1, Ordering::Relaxed);
+            *s.lock().unwrap() = Some(o);
+        });
+        let observer = countdown.delivery();
+        bus.force();
+        ta.join().unwrap();
+        tb.join().unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "completed exactly once");
+        let o = seen.lock().unwrap().take().unwrap();
+        assert_eq!(observer.wait(), o, "one outcome, never replaced");
+        assert!(o.dispatched);
+        assert_eq!(o.handlers, 2);
+        assert_eq!(o.succeeded as usize + o.failed.len(), 2, "{o:?}");
+        for f in &o.failed {
+            assert_eq!(f.message, Countdown::forced_message());
+            assert!(!f.transient);
+        }
+        assert_eq!(o.is_success(), o.failed.is_empty());
+    });
+}
+
+/// The bus forces the delivery while the dispatcher routes the event to one
+/// instance that then succeeds, and a waiter waits: `wait` returns (no lost
+/// wake-up) with one outcome — not dispatched if the force came first, else
+/// the instance succeeded or was still holding the event.
+#[test]
+fn forced_completion_races_routing() {
+    loom::model(|| {
+        let (countdown, delivery) = Countdown::new();
+        let dispatcher = countdown.clone();
+        let waiter = thread::spawn(move || delivery.wait());
+        let td = thread::spawn(move || {
+            dispatcher.arm(1);
+            dispatcher.succeeded(0);
+        });
+        countdown.force();
+        td.join().unwrap();
+        let o = waiter.join().unwrap();
+        if o.dispatched {
+            assert_eq!(o.handlers, 1);
+            assert_eq!(o.succeeded as usize + o.failed.len(), 1, "{o:?}");
+        } else {
+            assert_eq!((o.handlers, o.succeeded, o.failed.len()), (0, 0, 0));
+            assert!(!o.is_success());
+        }
     });
 }
 
@@ -92,7 +159,8 @@ fn an_event_routed_nowhere_completes_at_dispatch() {
             DeliveryOutcome {
                 handlers: 0,
                 succeeded: 0,
-                failed: Vec::new()
+                failed: Vec::new(),
+                dispatched: true,
             }
         );
     });

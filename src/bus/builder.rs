@@ -517,6 +517,7 @@ impl<P: Send + Sync + 'static, M: ProducerMode> BusBuilder<P, M> {
             stop_by: StdMutex::new(None),
             catch_ups: StdMutex::new(Vec::new()),
             tracked: crate::delivery::PendingTracks::new(),
+            deliveries: crate::delivery::Deliveries::new(),
         });
         let extras = self.extras;
         // A clock that jumps (a manual clock) wakes the dispatcher's retry timer.

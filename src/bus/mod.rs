@@ -336,6 +336,10 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Bus<P, M> {
             if !progress.wait_for(deadline, finished) {
                 // Stuck in user code: report what is known, leave the thread.
                 drop(self.thread.take());
+                // Nothing waits on a delivery past this point: every tracked
+                // one not complete now completes, as not dispatched or with
+                // the handlers still holding it as failed.
+                self.shared.deliveries.stop(crate::delivery::SHUT_DOWN);
                 return Ok(self.report_unfinished());
             }
         }

@@ -133,8 +133,6 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
             })
     }
 
-    /// If this thread is inside this bus's dispatch (a handler or hook), the
-    /// root its follow-ups belong to: publishes from there are follow-ups.
     /// Publishes `event` (waiting for space, like [`publish`](Self::publish)) and
     /// returns a [`Delivery`] that completes once every handler subscribed when
     /// the event is dispatched has finished with it: succeeded, or failed for
@@ -142,6 +140,15 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     /// shutdown while it waited for a retry — or panicked). An event no handler
     /// takes completes at dispatch. A partitioned subscription counts once (the
     /// event goes to one of its lanes).
+    ///
+    /// It also completes if the bus gives up first: a
+    /// [`shutdown_timeout`](super::Bus::shutdown_timeout) that returns with a
+    /// handler still running completes every delivery not complete then — an
+    /// event not yet dispatched with [`dispatched`](crate::delivery::DeliveryOutcome::dispatched)
+    /// `false`, and one dispatched with a failure for each handler still
+    /// holding it — so [`Delivery::wait`] never outlives the bus's stop.
+    /// [`is_success`](crate::delivery::DeliveryOutcome::is_success) is true only
+    /// for a dispatched event every handler succeeded with.
     ///
     /// Untracked publishes pay nothing for this: the countdown exists only for
     /// events published here. From inside a handler the event is a follow-up,
@@ -173,12 +180,17 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
     pub fn publish_tracked(&mut self, event: Event<P>) -> Result<Delivery, PublishError<P>> {
         let tracker = Tracker::new();
         if let Some(root) = self.follow_up_root() {
-            return self
+            return match self
                 .shared
                 .follow_ups
                 .push_tracked(event, root, Some(tracker.clone()))
-                .map(|()| Delivery::new(tracker))
-                .map_err(|(e, why)| PublishError::new(e, Why::from(why).refusal()));
+            {
+                Ok(()) => {
+                    self.shared.deliveries.register(&tracker);
+                    Ok(Delivery::new(tracker))
+                }
+                Err((e, why)) => Err(PublishError::new(e, Why::from(why).refusal())),
+            };
         }
         let Ok(mut claim) = self.cursor.claim(&self.shared.ring, 1, Wait::Forever) else {
             return Err(PublishError::Closed(event));
@@ -188,7 +200,12 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         // Registered before the publish makes the event visible to the dispatcher.
         self.shared.tracked.insert(sequence, tracker.clone());
         match claim.publish_one() {
-            Ok(()) => Ok(Delivery::new(tracker)),
+            Ok(()) => {
+                // Listed once accepted: a delivery the bus gives up on is
+                // completed from there (forced at once if it gave up already).
+                self.shared.deliveries.register(&tracker);
+                Ok(Delivery::new(tracker))
+            }
             Err(event) => {
                 // A single producer lost to the close: never dispatched.
                 self.shared.tracked.remove(sequence);
@@ -197,6 +214,8 @@ impl<P: Send + Sync + 'static, M: ProducerMode> Publisher<P, M> {
         }
     }
 
+    /// If this thread is inside this bus's dispatch (a handler or hook), the
+    /// root its follow-ups belong to: publishes from there are follow-ups.
     #[inline]
     fn follow_up_root(&self) -> Option<u64> {
         Inside::dispatch_root(self.shared.id())

@@ -429,7 +429,13 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 let note = "undelivered at shutdown: no retry before the stop deadline";
                 let (event_id, event_type) = (w.event.id, w.event.event_type);
                 let subject = w.event.subject.clone();
-                let (id, attempts) = give_up(&self.config.services, w, slot.sub, &slot.name, note);
+                let (id, attempts) = give_up(
+                    &self.config.services,
+                    w,
+                    (slot.sub, slot.lane),
+                    &slot.name,
+                    note,
+                );
                 self.counters.dead_lettered += 1;
                 undelivered.push(DeadLetterInfo {
                     id: id.unwrap_or(0),
@@ -557,11 +563,15 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             }
         }
 
-        // Each tracked event counts the handler instances routed to, before
+        // Each tracked event lists the handler instances routed to, before
         // any of them runs; one routed nowhere completes here.
         for (off, tracker) in self.tracks.iter() {
             let routed = self.slots.iter().flatten();
-            tracker.arm(routed.filter(|s| s.work.contains(off)).count() as u32);
+            tracker.arm(
+                routed
+                    .filter(|s| s.work.contains(off))
+                    .map(|s| (s.sub, s.lane, &s.name)),
+            );
         }
 
         let busy = |s: &HandlerSlot<P>| !s.work.is_empty() || s.has_queue();
@@ -587,7 +597,6 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 }
             }
         }
-        self.tracks.clear();
 
         let mut flow = Vec::new();
         for slot in self.slots.iter_mut().flatten() {
@@ -613,12 +622,13 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 .then(|| Inside::enter_at(self.config.services.bus, Role::Dispatch, slot.run_root));
             // A subscription without failure handling keeps no copies; with
             // `dead_letter_failures` the dispatcher copies its failed events to
-            // the dead-letter queue here, off the handler's path.
-            let copy_plain = self
-                .config
-                .services
-                .dead_letter_plain
-                .filter(|_| !slot.can_queue());
+            // the dead-letter queue here, off the handler's path, and reports
+            // a tracked event's failure once its letter is queued.
+            let copy_plain = if slot.dead_letters_plain(&self.config.services) {
+                self.config.services.dead_letter_plain
+            } else {
+                None
+            };
             let mut plain_letters = 0;
             for (failed, reason) in slot.failures.drain(..) {
                 let (event, sequence, attempt, last) = match &failed {
@@ -656,6 +666,11 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                             drop_quietly(p);
                         }
                     }
+                    if let Failed::Fresh { off, .. } = &failed {
+                        if let Some(t) = self.tracks.get(*off) {
+                            t.failed((slot.sub, slot.lane), &slot.name, &reason);
+                        }
+                    }
                 }
                 let failure = Failure {
                     event,
@@ -679,6 +694,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
             }
             slot.work.clear();
         }
+        self.tracks.clear();
         if let Some(log) = &self.config.flow_log {
             log.append(flow);
         }
@@ -835,7 +851,7 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
                 // the dead-letter queue, from where they can be redriven elsewhere.
                 for w in s.drain_queue() {
                     let note = "unsubscribed while waiting for a retry";
-                    give_up(&self.config.services, w, s.sub, &s.name, note);
+                    give_up(&self.config.services, w, (s.sub, s.lane), &s.name, note);
                     self.counters.dead_lettered += 1;
                 }
                 let handler = &mut s.handler;
@@ -870,16 +886,14 @@ impl<P> Drop for Dispatcher<P> {
         self.shared.ring.terminate();
         self.config.services.dlq.close();
         // Late follow-ups are refused; `flush` and `shutdown_timeout` stop waiting.
-        for mut f in self.shared.follow_ups.close() {
-            if let Some(t) = f.tracker.take() {
-                t.abandon();
-            }
+        for f in self.shared.follow_ups.close() {
             drop_quietly(f);
         }
-        // Tracked events never dispatched (only if the loop died): complete them.
-        for t in self.shared.tracked.take_all() {
-            t.abandon();
-        }
+        drop(self.shared.tracked.take_all());
+        // Every tracked delivery not complete by now (only if the loop died:
+        // events not dispatched, or held by a handler's retry queue) completes:
+        // nothing will finish it.
+        self.shared.deliveries.stop(crate::delivery::SHUT_DOWN);
         self.shared.progress.finished.store(true, Ordering::Release);
         self.shared.progress.notify();
     }
@@ -890,7 +904,7 @@ impl<P> Drop for Dispatcher<P> {
 fn give_up<P>(
     services: &Services<P>,
     w: Waiting<P>,
-    sub: SubscriptionId,
+    (sub, lane): (SubscriptionId, u32),
     name: &StdArc<str>,
     note: &str,
 ) -> (Option<u64>, Vec<Attempt>) {
@@ -903,7 +917,7 @@ fn give_up<P>(
     let id = dead_letter(services, w.event, sub, name, attempts.clone());
     // Completed once the letter is in the queue.
     if let Some(t) = w.tracker {
-        t.failed_with(sub, name, false, note.into());
+        t.failed_with((sub, lane), name, false, note.into());
     }
     (id, attempts)
 }

@@ -113,6 +113,9 @@ pub(crate) struct Shared<P> {
     pub(crate) catch_ups: StdMutex<Vec<std::sync::Weak<dyn crate::store::ReportCatchUp>>>,
     /// Tracked events published to the ring and not yet dispatched.
     pub(crate) tracked: crate::delivery::PendingTracks,
+    /// Every tracked delivery not known to be complete, for the bus to
+    /// complete when it gives up (`shutdown_timeout`, the dispatcher's end).
+    pub(crate) deliveries: crate::delivery::Deliveries,
 }
 
 /// How far the dispatcher has got, for `Bus::flush` and `shutdown_timeout`.

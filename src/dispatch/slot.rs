@@ -207,7 +207,7 @@ impl<P: 'static> HandlerSlot<P> {
             match self.call(event, services) {
                 Ok(()) => {
                     if let Some(t) = tracker {
-                        t.succeeded();
+                        t.succeeded(self.sub, self.lane);
                     }
                 }
                 Err(reason) => {
@@ -216,8 +216,12 @@ impl<P: 'static> HandlerSlot<P> {
                     }
                     let retried =
                         self.after_fresh_failure(event, (off, seq), &reason, services, tracker);
+                    // The dispatcher reports a failure it dead-letters itself
+                    // (`dead_letter_failures`), once the letter is queued.
                     if let (false, Some(t)) = (retried, tracker) {
-                        t.failed(self.sub, &self.name, &reason);
+                        if !self.dead_letters_plain(services) {
+                            t.failed((self.sub, self.lane), &self.name, &reason);
+                        }
                     }
                     let failed = Failed::Fresh {
                         off,
@@ -374,6 +378,13 @@ impl<P: 'static> HandlerSlot<P> {
                 drop_quietly(p);
             }
         }
+    }
+
+    /// Whether the dispatcher copies this slot's failed events to the
+    /// dead-letter queue after the batch (`BusBuilder::dead_letter_failures`,
+    /// for a subscription without a retry queue of its own).
+    pub(crate) fn dead_letters_plain(&self, services: &Services<P>) -> bool {
+        services.dead_letter_plain.is_some() && !self.can_queue()
     }
 
     /// Counts `n` dead letters the dispatcher made for this slot (see

@@ -170,7 +170,7 @@ impl<P: 'static> HandlerSlot<P> {
             Err(reason) => {
                 // No copy to keep: the event cannot wait here. A failure.
                 if let Some(t) = tracker {
-                    t.failed(self.sub, &self.name, &reason);
+                    t.failed((self.sub, self.lane), &self.name, &reason);
                 }
                 self.errors += 1;
                 self.run_failed += 1;
@@ -286,7 +286,7 @@ impl<P: 'static> HandlerSlot<P> {
             });
             self.dead_letter(w.event, attempts, services);
             if let Some(t) = w.tracker {
-                t.failed_with(self.sub, &self.name, false, note.into());
+                t.failed_with((self.sub, self.lane), &self.name, false, note.into());
             }
         }
     }
@@ -349,7 +349,7 @@ impl<P: 'static> HandlerSlot<P> {
                         unblock(&mut r.blocked, s);
                     }
                     if let Some(t) = w.tracker.take() {
-                        t.succeeded();
+                        t.succeeded(self.sub, self.lane);
                     }
                     drop_quietly(w);
                 }
@@ -391,7 +391,7 @@ impl<P: 'static> HandlerSlot<P> {
                             self.dead_letter(w.event, w.attempts, services);
                             // Completed once the letter is in the queue.
                             if let Some(t) = tracker {
-                                t.failed(self.sub, &self.name, &reason);
+                                t.failed((self.sub, self.lane), &self.name, &reason);
                             }
                         }
                     }
