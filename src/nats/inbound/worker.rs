@@ -359,7 +359,10 @@ impl Worker {
         if !self.in_flight.contains_key(&token) {
             return;
         }
-        if !outcome.is_success() {
+        if !outcome.dispatched {
+            let error = "the bus stopped before it dispatched the event".to_owned();
+            self.failed(token, error).await;
+        } else if !outcome.is_success() {
             let error = outcome
                 .failed
                 .iter()
