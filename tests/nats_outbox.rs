@@ -19,19 +19,19 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use nats_support::{block_on, within, NatsServer};
-use ringbus::nats::{NatsBridge, OutboundOptions};
+use ringbus::nats::{ConsumerSpec, Dedup, InboundOptions, NatsBridge, OutboundOptions, StoreDedup};
 use ringbus::resilience::RetryPolicy;
 use ringbus::store::checkpoint::{CheckpointStore, FileCheckpoints, InMemoryCheckpoints};
 use ringbus::store::{
     EventStore, ExpectedVersion, FileStore, InMemoryStore, Position, StoreOptions, StreamId,
 };
-use ringbus::{Event, EventId, EventType, Source};
+use ringbus::{BusBuilder, Event, EventId, EventType, Source};
 
 /// Set in the child: the directory with `store/` and `checkpoints/`.
 const CHILD_DIR: &str = "RINGBUS_OUTBOX_CHILD_DIR";
@@ -340,9 +340,10 @@ fn xorshift(state: &mut u64) -> u64 {
     x
 }
 
-/// Test 8 (outbound half): the publishing process is killed at random
-/// moments, 10 times; after a final run every store event is in JetStream
-/// exactly once.
+/// Test 8: the publishing process is killed at random moments, 10 times;
+/// after a final run every store event is in JetStream exactly once, and a
+/// consumer with `Dedup::Store` keeps each once in its store even when older
+/// replays arrive under new message ids.
 #[test]
 fn a_publisher_killed_at_random_leaves_every_store_event_once_in_jetstream() {
     if let Some(dir) = std::env::var_os(CHILD_DIR) {
@@ -422,6 +423,98 @@ fn a_publisher_killed_at_random_leaves_every_store_event_once_in_jetstream() {
         .collect();
     assert!(missing.is_empty(), "{} store events missing", missing.len());
     assert_eq!(ids.len(), all.len(), "nothing but store events");
+
+    // The consumer half: replays older than the duplicate window carry new
+    // message ids (simulated: the first 200 messages published again under
+    // `<id>:replay`); a consumer with `Dedup::Store` keeps each event once in
+    // its store and hands it to its bus once.
+    replay_first(&url, "RINGBUS", 200);
+    let inbox = Arc::new(InMemoryStore::<u64>::new());
+    let dedup = StoreDedup::new(inbox.clone(), "inbox").unwrap();
+    let bus = BusBuilder::<u64>::new().build().unwrap();
+    let handled: Arc<Mutex<HashMap<EventId, usize>>> = Arc::default();
+    let h = handled.clone();
+    bus.subscribe(">", move |e: &Event<u64>| {
+        *h.lock().unwrap().entry(e.id).or_default() += 1;
+    })
+    .unwrap();
+    let bridge = NatsBridge::builder(url.clone()).build().unwrap();
+    let inbound = bridge
+        .inbound(
+            &bus,
+            ConsumerSpec::new("consumer-store", [">"]),
+            InboundOptions {
+                dedup: Dedup::Store(dedup.clone()),
+                ..InboundOptions::default()
+            },
+        )
+        .unwrap();
+    let expected = all.len() + 200;
+    wait_until(25, "every message settled", || {
+        let m = inbound.metrics();
+        m.acked as usize >= expected
+    });
+    bus.flush().unwrap();
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(handled.len(), all.len(), "every store event reached bus B");
+    assert!(handled.values().all(|n| *n == 1), "each once on bus B");
+    for r in &all {
+        let kept = inbox
+            .read_stream(&dedup.stream_of(r.event.id), 0, usize::MAX)
+            .unwrap();
+        assert_eq!(
+            kept.len(),
+            1,
+            "{} kept once in the consumer's store",
+            r.event.id
+        );
+    }
+    assert_eq!(
+        inbox.read_all(Position(0), usize::MAX).unwrap().len(),
+        all.len(),
+        "nothing else in the consumer's store"
+    );
+    assert!(
+        inbound.metrics().dedup_dropped >= 200,
+        "{:?}",
+        inbound.metrics()
+    );
+    assert!(bridge.shutdown().is_clean());
+    bus.shutdown().unwrap();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publishes the first `n` messages of `stream` again, body and headers as
+/// they are, under `Nats-Msg-Id: <id>:replay` (a replay the server's
+/// duplicate window no longer catches).
+fn replay_first(url: &str, name: &str, n: usize) {
+    let (url, name) = (url.to_owned(), name.to_owned());
+    block_on(within(25, "replaying", async move {
+        let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
+        for seq in 1..=n as u64 {
+            let m = js
+                .get_stream(&name)
+                .await
+                .expect("the stream")
+                .get_raw_message(seq)
+                .await
+                .expect("a message");
+            let mut headers = async_nats::HeaderMap::new();
+            for (k, values) in m.headers.iter() {
+                for v in values {
+                    headers.append(k.clone(), v.clone());
+                }
+            }
+            let id = headers.get("Nats-Msg-Id").expect("an id").to_string();
+            headers.insert("Nats-Msg-Id", format!("{id}:replay").as_str());
+            let ack = js
+                .publish_with_headers(m.subject.to_string(), headers, m.payload)
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+            assert!(!ack.duplicate);
+        }
+    }))
 }
