@@ -381,6 +381,22 @@ fn an_existing_consumer_with_other_settings_is_a_mismatch() {
         bridge.inbound(&b, ConsumerSpec::new("room", ["a.b"]), no_room),
         Err(BridgeError::Config(_))
     ));
+    let elsewhere = InboundOptions {
+        dead_letter_stream: "OTHER_DLQ".into(),
+        ..InboundOptions::default()
+    };
+    assert!(matches!(
+        bridge.inbound(&b, ConsumerSpec::new("elsewhere", ["a.b"]), elsewhere),
+        Err(BridgeError::Config(_))
+    ));
+    let named = InboundOptions {
+        dead_letter_stream: "RINGBUS_DLQ".into(),
+        ..InboundOptions::default()
+    };
+    bridge
+        .inbound(&b, ConsumerSpec::new("named", ["a.b"]), named)
+        .unwrap()
+        .stop();
     let info = consumer_info(&server, "cfg");
     assert_eq!(info.config.max_deliver, 6, "max_attempts 5 + 1, unchanged");
 }

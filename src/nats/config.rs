@@ -239,7 +239,11 @@ pub struct InboundOptions {
     pub ordering: Ordering,
     /// Dropping redeliveries of completed events.
     pub dedup: Dedup,
-    /// The stream dead letters go to (`"<stream>_DLQ"`; empty: the bridge's).
+    /// The stream dead letters go to: empty (the default) or the bridge's
+    /// dead-letter stream, `<StreamSpec::name>_DLQ` (`"RINGBUS_DLQ"`), the only
+    /// stream that captures `<prefix>.dlq.>`; another name is
+    /// [`BridgeError::Config`](super::BridgeError::Config). Dead letters are
+    /// published with `Nats-Expected-Stream` set to it.
     pub dead_letter_stream: String,
     /// Ack a message no local handler takes (true); false: NAK it.
     pub ack_unrouted: bool,

@@ -54,6 +54,15 @@ pub(super) fn validate(
     if spec.max_ack_pending == 0 {
         return bad("max_ack_pending must be at least 1".into());
     }
+    let dlq = core.dlq_stream();
+    if !o.dead_letter_stream.is_empty() && o.dead_letter_stream != dlq {
+        // Dead letters go to `<prefix>.dlq.>`, which only the bridge's
+        // dead-letter stream captures (two streams may not overlap).
+        return bad(format!(
+            "dead_letter_stream {:?}: this bridge's dead letters are in {dlq:?} (StreamSpec::name + \"_DLQ\")",
+            o.dead_letter_stream
+        ));
+    }
     if let Dedup::Window { ids: 0, .. } = o.dedup {
         return bad("Dedup::Window needs room for at least one id".into());
     }
