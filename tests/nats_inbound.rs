@@ -1017,3 +1017,73 @@ fn the_bridge_shutdown_reports_unfinished_inbound_deliveries() {
     // The handle's own stop after the bridge's reports nothing more.
     assert!(h.stop().unacked.is_empty());
 }
+
+/// I2 through upcasters: a version-1 event on the wire reaches the bus as the
+/// version the code reads today; one whose link fails is undecodable (dead
+/// letter, terminated, never on the bus).
+#[test]
+fn inbound_events_are_upcast_as_they_are_decoded() {
+    let Some(server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let bridge = bridge(&server);
+    let b = bus();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    b.subscribe("user.registered", move |e: &Event<Value>| {
+        s.lock().unwrap().push((e.version, e.data.clone()));
+    })
+    .unwrap();
+    let mut upcasters = ringbus::store::upcast::Upcasters::new();
+    upcasters
+        .add("user.registered", 1, |mut e| {
+            let name = e.data["name"].as_str().unwrap_or_default().to_owned();
+            if name.is_empty() {
+                return Err(ringbus::store::upcast::UpcastError::failed("no name"));
+            }
+            e.data = json!({ "full_name": name });
+            Ok(e)
+        })
+        .unwrap();
+    let h = bridge
+        .inbound(
+            &b,
+            ConsumerSpec::new("upcast", ["user.registered"]),
+            InboundOptions {
+                upcasters: Some(Arc::new(upcasters)),
+                ..InboundOptions::default()
+            },
+        )
+        .unwrap();
+    let old = Event::new(
+        EventType::new("user.registered"),
+        Source::new("test"),
+        json!({ "name": "Ada Lovelace" }),
+    );
+    let broken = Event::new(
+        EventType::new("user.registered"),
+        Source::new("test"),
+        json!({ "nick": "ada" }),
+    );
+    publish_raw(&server, &[old, broken]);
+    wait_until(20, "both settled", || {
+        let m = h.metrics();
+        m.acked + m.termed >= 2
+    });
+    b.flush().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(2, json!({ "full_name": "Ada Lovelace" }))],
+        "upcast to version 2; the broken one never reached the bus"
+    );
+    let m = h.metrics();
+    assert_eq!((m.acked, m.termed, m.undecodable), (1, 1, 1), "{m:?}");
+    let letters = bridge.dead_letters("upcast").list(10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].error.contains("no name"),
+        "{:?}",
+        letters[0].error
+    );
+    h.stop();
+}
