@@ -4,6 +4,8 @@
 //! and `JetStreamDeadLetters` list / redrive / discard.
 #![cfg(feature = "nats")]
 
+#[path = "support/nats_client.rs"]
+mod nats_client;
 #[path = "support/nats.rs"]
 mod nats_support;
 
@@ -11,14 +13,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use nats_support::{block_on, within, NatsServer};
+use nats_client::{
+    bridge, bus, consumer_info, frame, publish, publish_events, raw_messages, wait_until,
+    with_jetstream, Raw, STREAM,
+};
+use nats_support::NatsServer;
 use ringbus::nats::{
-    BridgeError, ConsumerSpec, DeadLetterReason, InboundOptions, NatsBridge, DLQ_CONSUMER,
-    DLQ_DELIVERIES, DLQ_ERROR, DLQ_REASON, DLQ_STREAM_SEQ, FRAME_CONTENT_TYPE,
+    BridgeError, ConsumerSpec, DeadLetterReason, InboundOptions, DLQ_CONSUMER, DLQ_DELIVERIES,
+    DLQ_ERROR, DLQ_REASON, DLQ_STREAM_SEQ,
 };
 use ringbus::resilience::RetryPolicy;
 use ringbus::{Bus, Event, EventId, EventType, HandlerError, Source};
@@ -32,87 +36,62 @@ fn event(event_type: &str, n: u64) -> Event<Value> {
     )
 }
 
-fn frame(e: &Event<Value>) -> Bytes {
-    let mut body = Vec::new();
-    ringbus::codec::encode(e, &mut body).expect("encodes");
-    Bytes::from(body)
-}
-
-/// Publishes `body` raw to `subject` with the frame content type and `id`.
-fn publish_body(server: &NatsServer, subject: &str, id: &str, body: Bytes) {
-    let (url, subject, id) = (server.url(), subject.to_owned(), id.to_owned());
-    block_on(within(10, "publishing raw", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client);
-        let mut headers = HeaderMap::new();
-        headers.insert("Content-Type", FRAME_CONTENT_TYPE);
-        let m = PublishMessage::build()
-            .payload(body)
-            .headers(headers)
-            .message_id(id);
-        js.send_publish(subject, m)
-            .await
-            .expect("sent")
-            .await
-            .expect("acked");
-    }));
-}
-
-fn publish_event(server: &NatsServer, e: &Event<Value>) {
-    let subject = format!("rb.ev.{}", e.event_type.name());
-    publish_body(server, &subject, &e.id.to_string(), frame(e));
-}
-
-/// The raw headers of the message at `seq` in `stream`.
-fn raw_headers(server: &NatsServer, stream: &str, seq: u64) -> HeaderMap {
-    let (url, stream) = (server.url(), stream.to_owned());
-    block_on(within(10, "a raw get", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client);
-        let s = js.get_stream(&stream).await.expect("stream");
-        s.get_raw_message(seq).await.expect("message").headers
-    }))
-}
-
-fn consumer_info(server: &NatsServer, durable: &str) -> jetstream::consumer::Info {
-    let (url, durable) = (server.url(), durable.to_owned());
-    block_on(within(10, "consumer info", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client);
-        let stream = js.get_stream("RINGBUS").await.expect("stream");
-        let mut c: jetstream::consumer::PullConsumer =
-            stream.get_consumer(&durable).await.expect("consumer");
-        c.info().await.expect("info").clone()
-    }))
-}
-
-#[track_caller]
-fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn bridge(server: &NatsServer) -> NatsBridge {
-    NatsBridge::builder(server.url())
-        .build()
-        .expect("the bridge connects")
-}
-
-fn bus() -> Bus<Value> {
-    Bus::builder().capacity(1024).build().expect("bus")
-}
-
 fn quick_retry() -> InboundOptions {
     InboundOptions {
         retry: RetryPolicy::fixed(Duration::from_millis(100), u32::MAX),
         ..InboundOptions::default()
     }
+}
+
+/// A bus whose handler on `>` only counts the events it sees.
+fn counting_bus() -> (Bus<Value>, Arc<AtomicUsize>) {
+    let b = bus();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let hd = handled.clone();
+    b.subscribe(">", move |_e: &Event<Value>| {
+        hd.fetch_add(1, AtomicOrdering::Relaxed);
+    })
+    .unwrap();
+    (b, handled)
+}
+
+/// A consumer on `job.*` with one attempt (`max_deliver` 2) and an ack wait of 1 s.
+fn short_lived(durable: &str) -> ConsumerSpec {
+    let mut spec = ConsumerSpec::new(durable, ["job.*"]);
+    spec.max_attempts = 1; // max_deliver 2
+    spec.ack_wait = Duration::from_secs(1);
+    spec
+}
+
+/// Takes `deliveries` deliveries from `durable` with a raw client and drops each
+/// without an ack (the "crash" of the bridge instance that took it): delivery
+/// `n` is the `n`th of the same message.
+fn deliver_unacked(server: &NatsServer, durable: &str, deliveries: i64) {
+    let durable = durable.to_owned();
+    with_jetstream(server, 20, "unacked deliveries", |js| async move {
+        let stream = js.get_stream(STREAM).await.expect("stream");
+        let consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&durable).await.expect("consumer");
+        for delivery in 1..=deliveries {
+            let mut got = false;
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while !got && Instant::now() < deadline {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1)
+                    .expires(Duration::from_millis(500))
+                    .messages()
+                    .await
+                    .expect("fetch");
+                while let Some(m) = batch.next().await {
+                    let m = m.expect("message");
+                    assert_eq!(m.info().unwrap().delivered, delivery);
+                    got = true; // dropped without an ack: the "crash"
+                }
+            }
+            assert!(got, "delivery {delivery}");
+        }
+    });
 }
 
 /// Test 4: an always-failing handler, `max_attempts` 3 → a dead letter with
@@ -143,7 +122,7 @@ fn the_last_attempt_is_dead_lettered_then_terminated() {
     spec.max_attempts = 3;
     let h = bridge.inbound(&b, spec, quick_retry()).unwrap();
     let failing = event("pay.fail", 1);
-    publish_event(&server, &failing);
+    publish_events(&server, [&failing]);
     wait_until(15, "dead-lettered and terminated", || {
         let m = h.metrics();
         m.termed == 1 && m.advisories_terminated == 1
@@ -166,7 +145,9 @@ fn the_last_attempt_is_dead_lettered_then_terminated() {
     assert_eq!(l.original_subject, "rb.ev.pay.fail");
     assert_eq!(l.event_id, Some(failing.id));
     assert_eq!(l.body, frame(&failing), "the original body, unchanged");
-    let headers = raw_headers(&server, "RINGBUS_DLQ", l.sequence);
+    let headers = raw_messages(&server, "RINGBUS_DLQ", l.sequence..=l.sequence)
+        .remove(0)
+        .headers;
     for name in [
         DLQ_REASON,
         DLQ_ERROR,
@@ -183,7 +164,7 @@ fn the_last_attempt_is_dead_lettered_then_terminated() {
 
     // No fourth delivery: once a later event is through, nothing is pending.
     let ok = event("pay.ok", 2);
-    publish_event(&server, &ok);
+    publish_events(&server, [&ok]);
     wait_until(10, "the later event acked", || h.metrics().acked == 1);
     wait_until(10, "nothing pending", || {
         let info = consumer_info(&server, "dlq");
@@ -203,60 +184,22 @@ fn the_max_deliveries_advisory_is_dead_lettered() {
         return;
     };
     let bridge = bridge(&server);
-    let b = bus();
-    let handled = Arc::new(AtomicUsize::new(0));
-    let hd = handled.clone();
-    b.subscribe(">", move |_e: &Event<Value>| {
-        hd.fetch_add(1, AtomicOrdering::Relaxed);
-    })
-    .unwrap();
-    let spec = || {
-        let mut spec = ConsumerSpec::new("backstop", ["job.*"]);
-        spec.max_attempts = 1; // max_deliver 2
-        spec.ack_wait = Duration::from_secs(1);
-        spec
-    };
+    let (b, handled) = counting_bus();
     // The consumer, as the bridge makes it; no message yet.
     bridge
-        .inbound(&b, spec(), InboundOptions::default())
+        .inbound(&b, short_lived("backstop"), InboundOptions::default())
         .unwrap()
         .stop();
     let lost = event("job.lost", 1);
-    publish_event(&server, &lost);
+    publish_events(&server, [&lost]);
 
     // Two deliveries, neither acked: each expires after ack_wait.
-    let url = server.url();
-    block_on(within(20, "two unacked deliveries", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client);
-        let stream = js.get_stream("RINGBUS").await.expect("stream");
-        let consumer: jetstream::consumer::PullConsumer =
-            stream.get_consumer("backstop").await.expect("consumer");
-        for delivery in 1..=2 {
-            let mut got = false;
-            let deadline = Instant::now() + Duration::from_secs(8);
-            while !got && Instant::now() < deadline {
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(1)
-                    .expires(Duration::from_millis(500))
-                    .messages()
-                    .await
-                    .expect("fetch");
-                while let Some(m) = batch.next().await {
-                    let m = m.expect("message");
-                    assert_eq!(m.info().unwrap().delivered, delivery);
-                    got = true; // dropped without an ack: the "crash"
-                }
-            }
-            assert!(got, "delivery {delivery}");
-        }
-        // Let the second delivery's ack wait run out.
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
-    }));
+    deliver_unacked(&server, "backstop", 2);
+    // Let the second delivery's ack wait run out.
+    std::thread::sleep(Duration::from_millis(1_200));
 
     let h = bridge
-        .inbound(&b, spec(), InboundOptions::default())
+        .inbound(&b, short_lived("backstop"), InboundOptions::default())
         .unwrap();
     wait_until(15, "the advisory's dead letter", || {
         h.metrics().dead_lettered_max_deliveries == 1
@@ -282,43 +225,16 @@ fn a_delivery_past_max_attempts_is_dead_lettered() {
         return;
     };
     let bridge = bridge(&server);
-    let b = bus();
-    let handled = Arc::new(AtomicUsize::new(0));
-    let hd = handled.clone();
-    b.subscribe(">", move |_e: &Event<Value>| {
-        hd.fetch_add(1, AtomicOrdering::Relaxed);
-    })
-    .unwrap();
-    let spec = || {
-        let mut spec = ConsumerSpec::new("past", ["job.*"]);
-        spec.max_attempts = 1;
-        spec.ack_wait = Duration::from_secs(1);
-        spec
-    };
+    let (b, handled) = counting_bus();
     bridge
-        .inbound(&b, spec(), InboundOptions::default())
+        .inbound(&b, short_lived("past"), InboundOptions::default())
         .unwrap()
         .stop();
     let e = event("job.late", 1);
-    publish_event(&server, &e);
-    let url = server.url();
-    block_on(within(15, "one unacked delivery", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client);
-        let stream = js.get_stream("RINGBUS").await.expect("stream");
-        let consumer: jetstream::consumer::PullConsumer =
-            stream.get_consumer("past").await.expect("consumer");
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1)
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await
-            .expect("fetch");
-        assert!(batch.next().await.is_some(), "delivery 1");
-    }));
+    publish_events(&server, [&e]);
+    deliver_unacked(&server, "past", 1);
     let h = bridge
-        .inbound(&b, spec(), InboundOptions::default())
+        .inbound(&b, short_lived("past"), InboundOptions::default())
         .unwrap();
     wait_until(15, "dead-lettered", || h.metrics().termed == 1);
     let m = h.metrics();
@@ -340,15 +256,12 @@ fn an_undecodable_body_is_dead_lettered_and_never_retried() {
         return;
     };
     let bridge = bridge(&server);
-    let b = bus();
-    let handled = Arc::new(AtomicUsize::new(0));
-    let hd = handled.clone();
-    b.subscribe(">", move |_e: &Event<Value>| {
-        hd.fetch_add(1, AtomicOrdering::Relaxed);
-    })
-    .unwrap();
+    let (b, handled) = counting_bus();
     let garbage = Bytes::from_static(b"this is not an event frame");
-    publish_body(&server, "rb.ev.bad.body", "not-a-uuid", garbage.clone());
+    publish(
+        &server,
+        [Raw::frame("rb.ev.bad.body", "not-a-uuid", garbage.clone())],
+    );
     let h = bridge
         .inbound(&b, ConsumerSpec::new("undec", ["bad.*"]), quick_retry())
         .unwrap();
@@ -402,8 +315,7 @@ fn dead_letters_are_listed_redriven_and_discarded() {
     spec.max_attempts = 1;
     let h = bridge.inbound(&b, spec, quick_retry()).unwrap();
     let (first, second) = (event("rd.one", 1), event("rd.two", 2));
-    publish_event(&server, &first);
-    publish_event(&server, &second);
+    publish_events(&server, [&first, &second]);
     wait_until(10, "both dead-lettered", || h.metrics().termed == 2);
 
     let dl = bridge.dead_letters("redrive");
