@@ -8,6 +8,8 @@
 //! `Content-Type: application/vnd.ringbus.frame.v1`, on `rb.ev.<event type>`.
 #![cfg(feature = "nats")]
 
+#[path = "support/nats_client.rs"]
+mod nats_client;
 #[path = "support/nats.rs"]
 mod nats_support;
 
@@ -16,14 +18,12 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use async_nats::HeaderMap;
-use bytes::Bytes;
-use nats_support::{block_on, within, NatsServer};
-use ringbus::nats::{
-    BridgeError, ConsumerSpec, Dedup, InboundOptions, NatsBridge, Ordering, StoreDedup,
-    FRAME_CONTENT_TYPE,
+use nats_client::{
+    acks_settled, bridge, bus, consumer_info, frame, inbound, publish, publish_events, wait_until,
+    Raw,
 };
+use nats_support::NatsServer;
+use ringbus::nats::{BridgeError, ConsumerSpec, Dedup, InboundOptions, Ordering, StoreDedup};
 use ringbus::resilience::{BreakerConfig, RetryPolicy};
 use ringbus::store::{EventStore, InMemoryStore, Position};
 use ringbus::{Bus, Event, EventId, EventType, HandlerError, Source, SubscribeOptions};
@@ -38,81 +38,16 @@ fn event(event_type: &str, subject: &str, n: u64) -> Event<Value> {
     .with_subject(subject)
 }
 
-/// The frame and headers the outbound side publishes for `e`.
-fn frame(e: &Event<Value>) -> (HeaderMap, Bytes) {
-    let mut body = Vec::new();
-    ringbus::codec::encode(e, &mut body).expect("encodes");
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", e.id.to_string().as_str());
-    headers.insert("Content-Type", FRAME_CONTENT_TYPE);
-    (headers, Bytes::from(body))
-}
-
-/// Publishes `events` raw to `rb.ev.<type>`, up to 256 acks outstanding.
-fn publish_raw(server: &NatsServer, events: &[Event<Value>]) {
-    let url = server.url();
-    let msgs: Vec<(String, HeaderMap, Bytes)> = events
-        .iter()
-        .map(|e| {
-            let (h, b) = frame(e);
-            (format!("rb.ev.{}", e.event_type.name()), h, b)
-        })
-        .collect();
-    block_on(within(25, "publishing raw", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client.clone());
-        let mut pending = Vec::new();
-        for (subject, headers, body) in msgs {
-            let m = PublishMessage::build().payload(body).headers(headers);
-            pending.push(js.send_publish(subject, m).await.expect("sent"));
-            if pending.len() >= 256 {
-                for p in pending.drain(..) {
-                    p.await.expect("acked");
-                }
-            }
-        }
-        for p in pending {
-            p.await.expect("acked");
-        }
-        client.flush().await.expect("flushed");
-    }));
-}
-
-/// The consumer's info, from a raw client.
-fn consumer_info(server: &NatsServer, durable: &str) -> jetstream::consumer::Info {
-    let url = server.url();
-    let durable = durable.to_owned();
-    block_on(within(10, "consumer info", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client);
-        let stream = js.get_stream("RINGBUS").await.expect("stream");
-        let mut c: jetstream::consumer::PullConsumer =
-            stream.get_consumer(&durable).await.expect("consumer");
-        c.info().await.expect("info").clone()
-    }))
-}
-
-/// Polls `cond` every 10 ms until it holds; panics with `what` after `secs`.
-#[track_caller]
-fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn bridge(server: &NatsServer) -> NatsBridge {
-    NatsBridge::builder(server.url())
-        .build()
-        .expect("the bridge connects")
-}
-
-fn bus() -> Bus<Value> {
-    Bus::builder().capacity(4096).build().expect("bus")
+/// Subscribes a handler on `pattern` that records the id of each event it
+/// sees; the record.
+fn record_ids(b: &Bus<Value>, pattern: &str) -> Arc<Mutex<Vec<EventId>>> {
+    let ids: Arc<Mutex<Vec<EventId>>> = Arc::default();
+    let record = ids.clone();
+    b.subscribe(pattern, move |e: &Event<Value>| {
+        record.lock().unwrap().push(e.id)
+    })
+    .unwrap();
+    ids
 }
 
 /// Test 2, inbound half: 10 000 events, 3 types, 50 subjects → bus B, each
@@ -129,7 +64,7 @@ fn round_trip_delivers_each_event_once_in_subject_order() {
             event(t, &format!("s-{}", i % 50), i)
         })
         .collect();
-    publish_raw(&server, &events);
+    publish_events(&server, &events);
 
     let b = bus();
     let seen: Arc<Mutex<Vec<(String, u64, EventId)>>> = Arc::default();
@@ -143,22 +78,10 @@ fn round_trip_delivers_each_event_once_in_subject_order() {
         ));
     })
     .unwrap();
-    let handle = bridge
-        .inbound(
-            &b,
-            ConsumerSpec::new("roundtrip", ["order.*"]),
-            InboundOptions::default(),
-        )
-        .expect("inbound");
+    let handle = inbound(&bridge, &b, "roundtrip", "order.*");
     // One pattern on 2.9: the order.* events only, then a second consumer for
     // the rest (several patterns on one consumer need 2.10).
-    let handle2 = bridge
-        .inbound(
-            &b,
-            ConsumerSpec::new("roundtrip-users", ["user.seen"]),
-            InboundOptions::default(),
-        )
-        .expect("inbound");
+    let handle2 = inbound(&bridge, &b, "roundtrip-users", "user.seen");
     wait_until(25, "10 000 events on the bus", || {
         seen.lock().unwrap().len() >= 10_000
     });
@@ -180,10 +103,7 @@ fn round_trip_delivers_each_event_once_in_subject_order() {
         assert!(users.windows(2).all(|w| w[0] < w[1]), "order kept on {s}");
     }
     for durable in ["roundtrip", "roundtrip-users"] {
-        wait_until(10, "every ack reached the server", || {
-            consumer_info(&server, durable).num_ack_pending == 0
-        });
-        let info = consumer_info(&server, durable);
+        let info = acks_settled(&server, durable);
         assert_eq!(info.num_redelivered, 0, "{durable}: nothing redelivered");
         assert_eq!(info.num_pending, 0, "{durable}: nothing left");
     }
@@ -238,7 +158,7 @@ fn failures_are_naked_with_the_retry_delays_then_acked() {
             },
         )
         .unwrap();
-    publish_raw(&server, &[event("job.run", "j-1", 1)]);
+    publish_events(&server, &[event("job.run", "j-1", 1)]);
     wait_until(15, "three calls and an ack", || handle.metrics().acked == 1);
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 3, "delivered three times");
@@ -254,10 +174,7 @@ fn failures_are_naked_with_the_retry_delays_then_acked() {
     );
     let m = handle.metrics();
     assert_eq!((m.received, m.redelivered, m.naked), (3, 2, 2));
-    wait_until(10, "ack reached the server", || {
-        consumer_info(&server, "nak").num_ack_pending == 0
-    });
-    assert_eq!(consumer_info(&server, "nak").num_pending, 0);
+    assert_eq!(acks_settled(&server, "nak").num_pending, 0);
 }
 
 /// Test 6: several patterns need a 2.10 server; on an older one the bridge
@@ -275,7 +192,7 @@ fn several_patterns_need_a_2_10_server() {
         g.fetch_add(1, AtomicOrdering::Relaxed);
     })
     .unwrap();
-    publish_raw(
+    publish_events(
         &server,
         &[
             event("fs.a", "x", 1),
@@ -327,14 +244,8 @@ fn an_existing_consumer_with_other_settings_is_a_mismatch() {
         return;
     };
     let bridge = bridge(&server);
-    let b = bus();
-    let h = bridge
-        .inbound(
-            &b,
-            ConsumerSpec::new("cfg", ["a.b"]),
-            InboundOptions::default(),
-        )
-        .unwrap();
+    let b: Bus<Value> = bus();
+    let h = inbound(&bridge, &b, "cfg", "a.b");
     h.stop();
     let mut other = ConsumerSpec::new("cfg", ["a.b"]);
     other.max_attempts = 7;
@@ -350,26 +261,9 @@ fn an_existing_consumer_with_other_settings_is_a_mismatch() {
         Err(BridgeError::Mismatch { field, .. }) => assert_eq!(field, "filter subjects"),
         other => panic!("expected Mismatch, got {other:?}"),
     }
-    for bad in [
-        ConsumerSpec::new("has.dot", ["a.b"]),
-        ConsumerSpec::new("ok", ["a..b"]),
-        ConsumerSpec::new("ok", Vec::<String>::new()),
-    ] {
-        assert!(
-            matches!(
-                bridge.inbound(&b, bad.clone(), InboundOptions::default()),
-                Err(BridgeError::Config(_))
-            ),
-            "{bad:?}"
-        );
-    }
     let mut too_many_steps = ConsumerSpec::new("steps", ["a.b"]);
     too_many_steps.max_attempts = 1;
     too_many_steps.backoff = vec![Duration::from_secs(1); 2];
-    assert!(matches!(
-        bridge.inbound(&b, too_many_steps, InboundOptions::default()),
-        Err(BridgeError::Config(_))
-    ));
     let no_room = InboundOptions {
         dedup: Dedup::Window {
             ids: 0,
@@ -377,18 +271,27 @@ fn an_existing_consumer_with_other_settings_is_a_mismatch() {
         },
         ..InboundOptions::default()
     };
-    assert!(matches!(
-        bridge.inbound(&b, ConsumerSpec::new("room", ["a.b"]), no_room),
-        Err(BridgeError::Config(_))
-    ));
     let elsewhere = InboundOptions {
         dead_letter_stream: "OTHER_DLQ".into(),
         ..InboundOptions::default()
     };
-    assert!(matches!(
-        bridge.inbound(&b, ConsumerSpec::new("elsewhere", ["a.b"]), elsewhere),
-        Err(BridgeError::Config(_))
-    ));
+    let default = InboundOptions::default;
+    for (bad, options) in [
+        (ConsumerSpec::new("has.dot", ["a.b"]), default()),
+        (ConsumerSpec::new("ok", ["a..b"]), default()),
+        (ConsumerSpec::new("ok", Vec::<String>::new()), default()),
+        (too_many_steps, default()),
+        (ConsumerSpec::new("room", ["a.b"]), no_room),
+        (ConsumerSpec::new("elsewhere", ["a.b"]), elsewhere),
+    ] {
+        assert!(
+            matches!(
+                bridge.inbound(&b, bad.clone(), options),
+                Err(BridgeError::Config(_))
+            ),
+            "{bad:?}"
+        );
+    }
     let named = InboundOptions {
         dead_letter_stream: "RINGBUS_DLQ".into(),
         ..InboundOptions::default()
@@ -434,7 +337,7 @@ fn strict_ordering_keeps_stream_order_across_failures() {
             },
         )
         .unwrap();
-    publish_raw(
+    publish_events(
         &server,
         &(0..4).map(|n| event("st.x", "k", n)).collect::<Vec<_>>(),
     );
@@ -451,15 +354,9 @@ fn unrouted_events_are_acked_or_naked_as_asked() {
         return;
     };
     let bridge = bridge(&server);
-    let b = bus();
-    publish_raw(&server, &[event("nobody.here", "k", 1)]);
-    let acking = bridge
-        .inbound(
-            &b,
-            ConsumerSpec::new("unrouted-ack", ["nobody.here"]),
-            InboundOptions::default(),
-        )
-        .unwrap();
+    let b: Bus<Value> = bus();
+    publish_events(&server, &[event("nobody.here", "k", 1)]);
+    let acking = inbound(&bridge, &b, "unrouted-ack", "nobody.here");
     let naking = bridge
         .inbound(
             &b,
@@ -496,16 +393,13 @@ fn progress_keeps_a_long_delivery_from_being_redelivered() {
     let mut spec = ConsumerSpec::new("progress", ["slow.work"]);
     spec.ack_wait = Duration::from_secs(1);
     let h = bridge.inbound(&b, spec, InboundOptions::default()).unwrap();
-    publish_raw(&server, &[event("slow.work", "k", 1)]);
+    publish_events(&server, &[event("slow.work", "k", 1)]);
     wait_until(15, "the ack", || h.metrics().acked == 1);
     let m = h.metrics();
     assert_eq!(calls.load(AtomicOrdering::Relaxed), 1, "handled once");
     assert_eq!((m.received, m.redelivered), (1, 0));
     assert!(m.progress_sent >= 2, "progress sent: {}", m.progress_sent);
-    wait_until(10, "ack reached the server", || {
-        consumer_info(&server, "progress").num_ack_pending == 0
-    });
-    assert_eq!(consumer_info(&server, "progress").num_redelivered, 0);
+    assert_eq!(acks_settled(&server, "progress").num_redelivered, 0);
 }
 
 /// Test 10 (I9): the stop acks what completed, NAKs what did not finish within
@@ -533,7 +427,7 @@ fn stop_acks_completed_naks_unfinished_and_reports_them() {
     let mut events: Vec<_> = (0..5).map(|n| event("stop.fast", "f", n)).collect();
     let slow = event("stop.slow", "s", 99);
     events.push(slow.clone());
-    publish_raw(&server, &events);
+    publish_events(&server, &events);
     let h = bridge
         .inbound(
             &b,
@@ -560,17 +454,8 @@ fn stop_acks_completed_naks_unfinished_and_reports_them() {
 
     // The NAK'd one comes back at once to the next consumer; the acked ones do not.
     let b2 = bus();
-    let again: Arc<Mutex<Vec<EventId>>> = Arc::default();
-    let a = again.clone();
-    b2.subscribe(">", move |e: &Event<Value>| a.lock().unwrap().push(e.id))
-        .unwrap();
-    let h2 = bridge
-        .inbound(
-            &b2,
-            ConsumerSpec::new("stopping", ["stop.*"]),
-            InboundOptions::default(),
-        )
-        .unwrap();
+    let again = record_ids(&b2, ">");
+    let h2 = inbound(&bridge, &b2, "stopping", "stop.*");
     wait_until(10, "the redelivery", || h2.metrics().acked == 1);
     assert_eq!(*again.lock().unwrap(), [slow.id]);
     // (2.9.10 hands a NAK'd last delivery out again as delivery 1, so the
@@ -592,7 +477,7 @@ fn kill_and_restart_mid_stream(
     let events: Vec<_> = (0..3_000u64)
         .map(|i| event("rs.ev", &format!("s-{}", i % 10), i))
         .collect();
-    publish_raw(&server, &events);
+    publish_events(&server, &events);
     let b = bus();
     let seen: Arc<Mutex<HashMap<EventId, u32>>> = Arc::default();
     let s = seen.clone();
@@ -626,9 +511,7 @@ fn kill_and_restart_mid_stream(
     wait_until(25, "every event after the restart", || {
         seen.lock().unwrap().len() == 3_000
     });
-    wait_until(10, "nothing left to ack", || {
-        consumer_info(&server, "restart").num_ack_pending == 0
-    });
+    acks_settled(&server, "restart");
     let m = bridge.metrics();
     assert!(m.connection.reconnects >= 1, "{m:?}");
     let report = bridge.shutdown();
@@ -699,7 +582,7 @@ fn progress_keeps_an_event_held_by_an_open_breaker() {
     spec.ack_wait = Duration::from_secs(1);
     let h = bridge.inbound(&b, spec, InboundOptions::default()).unwrap();
     let started = Instant::now();
-    publish_raw(&server, &[event("held.work", "k", 1)]);
+    publish_events(&server, &[event("held.work", "k", 1)]);
     wait_until(15, "the ack", || h.metrics().acked == 1);
     assert!(
         started.elapsed() >= Duration::from_secs(3),
@@ -761,7 +644,7 @@ fn store_dedup_survives_a_bridge_restart() {
     let h1 = bridge1
         .inbound(&b1, ConsumerSpec::new("inbox", ["in.*"]), options(&dedup))
         .unwrap();
-    publish_raw(&server, &[stuck.clone(), flaky.clone()]);
+    publish_events(&server, [&stuck, &flaky]);
     wait_until(10, "flaky handled twice and acked", || {
         h1.metrics().acked == 1
     });
@@ -775,15 +658,12 @@ fn store_dedup_survives_a_bridge_restart() {
     // acked without reaching the bus. A new event goes through.
     let bridge2 = bridge(&server);
     let b2 = bus();
-    let calls2: Arc<Mutex<Vec<EventId>>> = Arc::default();
-    let c = calls2.clone();
-    b2.subscribe(">", move |e: &Event<Value>| c.lock().unwrap().push(e.id))
-        .unwrap();
+    let calls2 = record_ids(&b2, ">");
     let h2 = bridge2
         .inbound(&b2, ConsumerSpec::new("inbox", ["in.*"]), options(&dedup))
         .unwrap();
     let fresh = event("in.new", "k", 3);
-    publish_raw(&server, std::slice::from_ref(&fresh));
+    publish_events(&server, [&fresh]);
     wait_until(10, "the duplicate dropped and the new one acked", || {
         let m = h2.metrics();
         m.dedup_dropped == 1 && m.acked == 2
@@ -823,17 +703,11 @@ fn a_closed_bus_stops_the_consumer_and_naks() {
         return;
     };
     let bridge = bridge(&server);
-    let b = bus();
-    let h = bridge
-        .inbound(
-            &b,
-            ConsumerSpec::new("closed", ["cl.*"]),
-            InboundOptions::default(),
-        )
-        .unwrap();
+    let b: Bus<Value> = bus();
+    let h = inbound(&bridge, &b, "closed", "cl.*");
     b.shutdown().unwrap();
     let events: Vec<_> = (0..3).map(|n| event("cl.x", "k", n)).collect();
-    publish_raw(&server, &events);
+    publish_events(&server, &events);
     wait_until(10, "the first delivery NAK'd", || h.metrics().naked >= 1);
     let report = h.stop();
     let m = bridge.metrics().inbound[0].clone();
@@ -859,19 +733,10 @@ fn missed_heartbeats_are_counted_and_the_pull_resumes() {
     };
     let bridge = bridge(&server);
     let b = bus();
-    let got: Arc<Mutex<Vec<EventId>>> = Arc::default();
-    let g = got.clone();
-    b.subscribe("hb.*", move |e: &Event<Value>| g.lock().unwrap().push(e.id))
-        .unwrap();
-    let h = bridge
-        .inbound(
-            &b,
-            ConsumerSpec::new("heartbeat", ["hb.*"]),
-            InboundOptions::default(),
-        )
-        .unwrap();
+    let got = record_ids(&b, "hb.*");
+    let h = inbound(&bridge, &b, "heartbeat", "hb.*");
     let before = event("hb.before", "k", 1);
-    publish_raw(&server, std::slice::from_ref(&before));
+    publish_events(&server, [&before]);
     wait_until(10, "the first event", || h.metrics().acked == 1);
     server.kill();
     // The pull asks for a heartbeat every 5 s; two missed ones make a gap.
@@ -880,7 +745,7 @@ fn missed_heartbeats_are_counted_and_the_pull_resumes() {
     });
     server.restart().expect("restarts");
     let after = event("hb.after", "k", 2);
-    publish_raw(&server, std::slice::from_ref(&after));
+    publish_events(&server, [&after]);
     wait_until(15, "the event after the outage", || h.metrics().acked == 2);
     assert_eq!(*got.lock().unwrap(), [before.id, after.id]);
     assert!(bridge.metrics().connection.reconnects >= 1);
@@ -896,28 +761,13 @@ fn window_dedup_drops_a_replayed_event() {
     };
     let bridge = bridge(&server);
     let b = bus();
-    let got: Arc<Mutex<Vec<EventId>>> = Arc::default();
-    let g = got.clone();
-    b.subscribe("rp.*", move |e: &Event<Value>| g.lock().unwrap().push(e.id))
-        .unwrap();
+    let got = record_ids(&b, "rp.*");
     let e = event("rp.x", "k", 1);
-    let (mut headers, body) = frame(&e);
-    let url = server.url();
-    block_on(within(10, "publishing twice", async move {
-        let client = async_nats::connect(url).await.expect("connects");
-        let js = jetstream::new(client);
-        for msg_id in ["first", "replayed-later"] {
-            headers.insert("Nats-Msg-Id", msg_id);
-            let m = PublishMessage::build()
-                .payload(body.clone())
-                .headers(headers.clone());
-            js.send_publish("rb.ev.rp.x", m)
-                .await
-                .expect("sent")
-                .await
-                .expect("acked");
-        }
-    }));
+    let body = frame(&e);
+    publish(
+        &server,
+        ["first", "replayed-later"].map(|msg_id| Raw::frame("rb.ev.rp.x", msg_id, body.clone())),
+    );
     let h = bridge
         .inbound(
             &b,
@@ -952,7 +802,7 @@ fn double_acks_and_a_start_sequence() {
     })
     .unwrap();
     let events: Vec<_> = (1..=100).map(|n| event("da.x", "k", n)).collect();
-    publish_raw(&server, &events);
+    publish_events(&server, &events);
     let mut spec = ConsumerSpec::new("double", ["da.*"]);
     spec.deliver = ringbus::nats::DeliverFrom::Sequence(41);
     let h = bridge
@@ -988,7 +838,7 @@ fn the_bridge_shutdown_reports_unfinished_inbound_deliveries() {
     .unwrap();
     b.subscribe("sd.done", |_e: &Event<Value>| {}).unwrap();
     let waiting = event("sd.wait", "k", 1);
-    publish_raw(&server, &[event("sd.done", "k", 0), waiting.clone()]);
+    publish_events(&server, &[event("sd.done", "k", 0), waiting.clone()]);
     let h = bridge
         .inbound(
             &b,
@@ -1065,7 +915,7 @@ fn inbound_events_are_upcast_as_they_are_decoded() {
         Source::new("test"),
         json!({ "nick": "ada" }),
     );
-    publish_raw(&server, &[old, broken]);
+    publish_events(&server, &[old, broken]);
     wait_until(20, "both settled", || {
         let m = h.metrics();
         m.acked + m.termed >= 2

@@ -1,5 +1,5 @@
-//! What the NATS bridge's tests share besides the server: a bridge and a bus with
-//! the settings the tests start from, a raw async-nats client for what the tests
+//! What the NATS bridge's tests share besides the server: a bridge, a bus and a
+//! consumer with the settings the tests start from, a raw async-nats client for what the tests
 //! publish and read back behind the bridge's back (frames as the outbound side
 //! publishes them, consumer info, the stream in order, raw messages by sequence),
 //! and [`wait_until`].
@@ -28,8 +28,9 @@ use async_nats::jetstream::{self, consumer, message::PublishMessage, publish::Pu
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use ringbus::nats::{NatsBridge, FRAME_CONTENT_TYPE};
+use ringbus::nats::{ConsumerSpec, InboundHandle, InboundOptions, NatsBridge, FRAME_CONTENT_TYPE};
 use ringbus::{Bus, BusBuilder, Event};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::nats_support::{block_on, within, NatsServer};
@@ -63,6 +64,22 @@ pub fn bridge(server: &NatsServer) -> NatsBridge {
 /// A bus with the default settings (capacity 4096).
 pub fn bus<P: Send + Sync + 'static>() -> Bus<P> {
     BusBuilder::<P>::new().build().expect("a bus")
+}
+
+/// The consumer `durable` on `pattern` into `bus`, with the default consumer
+/// settings and options.
+#[track_caller]
+pub fn inbound<P>(bridge: &NatsBridge, bus: &Bus<P>, durable: &str, pattern: &str) -> InboundHandle
+where
+    P: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    bridge
+        .inbound(
+            bus,
+            ConsumerSpec::new(durable, [pattern]),
+            InboundOptions::default(),
+        )
+        .expect("inbound")
 }
 
 /// Runs `f` with a JetStream context on a fresh connection to `server`, on a fresh
@@ -170,7 +187,8 @@ pub fn consumer_info(server: &NatsServer, durable: &str) -> consumer::Info {
 /// (`num_ack_pending` 0); the consumer's info then.
 #[track_caller]
 pub fn acks_settled(server: &NatsServer, durable: &str) -> consumer::Info {
-    wait_until(10, "every ack reached the server", || {
+    let what = format!("every ack of {durable} reached the server");
+    wait_until(10, &what, || {
         consumer_info(server, durable).num_ack_pending == 0
     });
     consumer_info(server, durable)
