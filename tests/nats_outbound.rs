@@ -9,98 +9,55 @@
 //! client and counted.
 #![cfg(feature = "nats")]
 
+#[path = "support/nats_client.rs"]
+mod nats_client;
 #[path = "support/nats.rs"]
 mod nats_support;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::stream;
 use futures_util::StreamExt;
+use nats_client::{bridge, bus, read_stream, wait_until, with_jetstream, Stored, STREAM};
 use nats_support::{block_on, within, NatsServer};
 use ringbus::nats::{
-    BridgeError, NatsBridge, OutboundOptions, StreamSpec, WireEncoding, FRAME_CONTENT_TYPE,
+    BridgeError, NatsBridge, OutboundHandle, OutboundOptions, StreamSpec, WireEncoding,
+    FRAME_CONTENT_TYPE,
 };
 use ringbus::resilience::{DlqFilter, RetryPolicy};
-use ringbus::{Bus, BusBuilder, Event, EventId, EventType, Source};
-
-/// One message read back from the stream.
-struct Stored {
-    subject: String,
-    msg_id: String,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-/// Every message in `stream`, in stream order (an ordered consumer).
-fn read_stream(url: &str, name: &str) -> Vec<Stored> {
-    let (url, name) = (url.to_owned(), name.to_owned());
-    block_on(within(25, "reading the stream back", async move {
-        let client = async_nats::connect(url).await.expect("connect");
-        let js = jetstream::new(client);
-        let mut s = js.get_stream(&name).await.expect("the stream");
-        let total = s.info().await.expect("stream info").state.messages;
-        let mut out = Vec::new();
-        if total == 0 {
-            return out;
-        }
-        let consumer = s
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .expect("an ordered consumer");
-        let mut messages = consumer.messages().await.expect("messages");
-        while (out.len() as u64) < total {
-            let m = messages
-                .next()
-                .await
-                .expect("more messages")
-                .expect("a message");
-            let header = |h: &str| {
-                m.headers
-                    .as_ref()
-                    .and_then(|hs| hs.get(h))
-                    .map(|v| v.as_str().to_owned())
-                    .unwrap_or_default()
-            };
-            out.push(Stored {
-                subject: m.subject.to_string(),
-                msg_id: header("Nats-Msg-Id"),
-                content_type: header("Content-Type"),
-                body: m.payload.to_vec(),
-            });
-        }
-        out
-    }))
-}
-
-fn bridge(server: &NatsServer) -> NatsBridge {
-    NatsBridge::builder(server.url())
-        .build()
-        .expect("the bridge connects")
-}
-
-fn bus() -> Bus<u64> {
-    BusBuilder::<u64>::new().build().expect("a bus")
-}
+use ringbus::{Bus, Event, EventId, EventType, Source};
 
 fn event(ty: &str, subject: &str, n: u64) -> Event<u64> {
     Event::new(EventType::new(ty), Source::new("shop"), n).with_subject(subject)
 }
 
-/// Waits until `f` holds, at most `secs`.
-#[track_caller]
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+/// The default options, but retrying every `every` without end.
+fn retry_every(every: Duration) -> OutboundOptions {
+    OutboundOptions {
+        retry: RetryPolicy::fixed(every, u32::MAX),
+        ..OutboundOptions::default()
     }
+}
+
+/// A bridge to `server` with the default settings, a bus, and the bus's
+/// outbound side for `pattern` with `options`.
+fn outbound(
+    server: &NatsServer,
+    pattern: &str,
+    options: OutboundOptions,
+) -> (NatsBridge, Bus<u64>, OutboundHandle) {
+    let bridge = bridge(server);
+    let bus = bus();
+    let out = bridge.outbound(&bus, pattern, options).expect("outbound");
+    (bridge, bus, out)
+}
+
+/// Creates the stream `config` before any bridge does.
+fn create_stream(server: &NatsServer, config: stream::Config) {
+    with_jetstream(server, 10, "creating the stream", |js| async move {
+        js.create_stream(config).await.expect("stream created");
+    });
 }
 
 /// The events in the stream, decoded from their frames, checking subject and
@@ -126,11 +83,7 @@ fn the_same_event_twice_is_stored_once_also_across_a_server_restart() {
     let Some(mut server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = bridge(&server);
-    let bus = bus();
-    let out = bridge
-        .outbound(&bus, "order.*", OutboundOptions::default())
-        .unwrap();
+    let (bridge, bus, out) = outbound(&server, "order.*", OutboundOptions::default());
     let mut p = bus.publisher();
     let e = event("order.placed", "o-1", 7);
     p.publish(e.clone()).unwrap();
@@ -142,7 +95,7 @@ fn the_same_event_twice_is_stored_once_also_across_a_server_restart() {
     let m = out.metrics();
     assert_eq!((m.accepted, m.published, m.duplicates), (2, 2, 1));
     assert_eq!(m.name, "outbound:order.*");
-    let stored = read_stream(&server.url(), "RINGBUS");
+    let stored = read_stream(&server, STREAM);
     assert_eq!(stored.len(), 1);
     assert_eq!(decoded(&stored), vec![e.clone()]);
 
@@ -156,7 +109,7 @@ fn the_same_event_twice_is_stored_once_also_across_a_server_restart() {
         (m.accepted, m.published, m.duplicates, m.failed),
         (3, 3, 2, 0)
     );
-    let stored = read_stream(&server.url(), "RINGBUS");
+    let stored = read_stream(&server, STREAM);
     assert_eq!(decoded(&stored), vec![e]);
     let text = bridge.metrics().to_prometheus();
     assert!(
@@ -181,7 +134,7 @@ fn patterns_select_the_events_and_types_become_subjects() {
         .stream(StreamSpec::named("SHOP"))
         .build()
         .unwrap();
-    let bus = bus();
+    let bus = bus::<u64>();
     let out = bridge
         .outbound(&bus, ["order.*", "payment.>"], OutboundOptions::default())
         .unwrap();
@@ -199,7 +152,7 @@ fn patterns_select_the_events_and_types_become_subjects() {
     }
     bus.flush().unwrap();
     assert!(out.flush(Duration::from_secs(10)));
-    let subjects: Vec<String> = read_stream(&server.url(), "SHOP")
+    let subjects: Vec<String> = read_stream(&server, "SHOP")
         .into_iter()
         .map(|m| m.subject)
         .collect();
@@ -217,11 +170,7 @@ fn without_failures_the_stream_keeps_the_bus_order() {
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = bridge(&server);
-    let bus = bus();
-    let out = bridge
-        .outbound(&bus, ">", OutboundOptions::default())
-        .unwrap();
+    let (_bridge, bus, out) = outbound(&server, ">", OutboundOptions::default());
     let mut p = bus.publisher();
     let mut sent = Vec::new();
     for i in 0..5_000u64 {
@@ -231,7 +180,7 @@ fn without_failures_the_stream_keeps_the_bus_order() {
     }
     bus.flush().unwrap();
     assert!(out.flush(Duration::from_secs(20)), "{:?}", out.metrics());
-    let stored: Vec<EventId> = decoded(&read_stream(&server.url(), "RINGBUS"))
+    let stored: Vec<EventId> = decoded(&read_stream(&server, STREAM))
         .iter()
         .map(|e| e.id)
         .collect();
@@ -250,7 +199,7 @@ fn cloudevents_json_is_readable_by_a_plain_subscriber() {
         .encoding(WireEncoding::CloudEventsJson)
         .build()
         .unwrap();
-    let bus: Bus = Bus::builder().build().unwrap();
+    let bus = bus::<serde_json::Value>();
     let out = bridge
         .outbound(&bus, "order.placed", OutboundOptions::default())
         .unwrap();
@@ -303,7 +252,7 @@ fn cloudevents_json_is_readable_by_a_plain_subscriber() {
     assert_eq!(ce["data"], placed.data);
     assert_eq!(ce["schemaversion"], 1);
     assert!(out.flush(Duration::from_secs(10)));
-    assert_eq!(read_stream(&server.url(), "RINGBUS").len(), 1);
+    assert_eq!(read_stream(&server, STREAM).len(), 1);
 }
 
 /// O5: a queue of 2 while the server is down: the bus holds what does not
@@ -313,20 +262,16 @@ fn a_full_queue_holds_events_in_the_bus_without_loss_or_reordering() {
     let Some(mut server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = bridge(&server);
-    let bus = bus();
-    let out = bridge
-        .outbound(
-            &bus,
-            ">",
-            OutboundOptions {
-                max_in_flight: 1,
-                queue: 2,
-                publish_timeout: Duration::from_millis(500),
-                retry: RetryPolicy::fixed(Duration::from_millis(100), u32::MAX),
-            },
-        )
-        .unwrap();
+    let (_bridge, bus, out) = outbound(
+        &server,
+        ">",
+        OutboundOptions {
+            max_in_flight: 1,
+            queue: 2,
+            publish_timeout: Duration::from_millis(500),
+            ..retry_every(Duration::from_millis(100))
+        },
+    );
     server.kill();
     let mut p = bus.publisher();
     let mut sent = Vec::new();
@@ -345,7 +290,7 @@ fn a_full_queue_holds_events_in_the_bus_without_loss_or_reordering() {
     let m = out.metrics();
     assert_eq!((m.accepted, m.published, m.failed), (300, 300, 0));
     assert!(bus.dead_letters().is_empty());
-    let events = decoded(&read_stream(&server.url(), "RINGBUS"));
+    let events = decoded(&read_stream(&server, STREAM));
     assert_eq!(events.len(), 300, "each event exactly once");
     let ids: HashSet<EventId> = events.iter().map(|e| e.id).collect();
     assert!(sent.iter().all(|id| ids.contains(id)), "no loss");
@@ -367,18 +312,15 @@ fn a_stream_with_other_settings_is_a_mismatch() {
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
-    let url = server.url();
-    block_on(within(10, "creating the stream", async move {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
-        js.create_stream(stream::Config {
-            name: "RINGBUS".into(),
+    create_stream(
+        &server,
+        stream::Config {
+            name: STREAM.into(),
             subjects: vec!["rb.ev.>".into()],
             duplicate_window: Duration::from_secs(30),
             ..Default::default()
-        })
-        .await
-        .unwrap();
-    }));
+        },
+    );
     match NatsBridge::builder(server.url()).build() {
         Err(BridgeError::Mismatch {
             what, field, have, ..
@@ -398,19 +340,14 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     let Some(mut server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = bridge(&server);
-    let bus = bus();
-    let out = bridge
-        .outbound(
-            &bus,
-            ">",
-            OutboundOptions {
-                publish_timeout: Duration::from_secs(1),
-                retry: RetryPolicy::fixed(Duration::from_millis(200), u32::MAX),
-                ..OutboundOptions::default()
-            },
-        )
-        .unwrap();
+    let (_bridge, bus, out) = outbound(
+        &server,
+        ">",
+        OutboundOptions {
+            publish_timeout: Duration::from_secs(1),
+            ..retry_every(Duration::from_millis(200))
+        },
+    );
     const N: u64 = 20_000;
     let publisher = {
         let mut p = bus.publisher();
@@ -437,7 +374,7 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     let m = out.metrics();
     assert_eq!((m.accepted, m.published, m.failed), (N, N, 0), "{m:?}");
     eprintln!("after the kill: {m:?}");
-    let events = decoded(&read_stream(&server.url(), "RINGBUS"));
+    let events = decoded(&read_stream(&server, STREAM));
     assert_eq!(events.len() as u64, N, "stored messages");
     let stored: HashSet<EventId> = events.iter().map(|e| e.id).collect();
     assert_eq!(stored.len() as u64, N, "no duplicate");
@@ -451,26 +388,20 @@ fn exhausted_retries_go_to_the_bus_dead_letter_queue() {
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = bridge(&server);
-    let bus = bus();
-    let out = bridge
-        .outbound(
-            &bus,
-            "order.*",
-            OutboundOptions {
-                retry: RetryPolicy::fixed(Duration::from_millis(20), 3),
-                publish_timeout: Duration::from_secs(2),
-                ..OutboundOptions::default()
-            },
-        )
-        .unwrap();
+    let (_bridge, bus, out) = outbound(
+        &server,
+        "order.*",
+        OutboundOptions {
+            retry: RetryPolicy::fixed(Duration::from_millis(20), 3),
+            publish_timeout: Duration::from_secs(2),
+            ..OutboundOptions::default()
+        },
+    );
     // No stream captures the subjects any more: every publish fails at once
     // ("no responders").
-    let url = server.url();
-    block_on(within(10, "deleting the stream", async move {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
-        js.delete_stream("RINGBUS").await.unwrap();
-    }));
+    with_jetstream(&server, 10, "deleting the stream", |js| async move {
+        js.delete_stream(STREAM).await.expect("deleted");
+    });
     let mut p = bus.publisher();
     let events: Vec<_> = (0..3).map(|i| event("order.placed", "o-1", i)).collect();
     for e in &events {
@@ -500,19 +431,14 @@ fn stop_reports_the_events_not_acked() {
     let Some(mut server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = bridge(&server);
-    let bus = bus();
-    let out = bridge
-        .outbound(
-            &bus,
-            ">",
-            OutboundOptions {
-                publish_timeout: Duration::from_millis(300),
-                retry: RetryPolicy::fixed(Duration::from_millis(50), u32::MAX),
-                ..OutboundOptions::default()
-            },
-        )
-        .unwrap();
+    let (bridge, bus, out) = outbound(
+        &server,
+        ">",
+        OutboundOptions {
+            publish_timeout: Duration::from_millis(300),
+            ..retry_every(Duration::from_millis(50))
+        },
+    );
     server.kill();
     let mut p = bus.publisher();
     let mut ids = HashSet::new();
@@ -543,7 +469,7 @@ fn options_that_cannot_work_are_refused() {
         return;
     };
     let bridge = bridge(&server);
-    let bus = bus();
+    let bus = bus::<u64>();
     for o in [
         OutboundOptions {
             max_in_flight: 0,
@@ -593,7 +519,7 @@ fn an_event_that_cannot_be_encoded_is_dead_lettered_by_the_bus() {
         return;
     };
     let bridge = bridge(&server);
-    let bus = BusBuilder::<Fragile>::new().build().unwrap();
+    let bus = bus::<Fragile>();
     let out = bridge
         .outbound(&bus, ">", OutboundOptions::default())
         .unwrap();
@@ -629,30 +555,20 @@ fn a_retried_event_holds_its_subject_and_only_its_subject() {
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
-    let url = server.url();
-    block_on(within(10, "creating the stream", async move {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
-        js.create_stream(stream::Config {
-            name: "RINGBUS".into(),
+    create_stream(
+        &server,
+        stream::Config {
+            name: STREAM.into(),
             subjects: vec!["rb.ev.>".into()],
             duplicate_window: Duration::from_secs(120),
             max_message_size: 300,
             ..Default::default()
-        })
-        .await
-        .unwrap();
-    }));
+        },
+    );
     let bridge = bridge(&server);
-    let bus = BusBuilder::<String>::new().build().unwrap();
+    let bus = bus::<String>();
     let out = bridge
-        .outbound(
-            &bus,
-            ">",
-            OutboundOptions {
-                retry: RetryPolicy::fixed(Duration::from_millis(50), u32::MAX),
-                ..OutboundOptions::default()
-            },
-        )
+        .outbound(&bus, ">", retry_every(Duration::from_millis(50)))
         .unwrap();
     let ty = EventType::new("order.placed");
     let ev = |subject: &str, data: String| {
@@ -674,11 +590,9 @@ fn a_retried_event_holds_its_subject_and_only_its_subject() {
     std::thread::sleep(Duration::from_millis(200));
     let m = out.metrics();
     assert_eq!((m.published, m.in_flight), (2, 3), "a1 and a2 held: {m:?}");
-    let url = server.url();
-    block_on(within(10, "raising the limit", async move {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    with_jetstream(&server, 10, "raising the limit", |js| async move {
         let mut config = js
-            .get_stream("RINGBUS")
+            .get_stream(STREAM)
             .await
             .unwrap()
             .cached_info()
@@ -686,9 +600,9 @@ fn a_retried_event_holds_its_subject_and_only_its_subject() {
             .clone();
         config.max_message_size = -1;
         js.update_stream(config).await.unwrap();
-    }));
+    });
     assert!(out.flush(Duration::from_secs(10)), "{:?}", out.metrics());
-    let order: Vec<EventId> = read_stream(&server.url(), "RINGBUS")
+    let order: Vec<EventId> = read_stream(&server, STREAM)
         .iter()
         .map(|m| {
             ringbus::codec::decode::<String>(&m.body)
