@@ -12,6 +12,8 @@
 //! is printed, and `RINGBUS_OUTBOX_SEED=<n>` replays it.
 #![cfg(all(feature = "nats", unix))]
 
+#[path = "support/nats_client.rs"]
+mod nats_client;
 #[path = "support/nats.rs"]
 mod nats_support;
 
@@ -22,16 +24,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, consumer};
-use futures_util::StreamExt;
-use nats_support::{block_on, within, NatsServer};
+use nats_client::{bridge, bus, publish, raw_messages, read_stream, wait_until, Raw, STREAM};
+use nats_support::NatsServer;
 use ringbus::nats::{ConsumerSpec, Dedup, InboundOptions, NatsBridge, OutboundOptions, StoreDedup};
 use ringbus::resilience::RetryPolicy;
 use ringbus::store::checkpoint::{CheckpointStore, FileCheckpoints, InMemoryCheckpoints};
 use ringbus::store::{
     EventStore, ExpectedVersion, FileStore, InMemoryStore, Position, StoreOptions, StreamId,
 };
-use ringbus::{BusBuilder, Event, EventId, EventType, Source};
+use ringbus::{Event, EventId, EventType, Source};
 
 /// Set in the child: the directory with `store/` and `checkpoints/`.
 const CHILD_DIR: &str = "RINGBUS_OUTBOX_CHILD_DIR";
@@ -46,37 +47,12 @@ const TEST: &str = "a_publisher_killed_at_random_leaves_every_store_event_once_i
 const NAME: &str = "outbox";
 const RUNS: usize = 10;
 
-/// Every message id in `stream`, in stream order.
-fn stream_ids(url: &str, name: &str) -> Vec<String> {
-    let (url, name) = (url.to_owned(), name.to_owned());
-    block_on(within(25, "reading the stream back", async move {
-        let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
-        let mut s = js.get_stream(&name).await.expect("the stream");
-        let total = s.info().await.expect("stream info").state.messages;
-        let mut out = Vec::new();
-        if total == 0 {
-            return out;
-        }
-        let consumer = s
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .expect("an ordered consumer");
-        let mut messages = consumer.messages().await.expect("messages");
-        while (out.len() as u64) < total {
-            let m = messages.next().await.expect("more").expect("a message");
-            let id = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            out.push(id);
-        }
-        out
-    }))
+/// Every message id in [`STREAM`], in stream order.
+fn stream_ids(server: &NatsServer) -> Vec<String> {
+    read_stream(server, STREAM)
+        .into_iter()
+        .map(|m| m.msg_id)
+        .collect()
 }
 
 fn event(ty: &str, stream: &str, n: u64) -> Event<u64> {
@@ -93,18 +69,6 @@ fn append<S: EventStore<u64>>(store: &S, stream: &str, events: Vec<Event<u64>>) 
         .unwrap();
 }
 
-#[track_caller]
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The filter's events go out in position order; the checkpoint reaches the
 /// head (filtered positions count as done) and is saved; a second outbox on
 /// the same checkpoint publishes nothing again.
@@ -113,7 +77,7 @@ fn store_events_go_out_and_the_checkpoint_follows_the_acks() {
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = NatsBridge::builder(server.url()).build().unwrap();
+    let bridge = bridge(&server);
     let store = Arc::new(InMemoryStore::<u64>::new());
     let checkpoints = Arc::new(InMemoryCheckpoints::new());
     let mut expected = Vec::new();
@@ -131,15 +95,18 @@ fn store_events_go_out_and_the_checkpoint_follows_the_acks() {
     }
     // The last events are filtered out: the checkpoint must still pass them.
     append(&*store, "u", vec![event("user.seen", "u", 100)]);
-    let out = bridge
-        .outbound_from_store(
-            store.clone(),
-            NAME,
-            "order.*",
-            checkpoints.clone(),
-            OutboundOptions::default(),
-        )
-        .unwrap();
+    let start_outbox = || {
+        bridge
+            .outbound_from_store(
+                store.clone(),
+                NAME,
+                "order.*",
+                checkpoints.clone(),
+                OutboundOptions::default(),
+            )
+            .unwrap()
+    };
+    let out = start_outbox();
     let head = store.head().unwrap().0;
     wait_until(20, "the checkpoint at the head", || {
         out.metrics().checkpoint == Some(head)
@@ -148,7 +115,7 @@ fn store_events_go_out_and_the_checkpoint_follows_the_acks() {
     let m = out.metrics();
     assert_eq!(m.name, "outbox:outbox");
     assert_eq!((m.accepted, m.published, m.failed), (66, 66, 0));
-    assert_eq!(stream_ids(&server.url(), "RINGBUS"), expected);
+    assert_eq!(stream_ids(&server), expected);
     // Live: appended later, published too.
     let late = event("order.placed", "o-late", 1000);
     expected.push(late.id.to_string());
@@ -160,17 +127,9 @@ fn store_events_go_out_and_the_checkpoint_follows_the_acks() {
     let report = out.stop();
     assert!(report.unacked.is_empty(), "{report:?}");
     assert_eq!(checkpoints.load(NAME).unwrap(), Some(Position(head)));
-    assert_eq!(stream_ids(&server.url(), "RINGBUS"), expected);
+    assert_eq!(stream_ids(&server), expected);
 
-    let again = bridge
-        .outbound_from_store(
-            store.clone(),
-            NAME,
-            "order.*",
-            checkpoints.clone(),
-            OutboundOptions::default(),
-        )
-        .unwrap();
+    let again = start_outbox();
     assert_eq!(again.metrics().checkpoint, Some(head));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(again.metrics().accepted, 0, "nothing published twice");
@@ -184,7 +143,7 @@ fn the_checkpoint_waits_for_the_server() {
     let Some(mut server) = NatsServer::start_or_skip() else {
         return;
     };
-    let bridge = NatsBridge::builder(server.url()).build().unwrap();
+    let bridge = bridge(&server);
     let store = Arc::new(InMemoryStore::<u64>::new());
     let checkpoints = Arc::new(InMemoryCheckpoints::new());
     append(&*store, "a", vec![event("order.placed", "a", 0)]);
@@ -220,7 +179,7 @@ fn the_checkpoint_waits_for_the_server() {
     assert_eq!(out.metrics().failed, 0);
     out.stop();
     assert_eq!(checkpoints.load(NAME).unwrap(), Some(Position(19)));
-    assert_eq!(stream_ids(&server.url(), "RINGBUS").len(), 20);
+    assert_eq!(stream_ids(&server).len(), 20);
 }
 
 // ---- the kill test -----------------------------------------------------------------
@@ -409,7 +368,7 @@ fn a_publisher_killed_at_random_leaves_every_store_event_once_in_jetstream() {
         FileCheckpoints::open(&cp_dir).unwrap().load(NAME).unwrap(),
         Some(head)
     );
-    let ids = stream_ids(&url, "RINGBUS");
+    let ids = stream_ids(&server);
     let mut count: HashMap<String, usize> = HashMap::new();
     for id in &ids {
         *count.entry(id.clone()).or_default() += 1;
@@ -428,17 +387,17 @@ fn a_publisher_killed_at_random_leaves_every_store_event_once_in_jetstream() {
     // message ids (simulated: the first 200 messages published again under
     // `<id>:replay`); a consumer with `Dedup::Store` keeps each event once in
     // its store and hands it to its bus once.
-    replay_first(&url, "RINGBUS", 200);
+    replay_first(&server, 200);
     let inbox = Arc::new(InMemoryStore::<u64>::new());
     let dedup = StoreDedup::new(inbox.clone(), "inbox").unwrap();
-    let bus = BusBuilder::<u64>::new().build().unwrap();
+    let bus = bus::<u64>();
     let handled: Arc<Mutex<HashMap<EventId, usize>>> = Arc::default();
     let h = handled.clone();
     bus.subscribe(">", move |e: &Event<u64>| {
         *h.lock().unwrap().entry(e.id).or_default() += 1;
     })
     .unwrap();
-    let bridge = NatsBridge::builder(url.clone()).build().unwrap();
+    let bridge = bridge(&server);
     let inbound = bridge
         .inbound(
             &bus,
@@ -485,36 +444,21 @@ fn a_publisher_killed_at_random_leaves_every_store_event_once_in_jetstream() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Publishes the first `n` messages of `stream` again, body and headers as
+/// Publishes the first `n` messages of [`STREAM`] again, body and headers as
 /// they are, under `Nats-Msg-Id: <id>:replay` (a replay the server's
 /// duplicate window no longer catches).
-fn replay_first(url: &str, name: &str, n: usize) {
-    let (url, name) = (url.to_owned(), name.to_owned());
-    block_on(within(25, "replaying", async move {
-        let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
-        for seq in 1..=n as u64 {
-            let m = js
-                .get_stream(&name)
-                .await
-                .expect("the stream")
-                .get_raw_message(seq)
-                .await
-                .expect("a message");
-            let mut headers = async_nats::HeaderMap::new();
-            for (k, values) in m.headers.iter() {
-                for v in values {
-                    headers.append(k.clone(), v.clone());
-                }
-            }
-            let id = headers.get("Nats-Msg-Id").expect("an id").to_string();
-            headers.insert("Nats-Msg-Id", format!("{id}:replay").as_str());
-            let ack = js
-                .publish_with_headers(m.subject.to_string(), headers, m.payload)
-                .await
-                .expect("publish")
-                .await
-                .expect("ack");
-            assert!(!ack.duplicate);
+fn replay_first(server: &NatsServer, n: u64) {
+    let replays = raw_messages(server, STREAM, 1..=n).into_iter().map(|m| {
+        let mut headers = m.headers;
+        let id = headers.get("Nats-Msg-Id").expect("an id").to_string();
+        headers.insert("Nats-Msg-Id", format!("{id}:replay").as_str());
+        Raw {
+            subject: m.subject.to_string(),
+            headers,
+            body: m.payload,
         }
-    }))
+    });
+    for ack in publish(server, replays) {
+        assert!(!ack.duplicate);
+    }
 }
