@@ -5,17 +5,20 @@
 //! (this test binary started again as the child: the other machine).
 #![cfg(feature = "nats")]
 
+#[path = "support/nats_client.rs"]
+mod nats_client;
 #[path = "support/nats.rs"]
 mod nats_support;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nats_client::{acks_settled, bridge, bus, inbound, wait_until};
 use nats_support::NatsServer;
-use ringbus::nats::{ConsumerSpec, InboundOptions, NatsBridge, OutboundOptions};
-use ringbus::{Bus, BusBuilder, Event, EventType, Source};
+use ringbus::nats::{InboundHandle, NatsBridge, OutboundHandle, OutboundOptions};
+use ringbus::{Bus, Event, EventType, Source};
 
 const TYPES: [&str; 3] = ["order.placed", "order.paid", "stock.reserved"];
 const SUBJECTS: u64 = 50;
@@ -35,27 +38,56 @@ fn event(i: u64) -> Event<u64> {
 /// What bus B saw, per subject, in order.
 type Seen = Arc<Mutex<HashMap<String, Vec<u64>>>>;
 
-fn receiving_bus() -> (Bus<u64>, Seen) {
-    let bus = BusBuilder::<u64>::new().build().unwrap();
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    bus.subscribe(">", move |e: &Event<u64>| {
-        let subject = e.subject.as_ref().unwrap().to_string();
-        s.lock().unwrap().entry(subject).or_default().push(e.data);
-    })
-    .unwrap();
-    (bus, seen)
+/// Bus A: a bus and a bridge to `url` taking everything out.
+fn sending_side(url: String) -> (Bus<u64>, NatsBridge, OutboundHandle) {
+    let bus_a = bus();
+    let bridge = NatsBridge::builder(url)
+        .build()
+        .expect("the bridge connects");
+    let out = bridge
+        .outbound(&bus_a, ">", OutboundOptions::default())
+        .unwrap();
+    (bus_a, bridge, out)
 }
 
-fn wait_for(seen: &Seen, n: usize, within: Duration) -> usize {
-    let until = Instant::now() + within;
-    loop {
-        let got: usize = seen.lock().unwrap().values().map(Vec::len).sum();
-        if got >= n || Instant::now() > until {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Publishes events `0..n` on bus A; returns once the server acked each.
+fn publish_all(bus_a: &Bus<u64>, out: &OutboundHandle, n: u64) {
+    let mut p = bus_a.publisher();
+    for i in 0..n {
+        p.publish(event(i)).unwrap();
     }
+    bus_a.flush().unwrap();
+    assert!(
+        out.flush(Duration::from_secs(20)),
+        "every event acked by the server"
+    );
+}
+
+/// Bus B: a bus recording what it sees, fed by the consumer `durable` on
+/// everything.
+fn receiving_side(
+    server: &NatsServer,
+    durable: &str,
+) -> (Bus<u64>, Seen, NatsBridge, InboundHandle) {
+    let bus_b = bus();
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    bus_b
+        .subscribe(">", move |e: &Event<u64>| {
+            let subject = e.subject.as_ref().unwrap().to_string();
+            s.lock().unwrap().entry(subject).or_default().push(e.data);
+        })
+        .unwrap();
+    let bridge_b = bridge(server);
+    let inbound = inbound(&bridge_b, &bus_b, durable, ">");
+    (bus_b, seen, bridge_b, inbound)
+}
+
+/// Waits (at most 20 s) until bus B saw `n` events; fails if it saw more.
+fn wait_for(seen: &Seen, n: u64) {
+    let count = || seen.lock().unwrap().values().map(Vec::len).sum::<usize>() as u64;
+    wait_until(20, "every event on bus B", || count() >= n);
+    assert_eq!(count(), n);
 }
 
 /// Every event 0..n once, ascending per subject.
@@ -72,65 +104,25 @@ fn check(seen: &Seen, n: u64) {
     }
 }
 
-/// The consumer's `num_ack_pending` and `num_redelivered`, read raw.
-fn consumer_counts(url: &str, stream: &str, durable: &str) -> (usize, usize) {
-    let (url, stream, durable) = (url.to_owned(), stream.to_owned(), durable.to_owned());
-    nats_support::block_on(async move {
-        let client = async_nats::connect(url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-            js.get_consumer_from_stream(durable, stream).await.unwrap();
-        let info = consumer.info().await.unwrap();
-        (info.num_ack_pending, info.num_redelivered)
-    })
-}
-
-fn publish_all(bus: &Bus<u64>, n: u64) {
-    let mut p = bus.publisher();
-    for i in 0..n {
-        p.publish(event(i)).unwrap();
-    }
-}
-
 #[test]
 fn one_process_round_trip() {
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     const N: u64 = 10_000;
-    let bus_a = BusBuilder::<u64>::new().build().unwrap();
-    let bridge_a = NatsBridge::builder(server.url()).build().unwrap();
-    let out = bridge_a
-        .outbound(&bus_a, ">", OutboundOptions::default())
-        .unwrap();
+    let (bus_a, bridge_a, out) = sending_side(server.url());
+    let (bus_b, seen, bridge_b, _inbound) = receiving_side(&server, "bus-b");
 
-    let (bus_b, seen) = receiving_bus();
-    let bridge_b = NatsBridge::builder(server.url()).build().unwrap();
-    let _inbound = bridge_b
-        .inbound(
-            &bus_b,
-            ConsumerSpec::new("bus-b", [">"]),
-            InboundOptions::default(),
-        )
-        .unwrap();
-
-    publish_all(&bus_a, N);
-    bus_a.flush().unwrap();
-    assert!(
-        out.flush(Duration::from_secs(20)),
-        "every event acked by the server"
-    );
-    let got = wait_for(&seen, N as usize, Duration::from_secs(20));
-    assert_eq!(got, N as usize);
+    publish_all(&bus_a, &out, N);
+    wait_for(&seen, N);
     bus_b.flush().unwrap();
     // Acks are sent after the handlers finish: give the last ones a moment.
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut counts = consumer_counts(&server.url(), "RINGBUS", "bus-b");
-    while counts.0 != 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50));
-        counts = consumer_counts(&server.url(), "RINGBUS", "bus-b");
-    }
-    assert_eq!(counts, (0, 0), "(num_ack_pending, num_redelivered)");
+    let info = acks_settled(&server, "bus-b");
+    assert_eq!(
+        (info.num_ack_pending, info.num_redelivered),
+        (0, 0),
+        "(num_ack_pending, num_redelivered)"
+    );
     check(&seen, N);
 
     let report = bridge_b.shutdown();
@@ -146,14 +138,8 @@ fn two_processes_round_trip() {
     const N: u64 = 5_000;
     if let Ok(url) = std::env::var(CHILD_URL) {
         // The other machine: bus A and its outbound bridge.
-        let bus_a = BusBuilder::<u64>::new().build().unwrap();
-        let bridge = NatsBridge::builder(url).build().unwrap();
-        let out = bridge
-            .outbound(&bus_a, ">", OutboundOptions::default())
-            .unwrap();
-        publish_all(&bus_a, N);
-        bus_a.flush().unwrap();
-        assert!(out.flush(Duration::from_secs(20)));
+        let (bus_a, bridge, out) = sending_side(url);
+        publish_all(&bus_a, &out, N);
         assert!(bridge.shutdown().is_clean());
         bus_a.shutdown().unwrap();
         return;
@@ -161,15 +147,7 @@ fn two_processes_round_trip() {
     let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
-    let (bus_b, seen) = receiving_bus();
-    let bridge_b = NatsBridge::builder(server.url()).build().unwrap();
-    let _inbound = bridge_b
-        .inbound(
-            &bus_b,
-            ConsumerSpec::new("proc-b", [">"]),
-            InboundOptions::default(),
-        )
-        .unwrap();
+    let (bus_b, seen, bridge_b, _inbound) = receiving_side(&server, "proc-b");
     let status = Command::new(std::env::current_exe().unwrap())
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_URL, server.url())
@@ -177,8 +155,7 @@ fn two_processes_round_trip() {
         .status()
         .unwrap();
     assert!(status.success(), "the publishing process failed");
-    let got = wait_for(&seen, N as usize, Duration::from_secs(20));
-    assert_eq!(got, N as usize);
+    wait_for(&seen, N);
     check(&seen, N);
     assert!(bridge_b.shutdown().is_clean());
     bus_b.shutdown().unwrap();
