@@ -21,8 +21,8 @@ use nats_client::{
 };
 use nats_support::NatsServer;
 use ringbus::nats::{
-    BridgeError, ConsumerSpec, DeadLetterReason, InboundOptions, DLQ_CONSUMER, DLQ_DELIVERIES,
-    DLQ_ERROR, DLQ_REASON, DLQ_STREAM_SEQ,
+    BridgeError, ConsumerSpec, DeadLetterReason, InboundOptions, NatsBridge, DLQ_CONSUMER,
+    DLQ_DELIVERIES, DLQ_ERROR, DLQ_REASON, DLQ_STREAM_SEQ,
 };
 use ringbus::resilience::RetryPolicy;
 use ringbus::{Bus, Event, EventId, EventType, HandlerError, Source};
@@ -61,6 +61,27 @@ fn short_lived(durable: &str) -> ConsumerSpec {
     spec.max_attempts = 1; // max_deliver 2
     spec.ack_wait = Duration::from_secs(1);
     spec
+}
+
+/// A bus that counts what reaches it, and the consumer `durable`
+/// ([`short_lived`]) as the bridge makes it; then `e` is published and taken
+/// `deliveries` times by a raw client that never acks ([`deliver_unacked`]).
+fn unacked_deliveries(
+    server: &NatsServer,
+    bridge: &NatsBridge,
+    durable: &str,
+    e: &Event<Value>,
+    deliveries: i64,
+) -> (Bus<Value>, Arc<AtomicUsize>) {
+    let (b, handled) = counting_bus();
+    // The consumer, as the bridge makes it; no message yet.
+    bridge
+        .inbound(&b, short_lived(durable), InboundOptions::default())
+        .unwrap()
+        .stop();
+    publish_events(server, [e]);
+    deliver_unacked(server, durable, deliveries);
+    (b, handled)
 }
 
 /// Takes `deliveries` deliveries from `durable` with a raw client and drops each
@@ -184,17 +205,9 @@ fn the_max_deliveries_advisory_is_dead_lettered() {
         return;
     };
     let bridge = bridge(&server);
-    let (b, handled) = counting_bus();
-    // The consumer, as the bridge makes it; no message yet.
-    bridge
-        .inbound(&b, short_lived("backstop"), InboundOptions::default())
-        .unwrap()
-        .stop();
     let lost = event("job.lost", 1);
-    publish_events(&server, [&lost]);
-
     // Two deliveries, neither acked: each expires after ack_wait.
-    deliver_unacked(&server, "backstop", 2);
+    let (b, handled) = unacked_deliveries(&server, &bridge, "backstop", &lost, 2);
     // Let the second delivery's ack wait run out.
     std::thread::sleep(Duration::from_millis(1_200));
 
@@ -225,14 +238,8 @@ fn a_delivery_past_max_attempts_is_dead_lettered() {
         return;
     };
     let bridge = bridge(&server);
-    let (b, handled) = counting_bus();
-    bridge
-        .inbound(&b, short_lived("past"), InboundOptions::default())
-        .unwrap()
-        .stop();
     let e = event("job.late", 1);
-    publish_events(&server, [&e]);
-    deliver_unacked(&server, "past", 1);
+    let (b, handled) = unacked_deliveries(&server, &bridge, "past", &e, 1);
     let h = bridge
         .inbound(&b, short_lived("past"), InboundOptions::default())
         .unwrap();

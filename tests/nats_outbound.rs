@@ -32,9 +32,11 @@ fn event(ty: &str, subject: &str, n: u64) -> Event<u64> {
     Event::new(EventType::new(ty), Source::new("shop"), n).with_subject(subject)
 }
 
-/// The default options, but retrying every `every` without end.
-fn retry_every(every: Duration) -> OutboundOptions {
+/// Options that retry every `every` without end, each publish waiting at most
+/// `publish_timeout` for its ack.
+fn retrying(publish_timeout: Duration, every: Duration) -> OutboundOptions {
     OutboundOptions {
+        publish_timeout,
         retry: RetryPolicy::fixed(every, u32::MAX),
         ..OutboundOptions::default()
     }
@@ -51,6 +53,17 @@ fn outbound(
     let bus = bus();
     let out = bridge.outbound(&bus, pattern, options).expect("outbound");
     (bridge, bus, out)
+}
+
+/// The bridge's stream as the bridge would make it (name and subjects), the
+/// rest at the server's defaults: what the tests change before the bridge
+/// starts.
+fn bridge_stream() -> stream::Config {
+    stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["rb.ev.>".into()],
+        ..Default::default()
+    }
 }
 
 /// Creates the stream `config` before any bridge does.
@@ -268,8 +281,7 @@ fn a_full_queue_holds_events_in_the_bus_without_loss_or_reordering() {
         OutboundOptions {
             max_in_flight: 1,
             queue: 2,
-            publish_timeout: Duration::from_millis(500),
-            ..retry_every(Duration::from_millis(100))
+            ..retrying(Duration::from_millis(500), Duration::from_millis(100))
         },
     );
     server.kill();
@@ -315,10 +327,8 @@ fn a_stream_with_other_settings_is_a_mismatch() {
     create_stream(
         &server,
         stream::Config {
-            name: STREAM.into(),
-            subjects: vec!["rb.ev.>".into()],
             duplicate_window: Duration::from_secs(30),
-            ..Default::default()
+            ..bridge_stream()
         },
     );
     match NatsBridge::builder(server.url()).build() {
@@ -343,10 +353,7 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     let (_bridge, bus, out) = outbound(
         &server,
         ">",
-        OutboundOptions {
-            publish_timeout: Duration::from_secs(1),
-            ..retry_every(Duration::from_millis(200))
-        },
+        retrying(Duration::from_secs(1), Duration::from_millis(200)),
     );
     const N: u64 = 20_000;
     let publisher = {
@@ -434,10 +441,7 @@ fn stop_reports_the_events_not_acked() {
     let (bridge, bus, out) = outbound(
         &server,
         ">",
-        OutboundOptions {
-            publish_timeout: Duration::from_millis(300),
-            ..retry_every(Duration::from_millis(50))
-        },
+        retrying(Duration::from_millis(300), Duration::from_millis(50)),
     );
     server.kill();
     let mut p = bus.publisher();
@@ -558,17 +562,22 @@ fn a_retried_event_holds_its_subject_and_only_its_subject() {
     create_stream(
         &server,
         stream::Config {
-            name: STREAM.into(),
-            subjects: vec!["rb.ev.>".into()],
             duplicate_window: Duration::from_secs(120),
             max_message_size: 300,
-            ..Default::default()
+            ..bridge_stream()
         },
     );
     let bridge = bridge(&server);
     let bus = bus::<String>();
     let out = bridge
-        .outbound(&bus, ">", retry_every(Duration::from_millis(50)))
+        .outbound(
+            &bus,
+            ">",
+            OutboundOptions {
+                retry: RetryPolicy::fixed(Duration::from_millis(50), u32::MAX),
+                ..OutboundOptions::default()
+            },
+        )
         .unwrap();
     let ty = EventType::new("order.placed");
     let ev = |subject: &str, data: String| {
