@@ -4,12 +4,15 @@
 //! metrics and report before anything runs.
 #![cfg(feature = "nats")]
 
+#[path = "support/nats_client.rs"]
+mod nats_client;
 #[path = "support/nats.rs"]
 mod nats_support;
 
 use std::time::Duration;
 
-use nats_support::{block_on, NatsServer};
+use nats_client::with_jetstream;
+use nats_support::NatsServer;
 use ringbus::nats::{async_nats, BridgeError, NatsBridge, Storage, StreamSpec};
 
 #[test]
@@ -59,9 +62,7 @@ fn build_creates_both_streams_and_checks_them_next_time() {
         .unwrap();
     assert_eq!(bridge.server_version().to_string(), server.version());
     assert_eq!(bridge.subject_prefix(), "shop");
-    let url = server.url();
-    let streams = block_on(async move {
-        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let streams = with_jetstream(&server, 10, "the streams' settings", |js| async move {
         let mut out = Vec::new();
         for name in ["ORDERS", "ORDERS_DLQ"] {
             let mut s = js.get_stream(name).await.unwrap();
