@@ -1,8 +1,8 @@
 //! What the NATS bridge's tests share besides the server: a bridge, a bus and a
-//! consumer with the settings the tests start from, a raw async-nats client for what the tests
-//! publish and read back behind the bridge's back (frames as the outbound side
-//! publishes them, consumer info, the stream in order, raw messages by sequence),
-//! and [`wait_until`].
+//! consumer with the settings the tests start from; a raw async-nats client for
+//! what the tests publish and read back behind the bridge's back (frames as the
+//! outbound side publishes them, consumer info, the stream in order, raw
+//! messages by sequence); and [`wait_until`].
 //!
 //! Included by path next to the harness, whose `block_on` and `within` it uses as
 //! `crate::nats_support`:
