@@ -521,6 +521,7 @@ where
         stop: None,
         unacked: Vec::new(),
         rng: seed(),
+        bus_closed: false,
     };
     core.rt.spawn(worker.run(from_all));
 

@@ -183,9 +183,21 @@ pub(super) struct Worker {
     /// What the stop NAK'd or could not settle.
     pub(super) unacked: Vec<Unacked>,
     pub(super) rng: u64,
+    /// The bus refused a publish because it is shut down: every message not
+    /// yet on it is NAK'd for that reason.
+    pub(super) bus_closed: bool,
 }
 
 impl Worker {
+    /// Why a message that never reached the bus is NAK'd.
+    fn not_on_bus(&self) -> &'static str {
+        if self.bus_closed {
+            "NAK'd: the bus is shut down"
+        } else {
+            "NAK'd at shutdown: not yet on the bus"
+        }
+    }
+
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Ev>) {
         while let Some(ev) = rx.recv().await {
             match ev {
@@ -212,14 +224,12 @@ impl Worker {
                         .await;
                 }
                 Ev::NotPublished { token, closed } => {
-                    let state = if closed {
+                    if closed {
                         // The bus is gone: nothing more can be delivered.
+                        self.bus_closed = true;
                         self.stop_pulling();
-                        "NAK'd: the bus is shut down"
-                    } else {
-                        "NAK'd at shutdown: not yet on the bus"
-                    };
-                    self.nak_now(token, state).await;
+                    }
+                    self.nak_now(token, self.not_on_bus()).await;
                 }
                 Ev::Settled { token, how } => self.on_settled(token, how).await,
                 Ev::Tick => self.progress().await,
@@ -291,8 +301,7 @@ impl Worker {
         };
         self.in_flight.insert(token, entry);
         if self.stop.is_some() {
-            self.nak_now(token, "NAK'd at shutdown: not yet on the bus")
-                .await;
+            self.nak_now(token, self.not_on_bus()).await;
             return;
         }
         if delivered > self.max_attempts {
@@ -695,7 +704,7 @@ impl Worker {
             let state = if self.in_flight[&token].fed {
                 "NAK'd at shutdown: handlers unfinished"
             } else {
-                "NAK'd at shutdown: not yet on the bus"
+                self.not_on_bus()
             };
             self.nak_now(token, state).await;
         }
