@@ -355,6 +355,12 @@ pub fn own_report(quick: bool) -> Res<()> {
     let bench = bridge::Bench::new(&raw);
     let mut runs = raw_runs(&raw, sizes);
     runs.extend(bridge::bridge_runs(&bench, bsizes));
+    // For profiling one workload: `RINGBUS_NATS_ROWS=N2,R4` runs only those rows.
+    let only = std::env::var("RINGBUS_NATS_ROWS").ok();
+    if let Some(only) = &only {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        runs.retain(|r| names.contains(&r.label.split_whitespace().next().unwrap_or("")));
+    }
     let values = interleave("nats", rounds, &mut runs)?;
     let load_after = load_average();
 
@@ -403,6 +409,10 @@ pub fn own_report(quick: bool) -> Res<()> {
         );
     }
 
+    if let Some(only) = only {
+        println!("\n  rows limited to {only} (RINGBUS_NATS_ROWS): no targets");
+        return Ok(());
+    }
     let median = |name: &str| spread(&values[row(&runs, name)]).median;
     // The per-round ratios of `name` to `anchor`: min and max.
     let per_round = |name: &str, anchor: &dyn Fn(usize) -> f64| {
@@ -431,6 +441,23 @@ pub fn own_report(quick: bool) -> Res<()> {
             fmt_rate(s1),
             fmt_rate(n1),
             verdict(ratio >= 0.8)
+        );
+        let phases = bench.outbox_phases();
+        let appending = spread(&phases.iter().map(|p| p.append_rate).collect::<Vec<_>>());
+        let drain = spread(
+            &phases
+                .iter()
+                .map(|p| p.drain.as_secs_f64() * 1e3)
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "      while the outbox published, the appenders made {} ({:.2}× S1 alone); the last \
+             ack came {:.1} ms [{:.1}–{:.1}] after they stopped",
+            fmt_rate(appending.median),
+            appending.median / s1,
+            drain.median,
+            drain.min,
+            drain.max
         );
     }
     {

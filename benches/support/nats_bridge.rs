@@ -112,6 +112,16 @@ pub struct Bench<'a> {
     maker: Maker,
     store_base: PathBuf,
     latencies: RefCell<Vec<Histogram<u64>>>,
+    outbox_phases: RefCell<Vec<OutboxPhases>>,
+}
+
+/// Where an N5 run's time went.
+#[derive(Copy, Clone, Debug)]
+pub struct OutboxPhases {
+    /// Events appended per second while the outbox ran (S1 measures it without).
+    pub append_rate: f64,
+    /// From the appenders' end until the checkpoint reached the head.
+    pub drain: Duration,
 }
 
 /// Waits for `done` (polled every 100 µs) for at most [`TIMEOUT`]; the error says
@@ -173,12 +183,18 @@ impl<'a> Bench<'a> {
             maker: Maker::new(),
             store_base: std::env::temp_dir(),
             latencies: RefCell::new(Vec::new()),
+            outbox_phases: RefCell::new(Vec::new()),
         }
     }
 
     /// N3's histograms so far, one per round.
     pub fn latencies(&self) -> Vec<Histogram<u64>> {
         self.latencies.borrow().clone()
+    }
+
+    /// N5's phases so far, one per round.
+    pub fn outbox_phases(&self) -> Vec<OutboxPhases> {
+        self.outbox_phases.borrow().clone()
     }
 
     /// Deletes the bridge's streams (the next bridge creates them empty).
@@ -477,6 +493,7 @@ impl<'a> Bench<'a> {
         let t = Instant::now();
         appends(&*store, &self.maker, APPENDERS, 1, window)?;
         let total = store.head().map_or(0, |p| p.0 + 1);
+        let appended_in = t.elapsed();
         if total == 0 {
             return Err("nothing appended".into());
         }
@@ -485,7 +502,12 @@ impl<'a> Bench<'a> {
             || out.metrics().checkpoint == Some(total - 1),
             || format!("{total} appended, {:?}", out.metrics()),
         )?;
-        let rate = total as f64 / t.elapsed().as_secs_f64();
+        let took = t.elapsed();
+        let rate = total as f64 / took.as_secs_f64();
+        self.outbox_phases.borrow_mut().push(OutboxPhases {
+            append_rate: total as f64 / appended_in.as_secs_f64(),
+            drain: took - appended_in,
+        });
         let m = out.metrics();
         expect_eq("outbox accepted", m.accepted, total)?;
         expect_eq("outbox published", m.published, total)?;
