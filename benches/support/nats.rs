@@ -409,6 +409,22 @@ pub fn own_report(quick: bool) -> Res<()> {
         );
     }
 
+    let cpu: Vec<String> = ["N1", "N2", "N4", "N6"]
+        .iter()
+        .filter_map(|row| {
+            let v = bench.cpu_per_event(row);
+            (!v.is_empty()).then(|| {
+                let s = spread(&v);
+                format!("{row} {:.2} µs [{:.2}–{:.2}]", s.median, s.min, s.max)
+            })
+        })
+        .collect();
+    if !cpu.is_empty() {
+        println!(
+            "  CPU time of the bridge's threads (runtime, feeder, bus dispatchers) per event: {}",
+            cpu.join(", ")
+        );
+    }
     if let Some(only) = only {
         println!("\n  rows limited to {only} (RINGBUS_NATS_ROWS): no targets");
         return Ok(());

@@ -113,6 +113,8 @@ pub struct Bench<'a> {
     store_base: PathBuf,
     latencies: RefCell<Vec<Histogram<u64>>>,
     outbox_phases: RefCell<Vec<OutboxPhases>>,
+    /// Per row: the bridge threads' CPU time per event of each run, µs.
+    cpu: RefCell<Vec<(&'static str, f64)>>,
 }
 
 /// Where an N5 run's time went.
@@ -136,6 +138,36 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool, state: impl Fn() -> St
     }
     Ok(())
 }
+
+/// CPU time so far of this process's live threads whose name starts with one of
+/// `prefixes` (Linux `/proc/self/task/*/schedstat`, nanoseconds; 0 elsewhere).
+pub fn threads_cpu_ns(prefixes: &[&str]) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if prefixes.iter().any(|p| comm.starts_with(p)) {
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// The bridge's own threads: its runtime, the inbound feeder, the outbox reader,
+/// and the buses' dispatchers (where the outbound handler runs).
+const BRIDGE_THREADS: [&str; 4] = [
+    "ringbus-nats",
+    "ringbus-dispatc",
+    "ringbus-outbox",
+    "ringbus-nats-in",
+];
 
 /// `Err` naming `what` unless `got == want`.
 fn expect_eq(what: &str, got: u64, want: u64) -> Res<()> {
@@ -184,12 +216,33 @@ impl<'a> Bench<'a> {
             store_base: std::env::temp_dir(),
             latencies: RefCell::new(Vec::new()),
             outbox_phases: RefCell::new(Vec::new()),
+            cpu: RefCell::new(Vec::new()),
         }
     }
 
     /// N3's histograms so far, one per round.
     pub fn latencies(&self) -> Vec<Histogram<u64>> {
         self.latencies.borrow().clone()
+    }
+
+    /// Records a run's bridge CPU: `ns` over `n` events. Only the threads of
+    /// this run's bridge and bus are alive then (earlier ones were shut down).
+    fn record_cpu(&self, row: &'static str, ns: u64, n: u64) {
+        if ns > 0 {
+            self.cpu
+                .borrow_mut()
+                .push((row, ns as f64 / 1e3 / n as f64));
+        }
+    }
+
+    /// The bridge threads' CPU per event of `row`'s runs, µs.
+    pub fn cpu_per_event(&self, row: &str) -> Vec<f64> {
+        self.cpu
+            .borrow()
+            .iter()
+            .filter(|(r, _)| *r == row)
+            .map(|(_, v)| *v)
+            .collect()
     }
 
     /// N5's phases so far, one per round.
@@ -311,6 +364,7 @@ impl<'a> Bench<'a> {
         bus.flush().map_err(err("Bus::flush"))?;
         let flushed = out.flush(TIMEOUT);
         let rate = n as f64 / t.elapsed().as_secs_f64();
+        let cpu = threads_cpu_ns(&BRIDGE_THREADS);
         let m = out.metrics();
         if !flushed {
             return Err(format!("OutboundHandle::flush failed: {m:?}"));
@@ -320,6 +374,7 @@ impl<'a> Bench<'a> {
         expect_eq("outbound duplicates", m.duplicates, 0)?;
         expect_eq("outbound failed", m.failed, 0)?;
         expect_eq("messages in the stream", self.stream_messages()?, n)?;
+        self.record_cpu("N1", cpu, n);
         drop(p);
         shut(bridge)?;
         bus.shutdown().map_err(err("Bus::shutdown"))?;
@@ -330,7 +385,7 @@ impl<'a> Bench<'a> {
     /// with `options` feeding a bus with one no-op handler (it counts): events/s
     /// from the `inbound()` call until every event was handled and the consumer's
     /// info shows every message acked (ack floor `n`, nothing pending).
-    pub fn inbound(&self, n: u64, options: InboundOptions) -> Res<f64> {
+    pub fn inbound(&self, row: &'static str, n: u64, options: InboundOptions) -> Res<f64> {
         let bridge = self.fresh_bridge()?;
         self.prepublish(n)?;
         let bus = bus()?;
@@ -358,9 +413,11 @@ impl<'a> Bench<'a> {
         )?;
         self.wait_ack_floor(durable, n)?;
         let rate = n as f64 / t.elapsed().as_secs_f64();
+        let cpu = threads_cpu_ns(&BRIDGE_THREADS);
         bus.flush().map_err(err("Bus::flush"))?;
         expect_eq("events handled", handled.load(AtomicOrdering::Relaxed), n)?;
         check_inbound(&inbound, n)?;
+        self.record_cpu(row, cpu, n);
         let report = inbound.stop();
         if !report.unacked.is_empty() {
             return Err(format!("the inbound's stop left messages: {report:?}"));
@@ -558,7 +615,7 @@ pub fn bridge_runs<'b>(bench: &'b Bench<'_>, s: BridgeSizes) -> Vec<Run<'b>> {
         ),
         run(
             "N2  bridge inbound  JetStream → bus → no-op → ack",
-            move || bench.inbound(s.inbound, InboundOptions::default()),
+            move || bench.inbound("N2", s.inbound, InboundOptions::default()),
         ),
         run(
             format!("N3  bridge round trip  bus A → bus B, paced {PACE}/s"),
@@ -566,6 +623,7 @@ pub fn bridge_runs<'b>(bench: &'b Bench<'_>, s: BridgeSizes) -> Vec<Run<'b>> {
         ),
         run("N4  bridge inbound  Ordering::Strict", move || {
             bench.inbound(
+                "N4",
                 s.strict,
                 InboundOptions {
                     ordering: Ordering::Strict,
@@ -579,6 +637,7 @@ pub fn bridge_runs<'b>(bench: &'b Bench<'_>, s: BridgeSizes) -> Vec<Run<'b>> {
         ),
         run("N6  bridge inbound  AckMode::DoubleAck", move || {
             bench.inbound(
+                "N6",
                 s.double_ack,
                 InboundOptions {
                     ack: AckMode::DoubleAck,
