@@ -52,11 +52,14 @@ impl<P: DeserializeOwned + Clone + Send + Sync + 'static> Feeder<P> {
     /// hears from the delivery's `on_done`).
     fn feed(&mut self, feed: Feed) -> Option<Ev> {
         let token = feed.token;
-        let event =
-            match wire::decode::<P>(feed.headers.as_ref(), &feed.body, self.upcasters.as_deref()) {
-                Ok(event) => event,
-                Err(error) => return Some(Ev::Undecodable { token, error }),
-            };
+        let event = match wire::decode::<P>(
+            feed.headers.as_deref(),
+            &feed.body,
+            self.upcasters.as_deref(),
+        ) {
+            Ok(event) => event,
+            Err(error) => return Some(Ev::Undecodable { token, error }),
+        };
         // On the bus first, then the window: the worker puts a completed id
         // into the window before it takes it off the bus, so one of the two
         // sees it.

@@ -511,7 +511,7 @@ where
         to_feeder: Some(to_feeder),
         window,
         retried_here,
-        in_flight: HashMap::new(),
+        in_flight: HashMap::default(),
         on_bus: on_bus.clone(),
         followers: HashMap::new(),
         next_token: 0,

@@ -91,7 +91,9 @@ pub(super) enum Settled {
 /// What the feeder is handed per message.
 pub(super) struct Feed {
     pub(super) token: u64,
-    pub(super) headers: Option<HeaderMap>,
+    /// Shared with the message's [`InFlight`] entry (one allocation, not a
+    /// copy of the map per message).
+    pub(super) headers: Option<Arc<HeaderMap>>,
     pub(super) body: Bytes,
 }
 
@@ -99,10 +101,11 @@ pub(super) struct Feed {
 pub(super) struct InFlight {
     acker: Arc<Acker>,
     event_id: Option<EventId>,
-    subject: String,
+    /// Made into text only for a dead letter or a report.
+    subject: async_nats::Subject,
     stream_seq: u64,
     delivered: u64,
-    headers: Option<HeaderMap>,
+    headers: Option<Arc<HeaderMap>>,
     body: Bytes,
     /// When it was delivered or last got progress.
     touched: Instant,
@@ -167,7 +170,7 @@ pub(super) struct Worker {
     pub(super) to_feeder: Option<std_mpsc::Sender<Feed>>,
     pub(super) window: Option<Arc<Mutex<Window>>>,
     pub(super) retried_here: Arc<Mutex<HashSet<EventId>>>,
-    pub(super) in_flight: HashMap<u64, InFlight>,
+    pub(super) in_flight: HashMap<u64, InFlight, ahash::RandomState>,
     /// With dedup: the delivery of each event id now on the bus (shared
     /// with the feeder).
     pub(super) on_bus: Option<Arc<Mutex<HashMap<EventId, u64>>>>,
@@ -277,13 +280,14 @@ impl Worker {
             .map(EventId::from_uuid);
         let token = self.next_token;
         self.next_token += 1;
+        let headers = m.headers.map(Arc::new);
         let entry = InFlight {
             acker: Arc::new(acker),
             event_id,
-            subject: m.subject.to_string(),
+            subject: m.subject,
             stream_seq,
             delivered,
-            headers: m.headers.clone(),
+            headers: headers.clone(),
             body: m.payload.clone(),
             touched: Instant::now(),
             fed: false,
@@ -307,7 +311,7 @@ impl Worker {
         }
         let feed = Feed {
             token,
-            headers: m.headers,
+            headers,
             body: m.payload,
         };
         self.feed(token, feed).await;
@@ -521,8 +525,8 @@ impl Worker {
             deliveries: e.delivered,
             stream_seq: e.stream_seq,
             event_id: e.event_id,
-            subject: e.subject.clone(),
-            headers: e.headers.clone(),
+            subject: e.subject.to_string(),
+            headers: e.headers.as_deref().cloned(),
             body: e.body.clone(),
         };
         let acker = e.acker.clone();
@@ -724,7 +728,7 @@ impl Worker {
 fn unacked(e: &InFlight, state: &str) -> Unacked {
     Unacked {
         event_id: e.event_id,
-        subject: e.subject.clone(),
+        subject: e.subject.to_string(),
         stream_sequence: Some(e.stream_seq),
         state: state.to_owned(),
     }
