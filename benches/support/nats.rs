@@ -16,6 +16,9 @@
 #[path = "../../tests/support/nats.rs"]
 mod server;
 
+#[path = "nats_bridge.rs"]
+mod bridge;
+
 use std::collections::VecDeque;
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -316,29 +319,58 @@ pub fn raw_runs(raw: &RawNats, sizes: Sizes) -> Vec<Run<'_>> {
     runs
 }
 
-/// `--scenario nats`: starts a server, runs every row in interleaved rounds and prints
-/// a table, one row per system and workload: median [min – max] events/s.
+/// A row's index by its name (the label's first token: `R2`, `N1`, `S1`).
+fn row(runs: &[Run<'_>], name: &str) -> usize {
+    runs.iter()
+        .position(|r| r.label.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name}"))
+}
+
+/// `met`, or `**missed**` (markdown bold: the report is pasted into BENCHMARKS.md).
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// `--scenario nats`: starts a server, runs every row — raw R1–R5, the bridge's
+/// N1–N6 and the store's S1 — in interleaved rounds and prints a table, one row per
+/// system and workload: median [min – max] events/s; then each bridge row against
+/// its anchor (ratio of the medians, and the range of the per-round ratios) and the
+/// issue's target, and N3's latency percentiles.
 pub fn own_report(quick: bool) -> Res<()> {
     let (sizes, rounds) = if quick {
         (Sizes::QUICK, 3)
     } else {
         (Sizes::FULL, 5)
     };
+    let bsizes = bridge::BridgeSizes::for_raw(sizes, quick);
     let load_before = load_average();
+    let started = Instant::now();
     let raw = RawNats::start()?;
     let version = raw.version();
     eprintln!("[nats] nats-server {version} at {}", raw.url());
-    // The bridge's rows (N1–N6) join these, to be measured in the same rounds.
+    let bench = bridge::Bench::new(&raw);
     let mut runs = raw_runs(&raw, sizes);
+    runs.extend(bridge::bridge_runs(&bench, bsizes));
+    // For profiling one workload: `RINGBUS_NATS_ROWS=N2,R4` runs only those rows.
+    let only = std::env::var("RINGBUS_NATS_ROWS").ok();
+    if let Some(only) = &only {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        runs.retain(|r| names.contains(&r.label.split_whitespace().next().unwrap_or("")));
+    }
     let values = interleave("nats", rounds, &mut runs)?;
     let load_after = load_average();
 
     println!(
-        "nats — commit {}, {} cores; load (1-min average) {} before, {} after",
+        "nats — commit {}, {} cores; load (1-min average) {} before, {} after; {:.0} s",
         commit(),
         cores(),
         show_load(load_before),
-        show_load(load_after)
+        show_load(load_after),
+        started.elapsed().as_secs_f64()
     );
     println!(
         "nats-server {version} started by this run (-js, store in {}); async-nats 0.51, tokio \
@@ -350,8 +382,24 @@ pub fn own_report(quick: bool) -> Res<()> {
         "  per run: {} (R1), {} (R2, R3), {} (R4), {} (R5) messages",
         sizes.publish_each, sizes.publish_window, sizes.pull_ack, sizes.pull_double_ack
     );
-    for (r, v) in runs.iter().zip(values) {
-        let s = spread(&v);
+    println!(
+        "  bridge: Event<{{t: u64, pad: String}}> as a {}-byte codec frame (raw rows: {PAYLOAD_BYTES}-byte \
+         payload) + Nats-Msg-Id + Content-Type; default options; per run {} (N1), {} (N2), \
+         {} + {} warm-up (N3), {} (N4), {} (N6) events; S1 and N5: {} appenders for {} ms, \
+         {}-byte store events",
+        bench.frames.frame_len(),
+        bsizes.outbound,
+        bsizes.inbound,
+        bsizes.round_trip,
+        bridge::WARM_UP,
+        bsizes.strict,
+        bsizes.double_ack,
+        bridge::APPENDERS,
+        bsizes.append_window.as_millis(),
+        crate::store::EVENT_BYTES,
+    );
+    for (r, v) in runs.iter().zip(&values) {
+        let s = spread(v);
         println!(
             "  {:<58} {:>11}  [{} – {}]",
             r.label,
@@ -360,5 +408,114 @@ pub fn own_report(quick: bool) -> Res<()> {
             fmt_rate(s.max)
         );
     }
+
+    let cpu: Vec<String> = ["N1", "N2", "N4", "N6"]
+        .iter()
+        .filter_map(|row| {
+            let v = bench.cpu_per_event(row);
+            (!v.is_empty()).then(|| {
+                let s = spread(&v);
+                format!("{row} {:.2} µs [{:.2}–{:.2}]", s.median, s.min, s.max)
+            })
+        })
+        .collect();
+    if !cpu.is_empty() {
+        println!(
+            "  CPU time of the bridge's threads (runtime, feeder, bus dispatchers) per event: {}",
+            cpu.join(", ")
+        );
+    }
+    if let Some(only) = only {
+        println!("\n  rows limited to {only} (RINGBUS_NATS_ROWS): no targets");
+        return Ok(());
+    }
+    let median = |name: &str| spread(&values[row(&runs, name)]).median;
+    // The per-round ratios of `name` to `anchor`: min and max.
+    let per_round = |name: &str, anchor: &dyn Fn(usize) -> f64| {
+        let v = &values[row(&runs, name)];
+        let r: Vec<f64> = (0..v.len()).map(|k| v[k] / anchor(k)).collect();
+        let s = spread(&r);
+        (s.min, s.max)
+    };
+    let at = |name: &str, k: usize| values[row(&runs, name)][k];
+    println!("\n  targets (ratio of the medians; per-round ratios in brackets):");
+    for (name, anchor, target) in [("N1", "R2", 0.8), ("N2", "R4", 0.7)] {
+        let ratio = median(name) / median(anchor);
+        let (lo, hi) = per_round(name, &|k| at(anchor, k));
+        println!(
+            "  {name}  {ratio:.2}× {anchor}  [{lo:.2}–{hi:.2}]   target ≥ {target}× {anchor}   {}",
+            verdict(ratio >= target)
+        );
+    }
+    {
+        let s1 = median("S1");
+        let n1 = median("N1");
+        let ratio = median("N5") / s1.min(n1);
+        let (lo, hi) = per_round("N5", &|k| at("S1", k).min(at("N1", k)));
+        println!(
+            "  N5  {ratio:.2}× min(S1 {}, N1 {})  [{lo:.2}–{hi:.2}]   target ≥ 0.8×   {}",
+            fmt_rate(s1),
+            fmt_rate(n1),
+            verdict(ratio >= 0.8)
+        );
+        let phases = bench.outbox_phases();
+        let appending = spread(&phases.iter().map(|p| p.append_rate).collect::<Vec<_>>());
+        let drain = spread(
+            &phases
+                .iter()
+                .map(|p| p.drain.as_secs_f64() * 1e3)
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "      while the outbox published, the appenders made {} ({:.2}× S1 alone); the last \
+             ack came {:.1} ms [{:.1}–{:.1}] after they stopped",
+            fmt_rate(appending.median),
+            appending.median / s1,
+            drain.median,
+            drain.min,
+            drain.max
+        );
+    }
+    {
+        let n4 = median("N4");
+        let (lo, hi) = per_round("N4", &|k| at("N2", k));
+        println!(
+            "  N4  {:.0} µs per event ({:.3}× N2 [{lo:.3}–{hi:.3}])   reported (one event per round trip)",
+            1e6 / n4,
+            n4 / median("N2")
+        );
+        let (lo, hi) = per_round("N6", &|k| at("R5", k));
+        println!(
+            "  N6  {:.2}× R5  [{lo:.2}–{hi:.2}]   reported",
+            median("N6") / median("R5")
+        );
+    }
+    let hists = bench.latencies();
+    let mut all = hists.first().cloned().ok_or("N3 recorded nothing")?;
+    for h in &hists[1..] {
+        all.add(h).map_err(err("merging histograms"))?;
+    }
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e6;
+    let p50 = q(&all, 0.5);
+    let p99 = q(&all, 0.99);
+    let rounds_p50 = spread(&hists.iter().map(|h| q(h, 0.5)).collect::<Vec<_>>());
+    let rounds_p99 = spread(&hists.iter().map(|h| q(h, 0.99)).collect::<Vec<_>>());
+    println!(
+        "  N3  publish → handler on bus B, {} events over {} rounds: p50 {p50:.3} ms, p99 {p99:.3} ms, \
+         p99.9 {:.3} ms, max {:.3} ms (per round: p50 {:.3}–{:.3}, p99 {:.3}–{:.3})",
+        all.len(),
+        hists.len(),
+        q(&all, 0.999),
+        all.max() as f64 / 1e6,
+        rounds_p50.min,
+        rounds_p50.max,
+        rounds_p99.min,
+        rounds_p99.max,
+    );
+    println!(
+        "      target p50 ≤ 1 ms {}, p99 ≤ 10 ms {}",
+        verdict(p50 <= 1.0),
+        verdict(p99 <= 10.0)
+    );
     Ok(())
 }

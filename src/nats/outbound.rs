@@ -60,6 +60,7 @@ use super::bridge::{Core, Part, PartMetrics};
 use super::metrics::{PartReport, Unacked};
 use super::{wire, BridgeError, NatsBridge, OutboundOptions, WireEncoding};
 use crate::bus::{Bus, ProducerMode, SubscribeOptions};
+use crate::codec;
 use crate::dispatch::IntoPatterns;
 use crate::event::{Event, EventId, EventType};
 use crate::outcome::{FailureReason, HandlerError, SubscriptionId};
@@ -1083,6 +1084,7 @@ impl NatsBridge {
             encoding: self.core.encoding,
             prefix: self.core.prefix.clone(),
             subjects: HashMap::default(),
+            frame_capacity: 0,
         };
         let mut handler = handler;
         let id = bus
@@ -1113,6 +1115,10 @@ struct BusSide<P> {
     prefix: String,
     /// `<prefix>.ev.<type>` per event type, made once.
     subjects: HashMap<EventType, async_nats::Subject, ahash::RandomState>,
+    /// The longest frame encoded so far: the next frame's buffer starts that
+    /// large (no regrowing per event; a `Vec` whose length is its capacity
+    /// becomes `Bytes` without another allocation).
+    frame_capacity: usize,
 }
 
 impl<P: Serialize + Clone> BusSide<P> {
@@ -1127,8 +1133,16 @@ impl<P: Serialize + Clone> BusSide<P> {
                 return Err(HandlerError::permanent("nats outbound stopped"));
             }
         };
-        let (headers, body) = wire::encode(e, self.encoding)
-            .map_err(|m| HandlerError::permanent(format!("cannot encode the event: {m}")))?;
+        let cannot = |m: String| HandlerError::permanent(format!("cannot encode the event: {m}"));
+        let (headers, body) = match self.encoding {
+            WireEncoding::Frame => {
+                let mut out = Vec::with_capacity(self.frame_capacity);
+                codec::encode(e, &mut out).map_err(|m| cannot(m.to_string()))?;
+                self.frame_capacity = self.frame_capacity.max(out.len());
+                (wire::headers(e.id, self.encoding), Bytes::from(out))
+            }
+            WireEncoding::CloudEventsJson => wire::encode(e, self.encoding).map_err(cannot)?,
+        };
         let prefix = &self.prefix;
         let subject = self
             .subjects

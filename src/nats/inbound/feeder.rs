@@ -19,7 +19,8 @@ use crate::Publisher;
 
 /// The feeder thread: decode, dedup, inbox, publish on the bus.
 pub(super) struct Feeder<P: Send + Sync + 'static> {
-    pub(super) rx: std_mpsc::Receiver<Feed>,
+    /// Messages in delivery order, in the batches the worker sends.
+    pub(super) rx: std_mpsc::Receiver<Vec<Feed>>,
     pub(super) tx: mpsc::UnboundedSender<Ev>,
     pub(super) publisher: Publisher<P>,
     pub(super) upcasters: Option<Arc<Upcasters>>,
@@ -38,11 +39,12 @@ pub(super) struct Feeder<P: Send + Sync + 'static> {
 
 impl<P: DeserializeOwned + Clone + Send + Sync + 'static> Feeder<P> {
     pub(super) fn run(mut self) {
-        while let Ok(feed) = self.rx.recv() {
-            let ev = self.feed(feed);
-            if let Some(ev) = ev {
-                if self.tx.send(ev).is_err() {
-                    break;
+        while let Ok(feeds) = self.rx.recv() {
+            for feed in feeds {
+                if let Some(ev) = self.feed(feed) {
+                    if self.tx.send(ev).is_err() {
+                        return;
+                    }
                 }
             }
         }
@@ -52,11 +54,14 @@ impl<P: DeserializeOwned + Clone + Send + Sync + 'static> Feeder<P> {
     /// hears from the delivery's `on_done`).
     fn feed(&mut self, feed: Feed) -> Option<Ev> {
         let token = feed.token;
-        let event =
-            match wire::decode::<P>(feed.headers.as_ref(), &feed.body, self.upcasters.as_deref()) {
-                Ok(event) => event,
-                Err(error) => return Some(Ev::Undecodable { token, error }),
-            };
+        let event = match wire::decode::<P>(
+            feed.headers.as_deref(),
+            &feed.body,
+            self.upcasters.as_deref(),
+        ) {
+            Ok(event) => event,
+            Err(error) => return Some(Ev::Undecodable { token, error }),
+        };
         // On the bus first, then the window: the worker puts a completed id
         // into the window before it takes it off the bus, so one of the two
         // sees it.

@@ -15,7 +15,9 @@
 //!   dedup, the store inbox's append and `publish_tracked` may block (a full
 //!   ring, an fsync), which the runtime thread must never do. It feeds the bus
 //!   in the order the server delivered, so first deliveries reach the bus in
-//!   stream order (I6).
+//!   stream order (I6). The worker hands it messages in batches: those it fed
+//!   while more events were queued, sent together once none waits (at most 64),
+//!   so the feeder wakes once per burst, not per message.
 //! * A delivery's completion (`Delivery::on_done`) runs on a bus thread and
 //!   only sends the outcome back to the worker through an unbounded channel.
 //! * Messages in flight are bounded by the consumer's `max_ack_pending`: the
@@ -434,7 +436,7 @@ where
         Dedup::Off => None,
         _ => Some(Arc::new(Mutex::new(HashMap::new()))),
     };
-    let (to_feeder, feeder_rx) = std_mpsc::channel::<Feed>();
+    let (to_feeder, feeder_rx) = std_mpsc::channel::<Vec<Feed>>();
     {
         let feeder = Feeder {
             rx: feeder_rx,
@@ -509,9 +511,10 @@ where
         counters: counters.clone(),
         to_self: to_worker.clone(),
         to_feeder: Some(to_feeder),
+        feeds: Vec::new(),
         window,
         retried_here,
-        in_flight: HashMap::new(),
+        in_flight: HashMap::default(),
         on_bus: on_bus.clone(),
         followers: HashMap::new(),
         next_token: 0,

@@ -33,6 +33,10 @@ use crate::event::EventId;
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long one pull request waits on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// Messages handed to the feeder in one send, at most: the worker collects
+/// what it feeds while it has events queued and sends them together (one
+/// wake-up of the feeder thread per batch, not per message).
+const FEED_BATCH: usize = 64;
 /// The pause before a pull stream that ended is opened again.
 const REOPEN_AFTER: Duration = Duration::from_millis(250);
 
@@ -91,7 +95,9 @@ pub(super) enum Settled {
 /// What the feeder is handed per message.
 pub(super) struct Feed {
     pub(super) token: u64,
-    pub(super) headers: Option<HeaderMap>,
+    /// Shared with the message's [`InFlight`] entry (one allocation, not a
+    /// copy of the map per message).
+    pub(super) headers: Option<Arc<HeaderMap>>,
     pub(super) body: Bytes,
 }
 
@@ -99,10 +105,11 @@ pub(super) struct Feed {
 pub(super) struct InFlight {
     acker: Arc<Acker>,
     event_id: Option<EventId>,
-    subject: String,
+    /// Made into text only for a dead letter or a report.
+    subject: async_nats::Subject,
     stream_seq: u64,
     delivered: u64,
-    headers: Option<HeaderMap>,
+    headers: Option<Arc<HeaderMap>>,
     body: Bytes,
     /// When it was delivered or last got progress.
     touched: Instant,
@@ -164,10 +171,12 @@ pub(super) struct Worker {
     pub(super) progress_after: Duration,
     pub(super) counters: Arc<Counters>,
     pub(super) to_self: mpsc::UnboundedSender<Ev>,
-    pub(super) to_feeder: Option<std_mpsc::Sender<Feed>>,
+    pub(super) to_feeder: Option<std_mpsc::Sender<Vec<Feed>>>,
+    /// Fed and not yet sent (see [`FEED_BATCH`]).
+    pub(super) feeds: Vec<Feed>,
     pub(super) window: Option<Arc<Mutex<Window>>>,
     pub(super) retried_here: Arc<Mutex<HashSet<EventId>>>,
-    pub(super) in_flight: HashMap<u64, InFlight>,
+    pub(super) in_flight: HashMap<u64, InFlight, ahash::RandomState>,
     /// With dedup: the delivery of each event id now on the bus (shared
     /// with the feeder).
     pub(super) on_bus: Option<Arc<Mutex<HashMap<EventId, u64>>>>,
@@ -236,6 +245,7 @@ impl Worker {
                 Ev::MaxDeliveries(payload) => self.on_max_deliveries(payload),
                 Ev::DrainDeadline => self.drain_deadline().await,
                 Ev::Stop(reply) => {
+                    self.flush_feeds().await;
                     self.stop = Some(reply);
                     self.stop_pulling();
                     let tx = self.to_self.clone();
@@ -245,6 +255,9 @@ impl Worker {
                         let _ = tx.send(Ev::DrainDeadline);
                     });
                 }
+            }
+            if self.feeds.len() >= FEED_BATCH || rx.is_empty() {
+                self.flush_feeds().await;
             }
             self.counters
                 .in_flight
@@ -287,13 +300,14 @@ impl Worker {
             .map(EventId::from_uuid);
         let token = self.next_token;
         self.next_token += 1;
+        let headers = m.headers.map(Arc::new);
         let entry = InFlight {
             acker: Arc::new(acker),
             event_id,
-            subject: m.subject.to_string(),
+            subject: m.subject,
             stream_seq,
             delivered,
-            headers: m.headers.clone(),
+            headers: headers.clone(),
             body: m.payload.clone(),
             touched: Instant::now(),
             fed: false,
@@ -316,24 +330,42 @@ impl Worker {
         }
         let feed = Feed {
             token,
-            headers: m.headers,
+            headers,
             body: m.payload,
         };
         self.feed(token, feed).await;
     }
 
-    /// Hands a message to the feeder (NAK'd at once if it is gone).
+    /// Queues a message for the feeder (NAK'd at once if it is gone); the
+    /// run loop sends the queue once no event waits or it holds
+    /// [`FEED_BATCH`].
     async fn feed(&mut self, token: u64, feed: Feed) {
-        let sent = self
-            .to_feeder
-            .as_ref()
-            .is_some_and(|f| f.send(feed).is_ok());
-        if sent {
-            if let Some(e) = self.in_flight.get_mut(&token) {
-                e.fed = true;
-            }
-        } else {
+        if self.to_feeder.is_none() {
             self.nak_now(token, "NAK'd: the feeder stopped").await;
+            return;
+        }
+        if let Some(e) = self.in_flight.get_mut(&token) {
+            e.fed = true;
+        }
+        self.feeds.push(feed);
+    }
+
+    /// Sends the queued messages to the feeder, NAK'ing them if it is gone.
+    async fn flush_feeds(&mut self) {
+        if self.feeds.is_empty() {
+            return;
+        }
+        let feeds = std::mem::take(&mut self.feeds);
+        let Some(to_feeder) = &self.to_feeder else {
+            for f in feeds {
+                self.nak_now(f.token, "NAK'd: the feeder stopped").await;
+            }
+            return;
+        };
+        if let Err(std_mpsc::SendError(feeds)) = to_feeder.send(feeds) {
+            for f in feeds {
+                self.nak_now(f.token, "NAK'd: the feeder stopped").await;
+            }
         }
     }
 
@@ -533,8 +565,8 @@ impl Worker {
             deliveries: e.delivered,
             stream_seq: e.stream_seq,
             event_id: e.event_id,
-            subject: e.subject.clone(),
-            headers: e.headers.clone(),
+            subject: e.subject.to_string(),
+            headers: e.headers.as_deref().cloned(),
             body: e.body.clone(),
         };
         let acker = e.acker.clone();
@@ -736,7 +768,7 @@ impl Worker {
 fn unacked(e: &InFlight, state: &str) -> Unacked {
     Unacked {
         event_id: e.event_id,
-        subject: e.subject.clone(),
+        subject: e.subject.to_string(),
         stream_sequence: Some(e.stream_seq),
         state: state.to_owned(),
     }
