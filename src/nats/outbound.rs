@@ -480,6 +480,38 @@ impl<X> Default for Lane<X> {
 /// How the pump is told to stop: by when it must have finished.
 pub(crate) type StopSignal = oneshot::Sender<Instant>;
 
+/// Starts the pump of one outbound path on the bridge's runtime, reading
+/// `rx`; returns the path's end (stop, report) for its handle.
+pub(crate) fn start_pump<X: Send + 'static>(
+    core: &Core,
+    o: &OutboundOptions,
+    shared: &Arc<Shared>,
+    rx: mpsc::Receiver<Item<X>>,
+    give_up: Option<GiveUp<X>>,
+) -> Arc<OutboundPath> {
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (report_tx, report_rx) = std::sync::mpsc::sync_channel(1);
+    Pump {
+        shared: shared.clone(),
+        js: publish_context(core, o),
+        encoding: core.encoding,
+        prefix: core.prefix.clone(),
+        rx,
+        max_in_flight: o.max_in_flight,
+        retry: o.retry.clone(),
+        give_up,
+        stop: stop_rx,
+        report: report_tx,
+    }
+    .spawn(&core.rt);
+    Arc::new(OutboundPath::new(
+        shared.clone(),
+        o.publish_timeout,
+        stop_tx,
+        report_rx,
+    ))
+}
+
 pub(crate) struct Pump<X> {
     pub(crate) shared: Arc<Shared>,
     /// Shared by the send futures (a `Context` clone allocates).
@@ -1049,34 +1081,13 @@ impl NatsBridge {
         let name = given.unwrap_or_else(|| format!("outbound:{}", texts.join(", ")));
         let shared = Arc::new(Shared::new(name.clone(), false));
         let (tx, rx) = mpsc::channel::<Item<Event<P>>>(o.queue);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (report_tx, report_rx) = std::sync::mpsc::sync_channel(1);
-
         let subscription: Arc<OnceLock<SubscriptionId>> = Arc::new(OnceLock::new());
         let give_up = dead_letter(
             bus.dead_letter_queue(),
             subscription.clone(),
             Arc::from(name.as_str()),
         );
-        Pump {
-            shared: shared.clone(),
-            js: publish_context(&self.core, &o),
-            encoding: self.core.encoding,
-            prefix: self.core.prefix.clone(),
-            rx,
-            max_in_flight: o.max_in_flight,
-            retry: o.retry.clone(),
-            give_up: Some(give_up),
-            stop: stop_rx,
-            report: report_tx,
-        }
-        .spawn(&self.core.rt);
-        let path = Arc::new(OutboundPath::new(
-            shared.clone(),
-            o.publish_timeout,
-            stop_tx,
-            report_rx,
-        ));
+        let path = start_pump(&self.core, &o, &shared, rx, Some(give_up));
 
         let handler = BusSide {
             tx,

@@ -37,11 +37,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::outbound::{
-    check_options, publish_context, Item, Msg, OutboundHandle, OutboundPath, Pump, Shared,
-};
+use super::outbound::{check_options, start_pump, Item, Msg, OutboundHandle, Shared};
 use super::{wire, BridgeError, NatsBridge, OutboundOptions};
 use crate::dispatch::{IntoPatterns, Pattern};
 use crate::store::checkpoint::CheckpointStore;
@@ -117,27 +115,7 @@ impl NatsBridge {
             shared.settled_key.store(p.0 + 1, Ordering::Release);
         }
         let (tx, rx) = mpsc::channel::<Item<()>>(o.queue);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (report_tx, report_rx) = std::sync::mpsc::sync_channel(1);
-        Pump {
-            shared: shared.clone(),
-            js: publish_context(&self.core, &o),
-            encoding: self.core.encoding,
-            prefix: self.core.prefix.clone(),
-            rx,
-            max_in_flight: o.max_in_flight,
-            retry: o.retry.clone(),
-            give_up: None,
-            stop: stop_rx,
-            report: report_tx,
-        }
-        .spawn(&self.core.rt);
-        let path = Arc::new(OutboundPath::new(
-            shared.clone(),
-            o.publish_timeout,
-            stop_tx,
-            report_rx,
-        ));
+        let path = start_pump(&self.core, &o, &shared, rx, None);
 
         let stop = Arc::new(AtomicBool::new(false));
         let reader = Reader {
