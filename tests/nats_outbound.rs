@@ -466,6 +466,45 @@ fn stop_reports_the_events_not_acked() {
     assert!(bridge.shutdown().is_clean());
 }
 
+/// With one publish in flight, what never left the queue is reported "not
+/// published", apart from the one the server never acked.
+#[test]
+fn stop_reports_the_events_never_sent() {
+    let Some(mut server) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let one_at_a_time = OutboundOptions {
+        max_in_flight: 1,
+        ..retrying(Duration::from_millis(300), Duration::from_millis(50))
+    };
+    let (bridge, bus, out) = outbound(&server, ">", one_at_a_time);
+    server.kill();
+    let mut p = bus.publisher();
+    let mut ids = HashSet::new();
+    for i in 0..5 {
+        let e = event("order.placed", &format!("o-{i}"), i);
+        ids.insert(e.id);
+        p.publish(e).unwrap();
+    }
+    bus.flush().unwrap();
+    assert!(!out.flush(Duration::from_millis(200)));
+    let report = out.stop();
+    let reported: HashSet<EventId> = report.unacked.iter().filter_map(|u| u.event_id).collect();
+    assert_eq!(reported, ids, "each event reported once: {report:?}");
+    assert_eq!(report.unacked.len(), 5, "{report:?}");
+    let never_sent = report
+        .unacked
+        .iter()
+        .filter(|u| u.state == "not published")
+        .count();
+    assert!(never_sent >= 4, "at most one was ever sent: {report:?}");
+    assert!(report
+        .unacked
+        .iter()
+        .all(|u| u.state == "not published" || u.state == "publish not acked"));
+    assert!(bridge.shutdown().is_clean());
+}
+
 /// Options that cannot work are refused.
 #[test]
 fn options_that_cannot_work_are_refused() {
