@@ -564,12 +564,13 @@ impl<P: Send + Sync + 'static> Dispatcher<P> {
         }
 
         // Each tracked event lists the handler instances routed to, before
-        // any of them runs; one routed nowhere completes here.
+        // any of them runs; one routed nowhere completes here. A slot's work
+        // is in offset order (its handler runs it in publish order).
         for (off, tracker) in self.tracks.iter() {
             let routed = self.slots.iter().flatten();
             tracker.arm(
                 routed
-                    .filter(|s| s.work.contains(off))
+                    .filter(|s| s.work.binary_search(off).is_ok())
                     .map(|s| (s.sub, s.lane, &s.name)),
             );
         }

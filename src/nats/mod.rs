@@ -82,7 +82,8 @@
 //! * One pattern per consumer: several need 2.10 (`filter_subjects`; 2.9
 //!   silently ignores them, so [`NatsBridge::inbound`] refuses with
 //!   [`BridgeError::Unsupported`] instead of consuming unfiltered).
-//! * Tested against 2.9.10 and 2.15.1 (CI runs both).
+//! * Tested against 2.9.10 and 2.15.1 (CI runs both; the 2.15.1 binary comes from PyPI
+//!   and its leg is skipped, loudly, when PyPI cannot be reached).
 
 mod bridge;
 mod cloudevents;

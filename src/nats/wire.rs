@@ -29,11 +29,6 @@ pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
 /// `Content-Type`.
 pub(crate) const CONTENT_TYPE: &str = "Content-Type";
 
-/// The `Nats-Msg-Id` of an event: its id as UUID text.
-pub(crate) fn msg_id(id: EventId) -> String {
-    id.to_string()
-}
-
 /// The body and headers of the message for `event`.
 pub(crate) fn encode<P: Serialize>(
     event: &Event<P>,
@@ -55,7 +50,8 @@ pub(crate) fn encode<P: Serialize>(
 /// with the first one).
 pub(crate) fn headers(id: EventId, encoding: WireEncoding) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(MSG_ID, msg_id(id).as_str());
+    let mut text = uuid::Uuid::encode_buffer();
+    headers.insert(MSG_ID, &*id.as_uuid().hyphenated().encode_lower(&mut text));
     headers.insert(
         CONTENT_TYPE,
         match encoding {
@@ -76,8 +72,8 @@ pub(crate) fn decode<P: DeserializeOwned>(
 ) -> Result<Event<P>, String> {
     let content_type = headers
         .and_then(|h| h.get(CONTENT_TYPE))
-        .map(|v| v.as_str().to_owned());
-    match content_type.as_deref() {
+        .map(|v| v.as_str());
+    match content_type {
         None | Some(FRAME_CONTENT_TYPE) => {
             let (event, n) = match upcasters {
                 Some(u) => decode_upcast(body, u).map_err(|e| e.to_string())?,
